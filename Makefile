@@ -1,0 +1,35 @@
+# Two commands do all the set-up from a fresh clone:
+#   make book [PROFILE=smoke|laptop|paper]   build the book into _build/html/index.html
+#   make test                                unit tests + every chapter at the smoke profile + a -W book build
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PROFILE ?=
+export ATTNPOD_ARTIFACTS ?= $(CURDIR)/artifacts
+
+.PHONY: book test env notebooks clean-artifacts clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test]"
+	$(PY) -m ipykernel install --sys-prefix --name attnpod --display-name "attnpod (.venv)" >/dev/null
+	touch $@
+
+notebooks: env
+	$(PY) book/execute.py $(if $(PROFILE),--profile $(PROFILE))
+
+book: notebooks
+	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
+	@echo "The book: $(CURDIR)/_build/html/index.html"
+
+test: env
+	$(PY) -m pytest -ra
+
+clean-artifacts:
+	rm -rf "$(ATTNPOD_ARTIFACTS)"
+
+clean:
+	rm -rf _build notebooks/*.ipynb book/status.md

@@ -1,0 +1,232 @@
+"""Scale-selective POD (SPEC section 5) and the whole analysis of one model, cached as an artifact.
+
+The Gaussian lag window w_a(τ) = exp(−τ²/(2a²)) depends on the lag only, so the
+centred Gram matrix at scale a is a weighted sum of per-lag Grams,
+
+    C^a = (1/N) Σ_τ w_a(τ)² G_τ,   G_τ[n, m] = Σ_i L̃_n[i, τ] L̃_m[i, τ],
+
+with L̃ the centred lag fields. Every scale then costs about one POD.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import Profile, artifact_dir, is_verified, write_verified
+from .data import Corpus, sample_windows
+from .fields import collect_fields
+from .lag import as_numpy, gaussian_lag_window, to_lag
+from .pod import EPSILONS, effective_rank, modes_from_eigenvectors, sorted_eigh, spectral_concentration
+from .wavelet import OMEGA0, dominant_scale_indices, paper_scales, profile_moments, scalogram_from_moments
+
+
+def _valid_rows(T: int, lag_start: int, orientation: str) -> slice:
+    """Rows i that can be non-zero at lags ≥ lag_start: i ≥ τ (causal) or i < T − τ (published)."""
+    return slice(lag_start, T) if orientation == "causal" else slice(0, T - lag_start)
+
+
+def windowed_grams(lag_fields: np.ndarray, scales, orientation: str = "causal", chunk: int = 16) -> np.ndarray:
+    """Centred Gram matrices C^a[n, m] of the windowed snapshots for every scale: (S, N, N) float64.
+
+    ``lag_fields[n, i, tau]`` must already be centred over n.
+    """
+    N, T, _ = lag_fields.shape
+    w2 = torch.from_numpy(gaussian_lag_window(T, scales) ** 2).float()  # (S, T)
+    X = torch.from_numpy(np.ascontiguousarray(lag_fields, dtype=np.float32))
+    C = torch.zeros(len(w2), N * N, dtype=torch.float64)
+    for t0 in range(0, T, chunk):
+        t1 = min(T, t0 + chunk)
+        block = X[:, _valid_rows(T, t0, orientation), t0:t1].permute(2, 0, 1).contiguous()  # (tc, N, R)
+        G = torch.bmm(block, block.transpose(1, 2))  # (tc, N, N) per-lag Grams
+        C += (w2[:, t0:t1] @ G.reshape(t1 - t0, N * N)).double()
+    return (C / N).reshape(-1, N, N).numpy()
+
+
+@dataclass
+class ScaleSelectivePOD:
+    """POD of the windowed ensemble at each scale.
+
+    eigenvalues[s, k] (descending); modes[s, k, i, tau] in lag coordinates
+    (``from_lag`` gives the T×T form); ``orientation`` as in :func:`attnpod.lag.to_lag`.
+    """
+
+    scales: np.ndarray
+    eigenvalues: np.ndarray
+    modes: np.ndarray
+    orientation: str = "causal"
+
+    @property
+    def energy_fraction(self) -> np.ndarray:
+        total = self.eigenvalues.sum(axis=-1, keepdims=True)
+        return np.divide(self.eigenvalues, total, out=np.zeros_like(self.eigenvalues), where=total > 0)
+
+
+def _pod_from_grams(Lc: np.ndarray, C: np.ndarray, scales, n_modes: int, mode_scales) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues at every scale, and modes (lag coordinates) at the scale indices ``mode_scales``."""
+    N, T, _ = Lc.shape
+    eigenvalues = np.clip(torch.linalg.eigvalsh(torch.from_numpy(C)).numpy()[:, ::-1], 0, None)
+    r = min(n_modes, N)
+    modes = np.zeros((len(mode_scales), r, T, T), dtype=np.float32)
+    flat = Lc.reshape(N, T * T)
+    w = gaussian_lag_window(T, np.asarray(scales)[list(mode_scales)])  # (M, T)
+    for m, s in enumerate(mode_scales):
+        lam, V = sorted_eigh(C[s])
+        keep = int(np.sum(lam[:r] > 1e-12))
+        phi = modes_from_eigenvectors(flat, V[:, :keep], lam[:keep]).reshape(keep, T, T)
+        modes[m, :keep] = phi * w[m]  # φ_k = Ũ_cᵀ v_k / √(Nλ_k), Ũ = windowed snapshots
+    return eigenvalues, modes
+
+
+def centred_lag_fields(fields, orientation: str = "causal") -> tuple[np.ndarray, np.ndarray]:
+    """Lag fields ``L[n, i, tau]`` (float32) and their centred copy."""
+    L = to_lag(as_numpy(fields, np.float32), orientation)
+    return L, L - L.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def scale_selective_pod(fields, scales, n_modes: int = 3, orientation: str = "causal") -> ScaleSelectivePOD:
+    """Scale-selective POD of ``fields[N, T, T]`` at each scale a*.
+
+    Ã[i, j] = A[i, j]·exp(−(i−j)²/(2a*²)) on the causal part; snapshots vec(Ã_n),
+    centred; method of snapshots. ``orientation="published"`` windows the upper
+    triangle A[i, i+s] as the published code does (degenerate for causal fields).
+    """
+    if orientation not in ("causal", "published"):
+        raise ValueError(f"orientation must be 'causal' or 'published', got {orientation!r}")
+    scales = np.atleast_1d(np.asarray(scales, dtype=np.float64))
+    _, Lc = centred_lag_fields(fields, orientation)
+    C = windowed_grams(Lc, scales, orientation)
+    eigenvalues, modes = _pod_from_grams(Lc, C, scales, n_modes, range(len(scales)))
+    return ScaleSelectivePOD(scales, eigenvalues, modes, orientation)
+
+
+def mode_lag_profiles(modes) -> np.ndarray:
+    """φ_k(τ): each lag-coordinate mode ``modes[..., i, tau]`` averaged over the rows where lag τ exists (i ≥ τ)."""
+    modes = as_numpy(modes)
+    T = modes.shape[-1]
+    return modes.sum(axis=-2) / (T - np.arange(T))
+
+
+# ----------------------------------------------------------------------------- whole-model analysis
+
+@dataclass
+class FieldAnalysis:
+    """Everything the paper computes for one model, per layer l (0-based arrays; layers are 1…L in the book).
+
+    scalogram[l, s, tau]; dominant[l, d] (scale indices, largest energy first);
+    eigenvalues[l, s, k] at every scale; modes[l, d, k, i, tau] at the dominant scales;
+    spectral_concentration[l] and effective_rank[l, e] on the top dominant scale;
+    rank_by_scale[l, e, s] = H*(ε_e) at every scale.
+    """
+
+    scales: np.ndarray
+    epsilons: np.ndarray
+    scalogram: np.ndarray
+    dominant: np.ndarray
+    eigenvalues: np.ndarray
+    modes: np.ndarray
+    spectral_concentration: np.ndarray
+    effective_rank: np.ndarray
+    rank_by_scale: np.ndarray
+    orientation: str = "causal"
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def dominant_scales(self) -> np.ndarray:
+        return self.scales[self.dominant]
+
+    @property
+    def top_eigenvalues(self) -> np.ndarray:
+        """Eigenvalues at each layer's top dominant scale: (L, N)."""
+        return self.eigenvalues[np.arange(len(self.dominant)), self.dominant[:, 0]]
+
+    def save(self, path: Path) -> None:
+        arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
+        meta = json.dumps({"orientation": self.orientation, "meta": self.meta})
+        write_verified(path, lambda tmp: np.savez(open(tmp, "wb"), meta=np.array(meta), **arrays))
+
+    @classmethod
+    def load(cls, path: Path) -> "FieldAnalysis":
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+            meta = json.loads(str(data["meta"]))
+        return cls(**arrays, orientation=meta["orientation"], meta=meta["meta"])
+
+
+def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, orientation: str = "causal",
+                   epsilons=EPSILONS, omega0: float = OMEGA0, progress: bool = True) -> FieldAnalysis:
+    """Ensemble scalogram, dominant scales, scale-selective POD at all scales, 𝒯_spec and H*(ε) for each layer.
+
+    ``fields[n, l, i, j]`` head-averaged (a memory map is fine: one layer is read at a time).
+    """
+    scales = paper_scales() if scales is None else np.asarray(scales, dtype=np.float64)
+    epsilons = np.asarray(epsilons, dtype=np.float64)
+    n_layer = fields.shape[1]
+    out = {k: [] for k in ("scalogram", "dominant", "eigenvalues", "modes", "spectral_concentration",
+                           "effective_rank", "rank_by_scale")}
+    for l in tqdm(range(n_layer), desc="analysis (layers)", disable=not progress):
+        layer = np.ascontiguousarray(fields[:, l], dtype=np.float32)
+        L, Lc = centred_lag_fields(layer, orientation)
+        profiles = L if orientation == "causal" else to_lag(layer, "published_clamped")
+        S = scalogram_from_moments(profile_moments(profiles), scales, omega0)
+        dominant = dominant_scale_indices(S, n_dominant)
+        del layer, L, profiles
+        eigenvalues, modes = _pod_from_grams(Lc, windowed_grams(Lc, scales, orientation), scales, n_modes, dominant)
+        top = eigenvalues[dominant[0]]
+        out["scalogram"].append(S)
+        out["dominant"].append(dominant)
+        out["eigenvalues"].append(eigenvalues)
+        out["modes"].append(modes)
+        out["spectral_concentration"].append(spectral_concentration(top))
+        out["effective_rank"].append([effective_rank(top, e) for e in epsilons])
+        out["rank_by_scale"].append([[effective_rank(lam, e) for lam in eigenvalues] for e in epsilons])
+    arrays = {k: np.asarray(v) for k, v in out.items()}
+    return FieldAnalysis(scales=scales, epsilons=epsilons, orientation=orientation, **arrays)
+
+
+def ensemble_settings(profile: Profile, checkpoint_name: str, split: str) -> dict:
+    return {"checkpoint": checkpoint_name, "split": split, "n_snapshots": profile.n_snapshots,
+            "length": profile.block_size, "seed": profile.seed, "heads": "mean"}
+
+
+def _reuse(path: Path) -> bool:
+    state = is_verified(path)
+    if state is False:
+        warnings.warn(f"{path} is corrupted (hash mismatch); recomputing it", RuntimeWarning, stacklevel=3)
+    return bool(state)
+
+
+def model_fields(model, corpus: Corpus, profile: Profile, checkpoint_name: str, split: str = "val",
+                 device=None, progress: bool = True) -> np.ndarray:
+    """The model's head-averaged ensemble ``fields[n, l, i, j]``, cached (memory-mapped on reuse)."""
+    folder = artifact_dir("fields", checkpoint_name, ensemble_settings(profile, checkpoint_name, split))
+    path = folder / "fields.npy"
+    if not _reuse(path):
+        windows = sample_windows(corpus, profile.n_snapshots, profile.block_size, split, profile.seed)
+        write_verified(path, lambda tmp: collect_fields(model, windows, device=device, out=tmp, progress=progress))
+    return np.load(path, mmap_mode="r")
+
+
+def analyse_model(model, corpus: Corpus, profile: Profile, name: str, split: str = "val", device=None,
+                  orientation: str = "causal", progress: bool = True, **options) -> tuple[FieldAnalysis, Path]:
+    """Fields and :func:`analyse_fields` for one trained model, both cached under keys of every setting.
+
+    ``name`` identifies the trained model (its checkpoint folder name, which hashes its settings).
+    """
+    fields_settings = ensemble_settings(profile, name, split)
+    settings = {"fields": fields_settings, "orientation": orientation, **options}
+    folder = artifact_dir("analysis", name, settings)
+    path = folder / "analysis.npz"
+    if _reuse(path):
+        return FieldAnalysis.load(path), folder
+    fields = model_fields(model, corpus, profile, name, split, device, progress)
+    result = analyse_fields(fields, orientation=orientation, progress=progress, **options)
+    result.meta.update(settings)
+    result.save(path)
+    return result, folder

@@ -1,0 +1,63 @@
+"""Command line: ``python -m attnpod train|analyse --profile P --model M``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import MODELS, PROFILES
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                        help="size/protocol preset (default: paper with CUDA, else laptop)")
+    parser.add_argument("--model", choices=MODELS, required=True, help="which of the paper's four variants")
+    parser.add_argument("--causal-gate", action="store_true",
+                        help="EGA variants: normalise the gate energy with prefix statistics (no future leak)")
+    parser.add_argument("--data", default=None, help="path to TinyShakespeare input.txt (else $ATTNPOD_DATA, else download)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m attnpod",
+        description="Train the paper's GPT variants and run the scale-selective POD analysis. "
+                    "Results are cached under the artifact folder ($ATTNPOD_ARTIFACTS, default ./artifacts "
+                    "in a checkout), keyed by every setting, so reruns reuse them and changes recompute.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train one model (resumes from its last checkpoint)")
+    _common(train)
+    analyse = sub.add_parser("analyse", help="collect attention fields and analyse them (trains first if needed)")
+    _common(analyse)
+    analyse.add_argument("--split", choices=("val", "train", "all"), default="val",
+                         help="where snapshot windows are drawn from (published: all)")
+    analyse.add_argument("--snapshots", type=int, default=None, help="N, the ensemble size (default: the profile's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import get_profile
+    from .data import load_corpus
+    from .train import train
+
+    overrides = {"n_snapshots": args.snapshots} if getattr(args, "snapshots", None) else {}
+    profile = get_profile(args.profile, **overrides)
+    corpus = load_corpus(args.data)
+    model, history, path = train(profile, args.model, corpus, device=args.device, causal_gate=args.causal_gate)
+    print(f"{args.model} [{profile.name}]: step {history.step[-1]}, train {history.train[-1]:.4f}, "
+          f"val {history.val[-1]:.4f}; checkpoint {path}")
+    if args.command == "analyse":
+        from .analysis import analyse_model
+
+        result, folder = analyse_model(model, corpus, profile, split=args.split, device=args.device,
+                                       name=path.parent.name)
+        print(f"analysis of {args.model} [{profile.name}] in {folder}")
+        for layer, scales in enumerate(result.dominant_scales, start=1):
+            print(f"  layer {layer}: dominant scales {', '.join(f'{a:.1f}' for a in scales)}; "
+                  f"T_spec {result.spectral_concentration[layer - 1]:.3f}; H*(0.10) {result.effective_rank[0.10][layer - 1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

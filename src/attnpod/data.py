@@ -1,0 +1,129 @@
+"""TinyShakespeare: fetch with a checksum, tokenise by character, split, sample windows.
+
+SPEC section 1: 1,115,394 characters, 65-character vocabulary, first 90 % of the
+token stream for training, last 10 % for validation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import sha256_file
+
+URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+ENV_VAR = "ATTNPOD_DATA"
+SPLITS = ("train", "val", "all")
+
+
+class DataError(RuntimeError):
+    """The corpus could not be found, fetched or verified."""
+
+
+def _verify(path: Path, source: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{source}: {path} does not exist. Point {ENV_VAR} (or the `path` "
+                        f"argument) at a copy of TinyShakespeare's input.txt, or unset it to download.")
+    digest = sha256_file(path)
+    if digest != SHA256:
+        raise DataError(f"{source}: {path} has SHA-256 {digest}, expected {SHA256}. "
+                        f"This is not the char-rnn TinyShakespeare input.txt; fetch it from {URL}.")
+    return path
+
+
+def corpus_path(path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The verified path of ``input.txt``.
+
+    Order: the ``path`` argument, then ``$ATTNPOD_DATA``, then a download from
+    the canonical URL into a per-user cache (pooch; written under a temporary
+    name and moved into place only after its SHA-256 matches).
+    """
+    if path:
+        return _verify(Path(path).expanduser(), "path argument")
+    if os.environ.get(ENV_VAR):
+        return _verify(Path(os.environ[ENV_VAR]).expanduser(), f"${ENV_VAR}")
+    import pooch
+
+    cache = Path(cache_dir) if cache_dir else Path(pooch.os_cache("attnpod")) / "data"
+    try:
+        fetched = pooch.retrieve(URL, known_hash=f"sha256:{SHA256}", fname="tinyshakespeare.txt",
+                                 path=cache, progressbar=False)
+    except ValueError as err:  # pooch's checksum mismatch; it has already deleted the download
+        raise DataError(f"downloaded corpus failed its checksum ({err}); nothing was kept in {cache}.") from err
+    except Exception as err:  # no network, DNS failure, HTTP error
+        raise DataError(f"could not download TinyShakespeare from {URL} ({type(err).__name__}: {err}). "
+                        f"Without network, set {ENV_VAR}=/path/to/input.txt or pass `path=`.") from err
+    return Path(fetched)
+
+
+@dataclass
+class Corpus:
+    """The tokenised corpus: ``tokens[t]`` int64, vocabulary ``chars``, split at 90 %."""
+
+    text: str
+    chars: list[str]
+    tokens: torch.Tensor
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    @property
+    def n_train(self) -> int:
+        return int(0.9 * len(self.tokens))
+
+    def split(self, name: str) -> torch.Tensor:
+        if name == "train":
+            return self.tokens[: self.n_train]
+        if name == "val":
+            return self.tokens[self.n_train:]
+        if name == "all":
+            return self.tokens
+        raise ValueError(f"unknown split {name!r}; choose one of {SPLITS}")
+
+    def encode(self, s: str) -> torch.Tensor:
+        lookup = {c: i for i, c in enumerate(self.chars)}
+        return torch.tensor([lookup[c] for c in s], dtype=torch.long)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def load_corpus(path: str | os.PathLike | None = None) -> Corpus:
+    """Read, verify and tokenise TinyShakespeare (see :func:`corpus_path`)."""
+    text = corpus_path(path).read_text(encoding="utf-8")
+    chars = sorted(set(text))
+    lookup = {c: i for i, c in enumerate(chars)}
+    tokens = torch.tensor(np.fromiter((lookup[c] for c in text), dtype=np.int64, count=len(text)))
+    return Corpus(text, chars, tokens)
+
+
+def random_batch(tokens: torch.Tensor, batch_size: int, block_size: int,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random training windows ``x[B, T]`` and their next-token targets ``y[B, T]``."""
+    starts = torch.randint(len(tokens) - block_size - 1, (batch_size,), generator=generator)
+    offsets = torch.arange(block_size)
+    x = tokens[starts[:, None] + offsets]
+    y = tokens[starts[:, None] + offsets + 1]
+    return x, y
+
+
+def sample_windows(corpus: Corpus, n: int, length: int, split: str = "val", seed: int = 42) -> torch.Tensor:
+    """N windows ``windows[n, t]`` of T consecutive tokens, start offsets uniform with a seed.
+
+    The published script draws from the whole file (``split="all"``); we draw
+    from the validation split by default (SPEC section 3).
+    """
+    tokens = corpus.split(split)
+    if length > len(tokens):
+        raise ValueError(f"window length {length} exceeds the {split!r} split ({len(tokens)} tokens)")
+    if n < 1:
+        raise ValueError(f"need at least one window, got n={n}")
+    rng = np.random.default_rng(seed)
+    starts = torch.from_numpy(rng.integers(0, len(tokens) - length + 1, size=n))
+    return tokens[starts[:, None] + torch.arange(length)]

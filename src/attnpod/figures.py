@@ -1,0 +1,277 @@
+"""Figures of the book, one function each, returning a matplotlib Figure.
+
+Layers are numbered 1…L on every axis and title, as in the paper.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .analysis import FieldAnalysis, mode_lag_profiles
+from .config import MODEL_LABELS
+from .pod import power_law_fit
+from .wavelet import fourier_period, morlet_fourier, padded_length
+
+COLORS = {"base": "C0", "ega1": "C1", "ega_morlet": "C2", "conv_l4": "C3", "ega1_causal": "C4", "ega_morlet_causal": "C5"}
+
+
+def _label(variant: str) -> str:
+    return MODEL_LABELS.get(variant.removesuffix("_causal"), variant) + (" (causal)" if variant.endswith("_causal") else "")
+
+
+def plot_loss_curves(histories: dict, smooth: int = 20):
+    """Training loss (smoothed per step) and the periodic train/val evaluations of each model."""
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for variant, h in histories.items():
+        c = COLORS.get(variant)
+        curve = np.asarray(h.curve)
+        k = max(1, min(smooth, len(curve) // 5))
+        smoothed = np.convolve(curve, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(k, len(curve) + 1), smoothed, color=c, alpha=0.35, lw=1)
+        ax.plot(h.step, h.val, "o-", color=c, label=f"{_label(variant)} (val)")
+        ax.plot(h.step, h.train, "s--", color=c, ms=3, lw=1)
+    ax.set(xlabel="optimiser step", ylabel="cross-entropy (nats / char)",
+           title="Loss: thin = training batches (smoothed), dashed = train eval, solid = validation eval")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fields(fields_by_model: dict, layers=None, lag: bool = False, max_len: int | None = None):
+    """Example attention fields A^(l) (or lag fields L^(l)) of one snapshot: models × layers."""
+    models = list(fields_by_model)
+    n_layer = next(iter(fields_by_model.values())).shape[0]
+    layers = list(range(n_layer)) if layers is None else list(layers)
+    fig, axes = plt.subplots(len(models), len(layers), figsize=(1.9 * len(layers), 1.9 * len(models) + 0.4),
+                             squeeze=False, constrained_layout=True)
+    for r, variant in enumerate(models):
+        for c, l in enumerate(layers):
+            A = np.asarray(fields_by_model[variant][l])
+            if max_len:
+                A = A[:max_len, :max_len]
+            ax = axes[r, c]
+            im = ax.imshow(np.sqrt(A), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"layer {l + 1}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{_label(variant)}\nquery i", fontsize=8)
+            if r == len(models) - 1:
+                ax.set_xlabel("lag τ" if lag else "key j", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.6, label="√A (probability)")
+    return fig
+
+
+def plot_lag_profiles(profiles_by_model: dict, max_lag: int = 64, log: bool = True):
+    """Mean lag profile per layer: one panel per model, one line per layer."""
+    models = list(profiles_by_model)
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
+    for ax, variant in zip(axes[0], models):
+        prof = np.asarray(profiles_by_model[variant])
+        cmap = plt.get_cmap("viridis", len(prof))
+        for l, p in enumerate(prof):
+            ax.plot(np.arange(min(max_lag, len(p))), p[:max_lag], color=cmap(l), label=f"layer {l + 1}")
+        ax.set(xlabel="lag τ (tokens)", title=_label(variant))
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("mean attention at lag τ")
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_morlet(scales, omega0: float = 5.0, n: int = 256):
+    """The Morlet wavelet in time at three scales, and its Fourier-domain filters at every scale."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+    t = np.arange(-n // 2, n // 2)
+    for a in (2.0, 8.0, 32.0):
+        psi = np.pi**-0.25 * np.exp(1j * omega0 * t / a - (t / a) ** 2 / 2) / np.sqrt(a)
+        ax1.plot(t, psi.real, label=f"a = {a:g} (period {fourier_period(a):.1f})")
+    ax1.set(xlim=(-80, 80), xlabel="t (tokens)", ylabel="Re ψ(t/a)/√a", title="Morlet wavelet, ω₀ = 5")
+    ax1.legend(fontsize=8)
+    m = padded_length(n)
+    freq = np.fft.fftfreq(m)
+    keep = (freq > 0) & (freq < 0.5)
+    psi_hat = morlet_fourier(scales, m, omega0)
+    cmap = plt.get_cmap("viridis", len(scales))
+    for s, a in enumerate(scales):
+        ax2.plot(1 / freq[keep], psi_hat[s, keep], color=cmap(s))
+    for s in (0, len(scales) // 2, len(scales) - 1):
+        ax2.axvline(fourier_period(scales[s]), color=cmap(s), ls=":", lw=1)
+    ax2.set(xscale="log", xlabel="period (tokens)", ylabel="ψ̂_a(ω)", title="filters of the 20 scales (dotted: 1.2325·a)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_scalogram_grid(analyses: dict):
+    """Fig. 1: ensemble scalograms log(1 + S(a, τ)/max) for each model (rows) and layer (columns)."""
+    models = list(analyses)
+    first = next(iter(analyses.values()))
+    n_layer, _, T = first.scalogram.shape
+    fig, axes = plt.subplots(len(models), n_layer, figsize=(1.8 * n_layer + 1, 1.7 * len(models) + 0.6),
+                             sharex=True, sharey=True, squeeze=False, constrained_layout=True)
+    log_a = np.log2(first.scales)
+    for r, variant in enumerate(models):
+        res = analyses[variant]
+        for l in range(n_layer):
+            S = res.scalogram[l]
+            ax = axes[r, l]
+            im = ax.imshow(np.log10(S / S.max() + 1e-6), aspect="auto", origin="lower", cmap="viridis",
+                           extent=[0, T, log_a[0], log_a[-1]], vmin=-4, vmax=0)
+            for a in res.dominant_scales[l][:1]:
+                ax.axhline(np.log2(a), color="w", lw=0.8, ls="--")
+            if r == 0:
+                ax.set_title(f"layer {l + 1}", fontsize=9)
+            if l == 0:
+                ax.set_ylabel(f"{_label(variant)}\nlog₂ a", fontsize=8)
+            if r == len(models) - 1:
+                ax.set_xlabel("lag τ", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.7, label="log₁₀ S(a,τ)/max")
+    return fig
+
+
+def plot_scale_energy(analyses: dict):
+    """E(a) = Σ_τ S(a, τ), normalised per layer: one panel per model, one line per layer."""
+    models = list(analyses)
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
+    for ax, variant in zip(axes[0], models):
+        res = analyses[variant]
+        E = res.scalogram.sum(-1)
+        cmap = plt.get_cmap("viridis", len(E))
+        for l, e in enumerate(E):
+            ax.plot(res.scales, e / e.max(), "o-", ms=3, color=cmap(l), label=f"layer {l + 1}")
+        ax.set(xscale="log", yscale="log", xlabel="scale a (tokens)", title=_label(variant))
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("E(a) / max E")
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_eigenvalue_spectra(analyses: dict, n: int = 60):
+    """Energy fractions λ_k/Σλ at each layer's top dominant scale, log–log."""
+    models = list(analyses)
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
+    for ax, variant in zip(axes[0], models):
+        lam = analyses[variant].top_eigenvalues
+        cmap = plt.get_cmap("viridis", len(lam))
+        for l, e in enumerate(lam):
+            frac = e / e.sum() if e.sum() > 0 else e
+            k = np.arange(1, min(n, len(e)) + 1)
+            ax.plot(k, frac[: len(k)], color=cmap(l), label=f"layer {l + 1}")
+        ax.set(xscale="log", yscale="log", xlabel="mode k", title=_label(variant))
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("λ_k / Σλ (top scale)")
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pod_modes(result: FieldAnalysis, layers=(1, 3, 5), n_modes: int = 3, max_lag: int = 64, title: str = ""):
+    """Fig. 2: lag profiles φ_k(τ) of the first modes at the top dominant scale, titled with energy fractions."""
+    fig, axes = plt.subplots(len(layers), n_modes, figsize=(3.0 * n_modes, 2.2 * len(layers)), squeeze=False,
+                             sharex=True)
+    for r, l in enumerate(layers):
+        a_idx = result.dominant[l, 0]
+        lam = result.eigenvalues[l, a_idx]
+        frac = lam / lam.sum() if lam.sum() > 0 else lam
+        prof = mode_lag_profiles(result.modes[l, 0])
+        for k in range(n_modes):
+            ax = axes[r, k]
+            if k < len(prof):
+                p = prof[k, :max_lag]
+                ax.plot(np.arange(len(p)), p, color=f"C{k}")
+                ax.axvline(np.argmax(np.abs(p)), color="r", lw=0.8, ls=":")
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set_title(f"layer {l + 1}, a* = {result.scales[a_idx]:.1f}: mode {k + 1} ({100 * frac[k]:.1f} %)", fontsize=8)
+            if r == len(layers) - 1:
+                ax.set_xlabel("lag τ (tokens)")
+            if k == 0:
+                ax.set_ylabel("φ_k(τ)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_theorem1(eigenvalues, errors, r_max: int = 40, label: str = ""):
+    """Theorem 1: measured reconstruction error with r modes against the eigenvalue tail sum."""
+    lam = np.asarray(eigenvalues)
+    r = np.arange(len(errors))
+    tail = np.array([lam[k:].sum() for k in r])
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(r, tail, "-", lw=3, alpha=0.4, label="Σ_{k>r} λ_k (tail sum)")
+    ax.plot(r, errors, "k.", label="measured mean squared error")
+    ax.set(xlabel="number of modes r", ylabel="error", yscale="log", title=f"Theorem 1 {label}".strip())
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_power_law_fits(analyses: dict, k_fit: int = 30):
+    """log λ_k against log k with the least-squares line behind 𝒯_spec = 1/β, every layer."""
+    models = list(analyses)
+    n_layer = next(iter(analyses.values())).dominant.shape[0]
+    fig, axes = plt.subplots(len(models), n_layer, figsize=(1.9 * n_layer + 0.5, 1.8 * len(models) + 0.5),
+                             sharex=True, squeeze=False, constrained_layout=True)
+    for r, variant in enumerate(models):
+        lams = analyses[variant].top_eigenvalues
+        for l in range(n_layer):
+            ax = axes[r, l]
+            lam = lams[l][:k_fit]
+            k = np.arange(1, len(lam) + 1)
+            ok = lam > 1e-12
+            ax.loglog(k[ok], lam[ok], ".", ms=4, color=COLORS.get(variant))
+            fit = power_law_fit(lams[l], k_fit)
+            if fit.usable:
+                ax.loglog(fit.k, np.exp(fit.intercept) * fit.k ** -fit.beta, "k-", lw=0.8)
+                ax.set_title(f"L{l + 1}: β={fit.beta:.2f}", fontsize=8)
+            else:
+                ax.set_title(f"L{l + 1}: degenerate", fontsize=8)
+            if l == 0:
+                ax.set_ylabel(f"{_label(variant)}\nλ_k", fontsize=8)
+            if r == len(models) - 1:
+                ax.set_xlabel("k", fontsize=8)
+    return fig
+
+
+def plot_rank_by_scale(analyses: dict, eps_index: int = 0):
+    """H*(ε) at every scale, one line per layer, one panel per model."""
+    models = list(analyses)
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
+    for ax, variant in zip(axes[0], models):
+        res = analyses[variant]
+        ranks = res.rank_by_scale[:, eps_index]
+        cmap = plt.get_cmap("viridis", len(ranks))
+        for l, h in enumerate(ranks):
+            ax.plot(res.scales, h, "o-", ms=3, color=cmap(l), label=f"layer {l + 1}")
+        ax.set(xscale="log", xlabel="scale a (tokens)", title=_label(variant))
+        ax.grid(alpha=0.3)
+    eps = next(iter(analyses.values())).epsilons[eps_index]
+    axes[0, 0].set_ylabel(f"H*(ε = {eps:g})")
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_coherency(maps: dict, scale: float):
+    """Fig. 3: cross-coherency γ_ij(a) maps; ``maps[(variant, layer)] = gamma``."""
+    keys = list(maps)
+    variants = list(dict.fromkeys(v for v, _ in keys))
+    layers = list(dict.fromkeys(l for _, l in keys))
+    fig, axes = plt.subplots(len(variants), len(layers), figsize=(2.6 * len(layers) + 0.8, 2.5 * len(variants)),
+                             squeeze=False, constrained_layout=True)
+    for r, v in enumerate(variants):
+        for c, l in enumerate(layers):
+            ax = axes[r, c]
+            im = ax.imshow(maps[(v, l)], cmap="viridis", vmin=0, vmax=1, origin="upper")
+            ax.set_title(f"{_label(v)}, layer {l + 1}", fontsize=8)
+            ax.set_xlabel("key j", fontsize=8)
+            ax.set_ylabel("query i", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.7, label=f"|γ_ij(a = {scale:.1f})|")
+    return fig

@@ -1,0 +1,57 @@
+"""Lag coordinates of attention fields (SPEC section 3).
+
+``L[..., i, tau] = A[..., i, i - tau]`` for 0 ≤ τ ≤ i, else 0: row i of L is the
+lag profile of query i. The published analysis reads the upper triangle
+``A[i, i + τ]`` instead (SPEC section 6.1), which is zero for a causal model;
+it stays available as ``orientation="published"``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ORIENTATIONS = ("causal", "published", "published_clamped")
+
+
+def as_numpy(x, dtype=None) -> np.ndarray:
+    """A numpy view of an array or torch tensor (moved to the CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _lag_index(T: int, orientation: str):
+    i = np.arange(T)[:, None]
+    tau = np.arange(T)[None, :]
+    if orientation == "causal":
+        j = i - tau
+        return i, np.clip(j, 0, None), j >= 0
+    if orientation == "published":  # the published POD window: A[b, b + s] for b + s < T
+        j = i + tau
+        return i, np.clip(j, None, T - 1), j < T
+    if orientation == "published_clamped":  # the published scalogram: A[b, min(b + s, T - 1)]
+        return i, np.minimum(i + tau, T - 1), np.ones((T, T), dtype=bool)
+    raise ValueError(f"unknown orientation {orientation!r}; choose one of {ORIENTATIONS}")
+
+
+def to_lag(A, orientation: str = "causal") -> np.ndarray:
+    """``A[..., T, T] -> L[..., i, tau]`` with ``L[..., i, tau] = A[..., i, i - tau]`` (τ ≤ i), else 0."""
+    A = as_numpy(A)
+    i, j, valid = _lag_index(A.shape[-1], orientation)
+    return np.where(valid, A[..., i, j], 0).astype(A.dtype, copy=False)
+
+
+def from_lag(L) -> np.ndarray:
+    """Inverse of :func:`to_lag` on the causal part: ``A[..., i, j] = L[..., i, i - j]`` (j ≤ i), else 0."""
+    L = as_numpy(L)
+    T = L.shape[-1]
+    i = np.arange(T)[:, None]
+    tau = i - np.arange(T)[None, :]
+    return np.where(tau >= 0, L[..., i, np.clip(tau, 0, None)], 0).astype(L.dtype, copy=False)
+
+
+def gaussian_lag_window(T: int, a) -> np.ndarray:
+    """w_a(τ) = exp(−τ²/(2a²)) for τ = 0…T−1; shape (T,), or (S, T) for an array of scales."""
+    tau = np.arange(T, dtype=np.float64)
+    a = np.asarray(a, dtype=np.float64)
+    return np.exp(-tau**2 / (2.0 * a[..., None] ** 2))

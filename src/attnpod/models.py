@@ -1,0 +1,280 @@
+"""The paper's four GPT variants (SPEC section 2) as one model.
+
+BASE, EGA-1, EGA-MORLET and CONV-L4 share everything but two pieces:
+
+* the attention logits: plain ``s_ij = q_i·k_j/√hs``; EGA adds a per-key bias
+  ``log g_j``; CONV-L4 multiplies ``s_ij`` by the published lag-block sum ``m_ij``;
+* the position code: a learned table, or (EGA-MORLET) learned Morlet atoms.
+
+Each attention layer has two paths: a fused one for training
+(``scaled_dot_product_attention``) and an explicit one that also returns the
+probabilities ``A[B, H, T, T]`` for analysis. Both give the same output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+VARIANTS = ("base", "ega1", "ega_morlet", "conv_l4")
+CONV_MAX_LAG = 4
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 256
+    n_layer: int = 6
+    n_head: int = 8
+    n_embd: int = 256
+    dropout: float = 0.1
+    variant: str = "base"
+    causal_gate: bool = False  # EGA only: prefix statistics instead of the whole window (errata 4)
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {VARIANTS}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.causal_gate and not self.gated:
+            raise ValueError(f"causal_gate applies to EGA variants only, not {self.variant!r}")
+
+    @property
+    def gated(self) -> bool:
+        return self.variant in ("ega1", "ega_morlet")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- attention pieces
+
+class EnergyGate(nn.Module):
+    """EGA's key gate, returned as the additive bias ``log g_j``, shape (B, H, T).
+
+    e_j = w·x_j + b per head; ẽ = z-normalised e; g_j = σ(α(ẽ_j − τ)).
+    Published: mean and population std over the whole window (future included).
+    Causal: mean and std of the prefix e_0…e_j, so g_j sees no later token.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, causal: bool):
+        super().__init__()
+        self.energy = nn.Linear(n_embd, n_head)
+        self.alpha = nn.Parameter(torch.full((n_head,), 2.0))
+        self.tau = nn.Parameter(torch.zeros(n_head))
+        self.causal = causal
+
+    def forward(self, x):
+        e = self.energy(x).transpose(1, 2)  # (B, H, T)
+        if self.causal:
+            count = torch.arange(1, e.shape[-1] + 1, device=e.device, dtype=e.dtype)
+            mean = e.cumsum(-1) / count
+            var = ((e * e).cumsum(-1) / count - mean * mean).clamp_min(0)
+        else:
+            mean = e.mean(-1, keepdim=True)
+            var = e.var(-1, keepdim=True, correction=0)
+        z = (e - mean) / var.sqrt().clamp_min(1e-8)
+        return F.logsigmoid(self.alpha[:, None] * (z - self.tau[:, None]))  # (B, H, T)
+
+
+def conv_lag_multiplier(weights: list[float], T: int, device=None) -> torch.Tensor:
+    """CONV-L4's published score arithmetic as a multiplier ``m[i, j]`` (T, T).
+
+    Lag ℓ ∈ −4…4 adds w_ℓ·s_ij on a block (ℓ > 0: i < T−ℓ, j ≥ ℓ; ℓ < 0: i ≥ |ℓ|,
+    j < T−|ℓ|; ℓ = 0: all), skipping w_ℓ < 1e-4; so the logits are m_ij·s_ij.
+    Away from the edges m = Σ w_ℓ = 1: CONV-L4 is BASE there (errata 3).
+    """
+    m = torch.zeros(T, T, device=device)
+    for lag, w in zip(range(-CONV_MAX_LAG, CONV_MAX_LAG + 1), weights):
+        if abs(w) < 1e-4 or abs(lag) >= T:
+            continue
+        if lag >= 0:
+            m[: T - lag, lag:] += w
+        else:
+            m[-lag:, : T + lag] += w
+    return m
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.dropout, self.variant = cfg.n_head, cfg.dropout, cfg.variant
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.attn_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.gate = EnergyGate(cfg.n_embd, cfg.n_head, cfg.causal_gate) if cfg.gated else None
+        if cfg.variant == "conv_l4":
+            # Published: softmax(λ) is read through .item(), so λ never receives a gradient.
+            self.lag_logits = nn.Parameter(torch.zeros(2 * CONV_MAX_LAG + 1))
+
+    def lag_weights(self) -> list[float]:
+        return F.softmax(self.lag_logits.detach().float(), dim=0).tolist()
+
+    def forward(self, x, return_probs: bool = False):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3×(B, H, T, hs)
+        bias = self.gate(x)[:, :, None, :] if self.gate is not None else None  # (B, H, 1, T)
+        if return_probs:
+            y, probs = self._explicit(q, k, v, bias)
+        else:
+            y, probs = self._fused(q, k, v, bias), None
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_drop(self.proj(y)), probs
+
+    def _scores(self, q, k, rows=slice(None)):
+        """Masked logits for the query rows ``rows``: (B, H, R, T)."""
+        T = k.shape[-2]
+        s = q[:, :, rows] @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if self.variant == "conv_l4":
+            s = s * conv_lag_multiplier(self.lag_weights(), T, s.device)[rows].to(s.dtype)
+        causal = torch.ones(T, T, dtype=torch.bool, device=s.device).tril()[rows]
+        return s.masked_fill(~causal, float("-inf"))
+
+    def _explicit(self, q, k, v, bias, rows=slice(None)):
+        s = self._scores(q, k, rows)
+        if bias is not None:
+            s = s + bias
+        probs = F.softmax(s.float(), dim=-1).to(v.dtype)  # (B, H, R, T)
+        return self.attn_drop(probs) @ v, probs
+
+    def _fused(self, q, k, v, bias):
+        T, p = q.shape[-2], self.dropout if self.training else 0.0
+        if self.variant == "conv_l4":
+            return self._fused_conv(q, k, v, p)
+        if bias is None:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        mask = bias.masked_fill(~causal, float("-inf")).to(q.dtype)  # (B, H, T, T)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+
+    def _fused_conv(self, q, k, v, p):
+        """CONV-L4 fused: on causal entries of rows 4…T−5, m_ij depends on j only,
+        so scaling k_j by it is exact; the 8 edge rows are recomputed explicitly."""
+        T, L = q.shape[-2], CONV_MAX_LAG
+        if T <= 2 * L:
+            return self._explicit(q, k, v, None)[0]
+        m = conv_lag_multiplier(self.lag_weights(), T, q.device)
+        y = F.scaled_dot_product_attention(q, k * m[T // 2, :, None].to(k.dtype), v, dropout_p=p, is_causal=True)
+        edges = torch.cat([torch.arange(L), torch.arange(T - L, T)]).to(q.device)
+        exact = self._explicit(q, k, v, None, rows=edges)[0]  # (B, H, 2L, hs)
+        return torch.cat([exact[:, :, :L], y[:, :, L:T - L], exact[:, :, L:]], dim=2)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.out = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.drop(self.out(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, return_probs: bool = False):
+        a, probs = self.attn(self.ln1(x), return_probs)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), probs
+
+
+class MorletPositionalEncoding(nn.Module):
+    """EGA-MORLET's learned Morlet atoms: PE[p, 2k] = cos(ω_k p)·e^{−p²/2σ_k²}, PE[p, 2k+1] = sin(…)."""
+
+    def __init__(self, n_embd: int, block_size: int):
+        super().__init__()
+        omega = torch.exp(torch.linspace(math.log(1.0), math.log(0.99 * math.pi), n_embd // 2))
+        self.log_omega = nn.Parameter(omega.log())
+        self.log_sigma = nn.Parameter((5.0 / omega).log())
+        self.register_buffer("pos", torch.arange(block_size, dtype=torch.float32), persistent=False)
+
+    def forward(self, T: int):
+        omega = self.log_omega.exp().clamp(max=0.95 * math.pi)
+        sigma = self.log_sigma.exp().clamp(min=1e-3)
+        omega = torch.where(omega * sigma < 5.0, 5.0 / sigma, omega)
+        p = self.pos[:T, None]  # (T, 1)
+        envelope = torch.exp(-p**2 / (2 * sigma**2 + 1e-8))
+        phase = p * omega
+        return torch.stack([phase.cos() * envelope, phase.sin() * envelope], dim=-1).flatten(1)  # (T, C)
+
+
+# ----------------------------------------------------------------------------- the model
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        if cfg.variant == "ega_morlet":
+            self.pos_code = MorletPositionalEncoding(cfg.n_embd, cfg.block_size)
+        else:
+            self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.tok_emb.weight = self.lm_head.weight  # tied
+        self.apply(self._init)
+        for block in self.blocks:
+            if cfg.variant == "conv_l4":
+                nn.init.normal_(block.attn.lag_logits, 0.0, 0.02)
+
+    @staticmethod
+    def _init(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _embed(self, idx):
+        T = idx.shape[1]
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        pos = self.pos_code(T) if self.config.variant == "ega_morlet" else self.pos_emb.weight[:T]
+        return self.drop(self.tok_emb(idx) + pos)  # (B, T, C)
+
+    def forward(self, idx, targets=None):
+        """Logits (B, T, V) and, given targets, the mean cross-entropy."""
+        x = self._embed(idx)
+        for block in self.blocks:
+            x, _ = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return logits, loss
+
+    def forward_explicit(self, idx):
+        """Logits and attention probabilities ``A[B, n_layer, H, T, T]`` via the explicit path."""
+        x = self._embed(idx)
+        maps = []
+        for block in self.blocks:
+            x, probs = block(x, return_probs=True)
+            maps.append(probs)
+        return self.lm_head(self.ln_f(x)), torch.stack(maps, dim=1)
+
+    @torch.no_grad()
+    def attention_maps(self, idx) -> torch.Tensor:
+        """Attention probabilities ``A[b, l, h, i, j]`` in eval mode (no dropout).
+
+        Rows sum to 1; zero above the diagonal.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self.forward_explicit(idx)[1]
+        finally:
+            self.train(was_training)

@@ -1,0 +1,193 @@
+"""Training protocol of SPEC section 2, with checkpoints that resume and load strictly.
+
+AdamW (β = 0.9, 0.95; weight decay 0.1 on every parameter, as published),
+linear warm-up then cosine to 0, gradient clip 1.0, bf16 autocast on CUDA,
+evaluation every ``eval_interval`` steps on ``eval_batches`` random batches per split.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import Profile, artifact_dir, is_verified, write_verified
+from .data import SHA256 as DATA_SHA256, Corpus, random_batch
+from .models import GPT, GPTConfig
+
+CHECKPOINT_FORMAT = 1
+GRAD_CLIP = 1.0
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupted or does not match what was asked for."""
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def model_config(profile: Profile, variant: str, vocab_size: int = 65, causal_gate: bool = False) -> GPTConfig:
+    return GPTConfig(vocab_size=vocab_size, block_size=profile.block_size, n_layer=profile.n_layer,
+                     n_head=profile.n_head, n_embd=profile.n_embd, dropout=profile.dropout,
+                     variant=variant, causal_gate=causal_gate)
+
+
+def training_settings(profile: Profile, cfg: GPTConfig) -> dict:
+    """Every setting that influences a trained model: its key in the artifact store."""
+    protocol = {k: v for k, v in profile.as_dict().items() if k not in ("name", "n_snapshots")}
+    return {"model": cfg.as_dict(), "protocol": protocol, "data_sha256": DATA_SHA256, "grad_clip": GRAD_CLIP}
+
+
+def checkpoint_path(profile: Profile, cfg: GPTConfig) -> Path:
+    name = cfg.variant + ("_causal" if cfg.causal_gate else "")
+    return artifact_dir("checkpoints", name, training_settings(profile, cfg)) / "checkpoint.pt"
+
+
+def lr_at(step: int, profile: Profile) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``lr`` to 0 at ``steps``."""
+    if step < profile.warmup:
+        return profile.lr * step / max(1, profile.warmup)
+    t = (step - profile.warmup) / max(1, profile.steps - profile.warmup)
+    return profile.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@dataclass
+class History:
+    """Loss curves: per-step training loss and the periodic evaluations."""
+
+    step: list[int] = field(default_factory=list)
+    train: list[float] = field(default_factory=list)
+    val: list[float] = field(default_factory=list)
+    curve: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    tokens: int = 0
+
+
+@torch.no_grad()
+def evaluate(model: GPT, corpus: Corpus, profile: Profile, device, seed: int) -> dict[str, float]:
+    """Mean loss on ``eval_batches`` random batches of each split (the same batches for a given seed)."""
+    model.eval()
+    out = {}
+    for split in ("train", "val"):
+        gen = torch.Generator().manual_seed(seed)
+        losses = []
+        for _ in range(profile.eval_batches):
+            x, y = random_batch(corpus.split(split), profile.batch_size, profile.block_size, gen)
+            with _autocast(device):
+                losses.append(model(x.to(device), y.to(device))[1].item())
+        out[split] = sum(losses) / len(losses)
+    model.train()
+    return out
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def save_checkpoint(path: Path, model: GPT, optimizer, profile: Profile, step: int,
+                    history: History, generator: torch.Generator) -> None:
+    """Write atomically (temporary file, then rename) with a SHA-256 sidecar."""
+    state = {
+        "format": CHECKPOINT_FORMAT, "version": __version__, "config": model.config.as_dict(),
+        "profile": profile.as_dict(), "step": step, "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(), "history": history.__dict__,
+        "rng": {"torch": torch.get_rng_state(), "batches": generator.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+    write_verified(path, lambda tmp: torch.save(state, tmp))
+
+
+def read_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Load a checkpoint dict, verifying its hash and format; never returns a partial one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    if is_verified(path) is False:
+        raise CheckpointError(f"{path} is corrupted (its SHA-256 differs from {path.name}.sha256); delete it to retrain")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); delete it to retrain") from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an attnpod checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def load_model(path: Path, expected: GPTConfig | None = None, device="cpu") -> tuple[GPT, dict]:
+    """The model stored at ``path``, loaded strictly: a mismatch raises, never random weights."""
+    state = read_checkpoint(path)
+    try:
+        cfg = GPTConfig(**state["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: stored config is invalid ({err})") from err
+    if expected is not None and cfg != expected:
+        diff = {k: (v, getattr(cfg, k)) for k, v in expected.as_dict().items() if getattr(cfg, k) != v}
+        raise CheckpointError(f"{path}: config differs from the one asked for (expected, stored): {diff}")
+    model = GPT(cfg)
+    try:
+        model.load_state_dict(state["model"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the model ({err})") from err
+    return model.to(device), state
+
+
+def train(profile: Profile, variant: str, corpus: Corpus, device=None, causal_gate: bool = False,
+          progress: bool = True) -> tuple[GPT, History, Path]:
+    """Train one model (or resume / reuse its checkpoint); returns model, history, checkpoint path."""
+    device = resolve_device(device)
+    cfg = model_config(profile, variant, corpus.vocab_size, causal_gate)
+    path = checkpoint_path(profile, cfg)
+    torch.manual_seed(profile.seed)
+    model = GPT(cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    generator = torch.Generator().manual_seed(profile.seed)
+    history, start = History(), 0
+    if path.exists():
+        model, state = load_model(path, expected=cfg, device=device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, betas=(0.9, 0.95), weight_decay=0.1)
+        optimizer.load_state_dict(state["optimizer"])
+        history, start = History(**state["history"]), state["step"]
+        torch.set_rng_state(state["rng"]["torch"])
+        generator.set_state(state["rng"]["batches"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    if start >= profile.steps:
+        return model.eval(), history, path
+
+    model.train()
+    train_tokens = corpus.split("train")
+    bar = tqdm(range(start, profile.steps), desc=f"train {variant}", disable=not progress,
+               initial=start, total=profile.steps)
+    t0 = time.perf_counter()
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, profile)
+        x, y = random_batch(train_tokens, profile.batch_size, profile.block_size, generator)
+        with _autocast(device):
+            _, loss = model(x.to(device), y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        optimizer.step()
+        history.curve.append(loss.item())
+        history.tokens += x.numel()
+        bar.set_postfix(loss=f"{history.curve[-1]:.3f}")
+        done = step + 1
+        if done % profile.eval_interval == 0 or done == profile.steps:
+            losses = evaluate(model, corpus, profile, device, seed=profile.seed + 1)
+            history.step.append(done)
+            history.train.append(losses["train"])
+            history.val.append(losses["val"])
+            history.seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            bar.write(f"{variant} step {done}: train {losses['train']:.4f}  val {losses['val']:.4f}")
+            save_checkpoint(path, model, optimizer, profile, done, history, generator)
+    return model.eval(), history, path

@@ -1,0 +1,38 @@
+"""Every chapter runs at the smoke profile through papermill, and the book builds with -W."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import corpus_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_smoke_book_builds(tmp_path):
+    corpus_file()  # skip cleanly without data
+    book = tmp_path / "book_root"
+    book.mkdir()
+    for name in ("_config.yml", "_toc.yml", "pyproject.toml"):
+        shutil.copy(ROOT / name, book / name)
+    shutil.copytree(ROOT / "book", book / "book", ignore=shutil.ignore_patterns("status.md", "_*"))
+    (book / "notebooks").mkdir()
+    for nb in (ROOT / "notebooks").glob("*.py"):
+        shutil.copy(nb, book / "notebooks" / nb.name)
+    subprocess.run([sys.executable, str(ROOT / "book" / "execute.py"), "--profile", "smoke", "--root", str(book)],
+                   check=True)
+    for executed in (book / "notebooks").glob("*.ipynb"):
+        for cell in json.loads(executed.read_text())["cells"]:
+            for output in cell.get("outputs", []):
+                assert output["output_type"] != "error", (executed.name, output.get("evalue"))
+    assert "smoke" in (book / "book" / "status.md").read_text()
+    jb = Path(sys.executable).with_name("jupyter-book")
+    subprocess.run([str(jb), "build", str(book), "--warningiserror", "--keep-going"], check=True)
+    html = book / "_build" / "html"
+    assert (html / "index.html").is_file()
+    chapter = (html / "notebooks" / "01_models_and_training.html").read_text()
+    assert "Table 1" in chapter and "<img" in chapter

@@ -1,0 +1,29 @@
+"""environment.yml, pyproject.toml and constraints.txt name the same dependencies at the same pins."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_matches_pyproject_and_constraints():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {_name(r) for r in extra}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pinned = dict(line.split("==") for line in pip_section)
+    assert {_name(n) for n in pinned} == declared
+    constraints = dict(line.strip().split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                       if "==" in line)
+    constraints = {_name(k): v for k, v in constraints.items()}
+    for name, version in pinned.items():
+        assert constraints[_name(name)] == version, name
+    assert constraints["torch"] == "2.13.0"  # resolves to the CPU wheel on these machines

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+
+from attnpod.lag import from_lag, gaussian_lag_window, to_lag
+
+
+def test_definition_elementwise():
+    rng = np.random.default_rng(0)
+    A = rng.random((3, 7, 7))
+    L = to_lag(A)
+    for i in range(7):
+        for tau in range(7):
+            expected = A[:, i, i - tau] if tau <= i else 0.0
+            np.testing.assert_array_equal(L[:, i, tau], expected)
+
+
+def test_round_trip_on_the_causal_part_and_torch_input():
+    A = torch.rand(2, 5, 9, 9).tril()
+    np.testing.assert_array_equal(from_lag(to_lag(A)), A.numpy())
+    L = np.random.default_rng(1).random((4, 9, 9)) * (np.arange(9)[None, :] <= np.arange(9)[:, None])
+    np.testing.assert_array_equal(to_lag(from_lag(L)), L)
+
+
+def test_causality_upper_triangle_is_ignored():
+    A = np.random.default_rng(2).random((6, 6))
+    np.testing.assert_array_equal(to_lag(A), to_lag(np.tril(A)))
+    assert np.all(from_lag(to_lag(A))[np.triu_indices(6, 1)] == 0)
+
+
+def test_published_orientation_reads_the_upper_triangle():
+    A = np.random.default_rng(3).random((6, 6))
+    P = to_lag(A, "published")
+    assert P[2, 3] == A[2, 5] and P[4, 2] == 0  # 4 + 2 is past the edge
+    assert np.all(to_lag(np.tril(A), "published")[:, 1:] == 0)  # a causal field collapses to its diagonal
+    C = to_lag(A, "published_clamped")
+    assert C[4, 3] == A[4, 5]
+    with pytest.raises(ValueError, match="orientation"):
+        to_lag(A, "anticausal")
+
+
+def test_gaussian_window():
+    w = gaussian_lag_window(10, 3.0)
+    np.testing.assert_allclose(w, np.exp(-np.arange(10) ** 2 / 18.0))
+    assert gaussian_lag_window(10, [2.0, 4.0]).shape == (2, 10)

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from attnpod.pod import effective_rank, pod, power_law_fit, spectral_concentration
+
+
+@pytest.fixture
+def snapshots():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((30, 8)) @ rng.standard_normal((8, 50)) + rng.standard_normal(50)
+
+
+def test_eigenvalues_are_squared_singular_values_over_n(snapshots):
+    result = pod(snapshots)
+    centred = snapshots - snapshots.mean(0)
+    sv = np.linalg.svd(centred, compute_uv=False)
+    expected = np.zeros(30)
+    expected[: len(sv)] = sv**2 / 30
+    np.testing.assert_allclose(result.eigenvalues, expected, atol=1e-10)
+    assert np.all(np.diff(result.eigenvalues) <= 1e-12) and np.all(result.eigenvalues >= 0)
+
+
+def test_modes_are_orthonormal_and_match_svd(snapshots):
+    result = pod(snapshots)
+    assert result.modes.shape == (8, 50)  # rank 8 after centring
+    np.testing.assert_allclose(result.modes @ result.modes.T, np.eye(8), atol=1e-10)
+    _, _, Vt = np.linalg.svd(snapshots - snapshots.mean(0), full_matrices=False)
+    np.testing.assert_allclose(np.abs(np.sum(result.modes * Vt[:8], axis=1)), 1.0, atol=1e-8)
+
+
+def test_theorem_1_reconstruction_error_is_the_tail_sum(snapshots):
+    result = pod(snapshots)
+    for r in range(0, 9):
+        error = np.mean(np.sum((snapshots - result.reconstruct(r)) ** 2, axis=1))
+        assert error == pytest.approx(result.eigenvalues[r:].sum(), rel=1e-9, abs=1e-9)
+
+
+def test_uncentred_and_mode_count():
+    X = np.random.default_rng(1).standard_normal((10, 4))
+    result = pod(X, center=False, n_modes=2)
+    np.testing.assert_allclose(result.eigenvalues[:4], np.linalg.svd(X, compute_uv=False) ** 2 / 10)
+    assert result.modes.shape == (2, 4) and np.all(result.mean == 0)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.3])
+def test_spectral_concentration_is_one_over_beta_for_power_laws(beta):
+    lam = np.arange(1, 101, dtype=float) ** -beta
+    assert spectral_concentration(lam) == pytest.approx(1 / beta, rel=1e-10)
+    assert power_law_fit(lam).k.tolist() == list(range(1, 31))
+
+
+def test_spectral_concentration_flags_degenerate_spectra():
+    degenerate = np.array([1.0, 0.5, 1e-13, 0.0, 0.0])
+    assert np.isnan(spectral_concentration(degenerate))
+    assert spectral_concentration(degenerate, published=True) == 1.0  # the published silent fallback
+    assert spectral_concentration(np.ones(10)) == pytest.approx(100.0)  # flat: β clamped at 0.01
+
+
+def test_effective_rank_hand_worked():
+    lam = np.array([4, 2, 1, 1]) / 8  # tails after n = 0…4: 1, 1/2, 1/4, 1/8, 0
+    assert effective_rank(lam, 0.5) == 1
+    assert effective_rank(lam, 0.25) == 2
+    assert effective_rank(lam, 0.125) == 3
+    assert effective_rank(lam, 0.1) == 4
+    assert effective_rank(lam * 7.0, 0.3) == 2  # scale-free
+
+
+def test_effective_rank_published_returns_one_more():
+    lam = np.array([4, 2, 1, 1]) / 8
+    assert effective_rank(lam, 0.25, published=True) == 3
+    assert effective_rank(lam, 0.1, published=True) == 4  # capped at the number of eigenvalues

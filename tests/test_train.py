@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+
+from attnpod.config import PROFILES, artifact_dir, get_profile, settings_key
+from attnpod.train import CheckpointError, checkpoint_path, load_model, lr_at, model_config, train
+
+TINY = dict(n_layer=2, n_head=2, n_embd=16, block_size=16, steps=6, warmup=2, batch_size=4,
+            eval_interval=3, eval_batches=1, n_snapshots=4)
+
+
+def tiny():
+    return get_profile("smoke", **TINY)
+
+
+def test_profiles_validate():
+    assert PROFILES["paper"].steps == 5000 and PROFILES["paper"].n_snapshots == 1000
+    for bad in [dict(n_embd=-4), dict(n_snapshots=2), dict(warmup=10, steps=5), dict(dropout=1.5)]:
+        with pytest.raises(ValueError):
+            get_profile("smoke", **bad)
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile("huge")
+    with pytest.raises(ValueError, match="unknown profile setting"):
+        get_profile("smoke", n_layers=3)
+
+
+def test_schedule_warmup_then_cosine():
+    p = get_profile("paper")
+    assert lr_at(0, p) == 0 and lr_at(150, p) == pytest.approx(1.5e-4)
+    assert lr_at(300, p) == pytest.approx(3e-4)
+    assert lr_at(2650, p) == pytest.approx(1.5e-4)
+    assert lr_at(5000, p) == pytest.approx(0, abs=1e-12)
+
+
+def test_artifact_keys_change_with_settings():
+    a = artifact_dir("x", "m", {"lr": 1e-3})
+    assert a == artifact_dir("x", "m", {"lr": 1e-3})
+    assert a != artifact_dir("x", "m", {"lr": 2e-3})
+    assert settings_key({"a": 1, "b": 2}) == settings_key({"b": 2, "a": 1})
+
+
+def test_train_resume_equals_uninterrupted(corpus):
+    """Stop after 3 steps, resume to 6: same weights and curve as 6 steps in one go."""
+    full_model, full_hist, path = train(tiny(), "ega1", corpus, device="cpu", progress=False)
+    path.unlink()
+    half = tiny()
+    import attnpod.train as tr  # interrupt the run right after its first checkpoint
+
+    original = tr.save_checkpoint
+    calls = []
+
+    def stop_after_first(*args, **kwargs):
+        original(*args, **kwargs)
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    tr.save_checkpoint = stop_after_first
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(half, "ega1", corpus, device="cpu", progress=False)
+    finally:
+        tr.save_checkpoint = original
+    assert load_model(path)[1]["step"] == 3
+    resumed, hist, _ = train(half, "ega1", corpus, device="cpu", progress=False)
+    assert hist.step == full_hist.step == [3, 6]
+    np.testing.assert_allclose(hist.curve, full_hist.curve, rtol=1e-5)
+    for a, b in zip(resumed.state_dict().values(), full_model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_rerun_reuses_checkpoint_and_changed_setting_retrains(corpus):
+    _, h1, p1 = train(tiny(), "base", corpus, device="cpu", progress=False)
+    mtime = p1.stat().st_mtime_ns
+    _, h2, p2 = train(tiny(), "base", corpus, device="cpu", progress=False)
+    assert p1 == p2 and p2.stat().st_mtime_ns == mtime and h1.val == h2.val
+    other = get_profile("smoke", **{**TINY, "lr": 5e-4})
+    assert checkpoint_path(other, model_config(other, "base")) != p1
+
+
+def test_strict_loading_errors(corpus, tmp_path):
+    _, _, path = train(tiny(), "base", corpus, device="cpu", progress=False)
+    with pytest.raises(CheckpointError, match="config differs"):
+        load_model(path, expected=model_config(tiny(), "ega1"))
+    state = torch.load(path, weights_only=False)
+    state["model"].pop("ln_f.weight")
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        load_model(bad)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_model(path)
+    with pytest.raises(CheckpointError, match="corrupted"):
+        train(tiny(), "base", corpus, device="cpu", progress=False)  # never falls back to random weights
+    truncated = tmp_path / "t.pt"
+    truncated.write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_model(truncated)
+
+
+def test_cli_help_and_bad_arguments(capsys):
+    from attnpod.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "train" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "--profile", "smoke", "--model", "nope"])
