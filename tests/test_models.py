@@ -123,3 +123,13 @@ def test_unknown_variant_and_too_long_input_fail_clearly():
     model = GPT(GPTConfig(**SMALL))
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 25, dtype=torch.long))
+
+
+@pytest.mark.parametrize("causal_gate", [False, True])
+def test_ega_gradients_are_finite(causal_gate):
+    """The causal gate's first key has zero prefix variance; its gradient must stay finite."""
+    model = GPT(GPTConfig(variant="ega1", causal_gate=causal_gate, **SMALL))
+    idx = torch.randint(65, (2, 24))
+    _, loss = model(idx, idx)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

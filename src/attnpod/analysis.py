@@ -230,3 +230,33 @@ def analyse_model(model, corpus: Corpus, profile: Profile, name: str, split: str
     result.meta.update(settings)
     result.save(path)
     return result, folder
+
+
+# ----------------------------------------------------------------------------- descriptive statistics of the fields
+
+@dataclass
+class LagStatistics:
+    """Per layer: mean lag profile p[l, tau] (over snapshots and the queries where lag τ exists),
+    mean look-back E[τ] (over snapshots and queries i ≥ 1), and the attention share on the first token."""
+
+    mean_profile: np.ndarray
+    mean_lag: np.ndarray
+    first_token_share: np.ndarray
+
+
+def lag_statistics(fields) -> LagStatistics:
+    """Descriptive statistics of ``fields[n, l, i, j]``, one layer at a time (memory maps welcome)."""
+    n_layer, T = fields.shape[1], fields.shape[-1]
+    tau = np.arange(T)
+    profile, look_back, sink = [], [], []
+    for l in range(n_layer):
+        L = to_lag(np.asarray(fields[:, l], dtype=np.float32))  # (N, i, tau)
+        profile.append(L.sum(axis=(0, 1), dtype=np.float64) / (len(L) * (T - tau)))
+        look_back.append(float((L[:, 1:] @ tau).mean()))
+        sink.append(float(np.asarray(fields[:, l, 1:, 0]).mean()))
+    return LagStatistics(np.asarray(profile), np.asarray(look_back), np.asarray(sink))
+
+
+def nearest_scale_index(scales, a: float) -> int:
+    """Index of the scale closest to ``a`` on a log axis."""
+    return int(np.argmin(np.abs(np.log(np.asarray(scales) / a))))

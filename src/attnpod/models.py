@@ -77,7 +77,7 @@ class EnergyGate(nn.Module):
         else:
             mean = e.mean(-1, keepdim=True)
             var = e.var(-1, keepdim=True, correction=0)
-        z = (e - mean) / var.sqrt().clamp_min(1e-8)
+        z = (e - mean) / var.clamp_min(1e-16).sqrt()  # std clamped at 1e-8; finite gradient at var = 0
         return F.logsigmoid(self.alpha[:, None] * (z - self.tau[:, None]))  # (B, H, T)
 
 
