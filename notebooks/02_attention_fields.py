@@ -117,7 +117,7 @@ glue("fig_lag_profiles", fig, display=False)
 # ```
 
 # %% tags=["hide-input"]
-layers = [f"layer {l + 1}" for l in range(P.n_layer)]
+layers = study.layer_labels
 look_back = pd.DataFrame({study.label(v): s.mean_lag for v, s in stats.items()}, index=layers)
 sink = pd.DataFrame({study.label(v): s.first_token_share for v, s in stats.items()}, index=layers)
 glue("look_back_table", look_back.style.format("{:.1f}"), display=False)

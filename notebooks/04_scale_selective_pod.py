@@ -27,19 +27,18 @@ data_path = ""
 overrides = {}
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
 import numpy as np
 from myst_nb import glue
 
 from attnpod.analysis import centred_lag_fields
-from attnpod.figures import plot_eigenvalue_spectra, plot_pod_modes, plot_theorem1
+from attnpod.figures import plot_eigenvalue_spectra, plot_lag_windows, plot_pod_modes, plot_theorem1
 from attnpod.lag import gaussian_lag_window
 from attnpod.pod import pod
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 P = study.profile
-analyses = {v: study.analysis(v) for v in study.models}
+analyses = study.analyses()
 
 # %% [markdown]
 # ## The Gaussian lag window
@@ -55,11 +54,7 @@ analyses = {v: study.analysis(v) for v in study.models}
 # %%
 T = P.block_size
 base = analyses["base"]
-fig, ax = plt.subplots(figsize=(6, 3))
-for a in base.dominant_scales[1]:
-    ax.plot(gaussian_lag_window(T, a), label=f"a* = {a:.1f}")
-ax.set(xlabel="lag τ = i − j (tokens)", ylabel="w(τ)", title="windows at BASE layer 2's dominant scales")
-ax.legend()
+fig = plot_lag_windows(T, base.dominant_scales[1], title="windows at BASE layer 2's dominant scales")
 glue("fig_window", fig, display=False)
 
 # %% [markdown]

@@ -35,8 +35,8 @@ from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 P = study.profile
-analyses = {v: study.analysis(v) for v in study.models}
-layers = [f"layer {l + 1}" for l in range(P.n_layer)]
+analyses = study.analyses()
+layers = study.layer_labels
 
 # %% [markdown]
 # ## Definition

@@ -4,10 +4,10 @@ import torch
 
 from attnpod.analysis import FieldAnalysis, analyse_fields, mode_lag_profiles, scale_selective_pod
 from attnpod.fields import collect_fields
-from attnpod.lag import from_lag
+from attnpod.lag import from_lag, to_lag
 from attnpod.models import GPT, GPTConfig
 from attnpod.pod import effective_rank, pod, spectral_concentration
-from attnpod.wavelet import dominant_scales, scalogram
+from attnpod.wavelet import dominant_scales, morlet_cwt, scalogram
 
 
 def random_causal_fields(N=14, T=16, seed=0):
@@ -62,6 +62,9 @@ def test_analyse_fields_agrees_with_its_parts(tmp_path):
     for l in range(2):
         np.testing.assert_allclose(result.scalogram[l], scalogram(A[:, l], scales))
         np.testing.assert_allclose(result.dominant_scales[l], dominant_scales(result.scalogram[l], scales, k=2))
+        L = to_lag(A[:, l])
+        direct = (np.abs(morlet_cwt(L - L.mean(axis=0), scales)) ** 2).mean(axis=(0, 1))
+        np.testing.assert_allclose(result.fluctuation_scalogram[l], direct, rtol=1e-5, atol=1e-12)
         ssp = scale_selective_pod(A[:, l], scales)
         np.testing.assert_allclose(result.eigenvalues[l], ssp.eigenvalues, rtol=1e-6, atol=1e-12)
         top = ssp.eigenvalues[result.dominant[l, 0]]

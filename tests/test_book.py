@@ -36,3 +36,18 @@ def test_smoke_book_builds(tmp_path):
     assert (html / "index.html").is_file()
     chapter = (html / "notebooks" / "01_models_and_training.html").read_text()
     assert "Table 1" in chapter and "<img" in chapter
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parameters, message", [({"profile": "huge"}, "unknown profile"),
+                                                 ({"profile": "smoke", "overrides": {"n_snapshots": 2}}, "n_snapshots"),
+                                                 ({"profile": "smoke", "overrides": {"n_embd": -8}}, "n_embd")])
+def test_bad_parameters_stop_the_notebook_at_once(parameters, message, tmp_path):
+    import jupytext
+    import papermill
+
+    nb = jupytext.read(ROOT / "notebooks" / "01_models_and_training.py")
+    with pytest.raises(papermill.PapermillExecutionError, match=message) as err:
+        papermill.execute_notebook(nb, str(tmp_path / "out.ipynb"), parameters=parameters,
+                                   kernel_name="attnpod", cwd=str(tmp_path), progress_bar=False)
+    assert err.value.exec_count <= 3  # the parameters cell, papermill's injected cell, the set-up cell

@@ -27,6 +27,9 @@ from .pod import EPSILONS, effective_rank, modes_from_eigenvectors, sorted_eigh,
 from .wavelet import OMEGA0, dominant_scale_indices, paper_scales, profile_moments, scalogram_from_moments
 
 
+ANALYSIS_FORMAT = 2  # bump when FieldAnalysis changes content, so stored results are recomputed
+
+
 def _valid_rows(T: int, lag_start: int, orientation: str) -> slice:
     """Rows i that can be non-zero at lags ≥ lag_start: i ≥ τ (causal) or i < T − τ (published)."""
     return slice(lag_start, T) if orientation == "causal" else slice(0, T - lag_start)
@@ -120,6 +123,8 @@ class FieldAnalysis:
     """Everything the paper computes for one model, per layer l (0-based arrays; layers are 1…L in the book).
 
     scalogram[l, s, tau]; dominant[l, d] (scale indices, largest energy first);
+    fluctuation_scalogram[l, s, tau] and fluctuation_dominant[l, d]: the same for the
+    centred fields L − ⟨L⟩ (the part POD decomposes; beyond the paper);
     eigenvalues[l, s, k] at every scale; modes[l, d, k, i, tau] at the dominant scales;
     spectral_concentration[l] and effective_rank[l, e] on the top dominant scale;
     rank_by_scale[l, e, s] = H*(ε_e) at every scale.
@@ -129,6 +134,8 @@ class FieldAnalysis:
     epsilons: np.ndarray
     scalogram: np.ndarray
     dominant: np.ndarray
+    fluctuation_scalogram: np.ndarray
+    fluctuation_dominant: np.ndarray
     eigenvalues: np.ndarray
     modes: np.ndarray
     spectral_concentration: np.ndarray
@@ -140,6 +147,10 @@ class FieldAnalysis:
     @property
     def dominant_scales(self) -> np.ndarray:
         return self.scales[self.dominant]
+
+    @property
+    def fluctuation_dominant_scales(self) -> np.ndarray:
+        return self.scales[self.fluctuation_dominant]
 
     @property
     def top_eigenvalues(self) -> np.ndarray:
@@ -168,19 +179,22 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
     scales = paper_scales() if scales is None else np.asarray(scales, dtype=np.float64)
     epsilons = np.asarray(epsilons, dtype=np.float64)
     n_layer = fields.shape[1]
-    out = {k: [] for k in ("scalogram", "dominant", "eigenvalues", "modes", "spectral_concentration",
-                           "effective_rank", "rank_by_scale")}
+    out = {k: [] for k in ("scalogram", "dominant", "fluctuation_scalogram", "fluctuation_dominant", "eigenvalues",
+                           "modes", "spectral_concentration", "effective_rank", "rank_by_scale")}
     for l in tqdm(range(n_layer), desc="analysis (layers)", disable=not progress):
         layer = np.ascontiguousarray(fields[:, l], dtype=np.float32)
         L, Lc = centred_lag_fields(layer, orientation)
         profiles = L if orientation == "causal" else to_lag(layer, "published_clamped")
         S = scalogram_from_moments(profile_moments(profiles), scales, omega0)
         dominant = dominant_scale_indices(S, n_dominant)
+        S_fluct = scalogram_from_moments(profile_moments(Lc), scales, omega0)
         del layer, L, profiles
         eigenvalues, modes = _pod_from_grams(Lc, windowed_grams(Lc, scales, orientation), scales, n_modes, dominant)
         top = eigenvalues[dominant[0]]
         out["scalogram"].append(S)
         out["dominant"].append(dominant)
+        out["fluctuation_scalogram"].append(S_fluct)
+        out["fluctuation_dominant"].append(dominant_scale_indices(S_fluct, n_dominant))
         out["eigenvalues"].append(eigenvalues)
         out["modes"].append(modes)
         out["spectral_concentration"].append(spectral_concentration(top))
@@ -220,7 +234,7 @@ def analyse_model(model, corpus: Corpus, profile: Profile, name: str, split: str
     ``name`` identifies the trained model (its checkpoint folder name, which hashes its settings).
     """
     fields_settings = ensemble_settings(profile, name, split)
-    settings = {"fields": fields_settings, "orientation": orientation, **options}
+    settings = {"fields": fields_settings, "orientation": orientation, "format": ANALYSIS_FORMAT, **options}
     folder = artifact_dir("analysis", name, settings)
     path = folder / "analysis.npz"
     if _reuse(path):

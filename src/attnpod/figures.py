@@ -13,6 +13,23 @@ from .config import MODEL_LABELS
 from .pod import power_law_fit
 from .wavelet import fourier_period, morlet_fourier, padded_length
 
+def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
+    """A pyplot figure, closed at once: shown where a notebook displays or glues it, not again at cell end."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", **kwargs)
+    plt.close(fig)
+    return fig, axes
+
+
+def _scale_axis(ax, label: str = "scale a (tokens)"):
+    """Log axis of scales with plain tick labels at powers of two."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(label)
+
+
 COLORS = {"base": "C0", "ega1": "C1", "ega_morlet": "C2", "conv_l4": "C3", "ega1_causal": "C4", "ega_morlet_causal": "C5"}
 
 
@@ -22,7 +39,7 @@ def _label(variant: str) -> str:
 
 def plot_loss_curves(histories: dict, smooth: int = 20):
     """Training loss (smoothed per step) and the periodic train/val evaluations of each model."""
-    fig, ax = plt.subplots(figsize=(7.5, 4))
+    fig, ax = _subplots(figsize=(7.5, 4))
     for variant, h in histories.items():
         c = COLORS.get(variant)
         curve = np.asarray(h.curve)
@@ -36,7 +53,6 @@ def plot_loss_curves(histories: dict, smooth: int = 20):
     ax.title.set_fontsize(9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
@@ -45,8 +61,8 @@ def plot_fields(fields_by_model: dict, layers=None, lag: bool = False, max_len: 
     models = list(fields_by_model)
     n_layer = next(iter(fields_by_model.values())).shape[0]
     layers = list(range(n_layer)) if layers is None else list(layers)
-    fig, axes = plt.subplots(len(models), len(layers), figsize=(1.9 * len(layers), 1.9 * len(models) + 0.4),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = _subplots(len(models), len(layers), figsize=(1.9 * len(layers), 1.9 * len(models) + 0.4),
+                             squeeze=False)
     for r, variant in enumerate(models):
         for c, l in enumerate(layers):
             A = np.asarray(fields_by_model[variant][l])
@@ -68,7 +84,7 @@ def plot_fields(fields_by_model: dict, layers=None, lag: bool = False, max_len: 
 def plot_lag_profiles(profiles_by_model: dict, max_lag: int = 64, log: bool = True):
     """Mean lag profile per layer: one panel per model, one line per layer."""
     models = list(profiles_by_model)
-    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
+    fig, axes = _subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
     for ax, variant in zip(axes[0], models):
         prof = np.asarray(profiles_by_model[variant])
         cmap = plt.get_cmap("viridis", len(prof))
@@ -80,13 +96,12 @@ def plot_lag_profiles(profiles_by_model: dict, max_lag: int = 64, log: bool = Tr
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("mean attention at lag τ")
     axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
 def plot_morlet(scales, omega0: float = 5.0, n: int = 256):
     """The Morlet wavelet in time at three scales, and its Fourier-domain filters at every scale."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(10, 3.4))
     t = np.arange(-n // 2, n // 2)
     for a in (2.0, 8.0, 32.0):
         psi = np.pi**-0.25 * np.exp(1j * omega0 * t / a - (t / a) ** 2 / 2) / np.sqrt(a)
@@ -103,27 +118,29 @@ def plot_morlet(scales, omega0: float = 5.0, n: int = 256):
     for s in (0, len(scales) // 2, len(scales) - 1):
         ax2.axvline(fourier_period(scales[s]), color=cmap(s), ls=":", lw=1)
     ax2.set(xscale="log", xlabel="period (tokens)", ylabel="ψ̂_a(ω)", title="filters of the 20 scales (dotted: 1.2325·a)")
-    fig.tight_layout()
     return fig
 
 
-def plot_scalogram_grid(analyses: dict):
-    """Fig. 1: ensemble scalograms log(1 + S(a, τ)/max) for each model (rows) and layer (columns)."""
+def plot_scalogram_grid(analyses: dict, fluctuations: bool = False):
+    """Fig. 1: ensemble scalograms log₁₀ S(a, τ)/max for each model (rows) and layer (columns).
+
+    ``fluctuations=True`` draws the scalograms of the centred fields (what POD decomposes).
+    """
     models = list(analyses)
     first = next(iter(analyses.values()))
     n_layer, _, T = first.scalogram.shape
-    fig, axes = plt.subplots(len(models), n_layer, figsize=(1.8 * n_layer + 1, 1.7 * len(models) + 0.6),
-                             sharex=True, sharey=True, squeeze=False, constrained_layout=True)
+    fig, axes = _subplots(len(models), n_layer, figsize=(1.8 * n_layer + 1, 1.7 * len(models) + 0.6),
+                             sharex=True, sharey=True, squeeze=False)
     log_a = np.log2(first.scales)
     for r, variant in enumerate(models):
         res = analyses[variant]
         for l in range(n_layer):
-            S = res.scalogram[l]
+            S = (res.fluctuation_scalogram if fluctuations else res.scalogram)[l]
+            top = (res.fluctuation_dominant if fluctuations else res.dominant)[l, 0]
             ax = axes[r, l]
             im = ax.imshow(np.log10(S / S.max() + 1e-6), aspect="auto", origin="lower", cmap="viridis",
                            extent=[0, T, log_a[0], log_a[-1]], vmin=-4, vmax=0)
-            for a in res.dominant_scales[l][:1]:
-                ax.axhline(np.log2(a), color="w", lw=0.8, ls="--")
+            ax.axhline(log_a[top], color="w", lw=0.8, ls="--")
             if r == 0:
                 ax.set_title(f"layer {l + 1}", fontsize=9)
             if l == 0:
@@ -134,28 +151,39 @@ def plot_scalogram_grid(analyses: dict):
     return fig
 
 
-def plot_scale_energy(analyses: dict):
+def plot_lag_windows(T: int, scales, title: str = ""):
+    """The Gaussian lag windows w_a(τ) = exp(−τ²/2a²) at the given scales."""
+    fig, ax = _subplots(figsize=(6, 3))
+    tau = np.arange(T)
+    for a in scales:
+        ax.plot(tau, np.exp(-tau**2 / (2 * a * a)), label=f"a* = {a:.1f}")
+    ax.set(xlabel="lag τ = i − j (tokens)", ylabel="w(τ)", title=title)
+    ax.legend()
+    return fig
+
+
+def plot_scale_energy(analyses: dict, fluctuations: bool = False):
     """E(a) = Σ_τ S(a, τ), normalised per layer: one panel per model, one line per layer."""
     models = list(analyses)
-    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
+    fig, axes = _subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
     for ax, variant in zip(axes[0], models):
         res = analyses[variant]
-        E = res.scalogram.sum(-1)
+        E = (res.fluctuation_scalogram if fluctuations else res.scalogram).sum(-1)
         cmap = plt.get_cmap("viridis", len(E))
         for l, e in enumerate(E):
             ax.plot(res.scales, e / e.max(), "o-", ms=3, color=cmap(l), label=f"layer {l + 1}")
-        ax.set(xscale="log", yscale="log", xlabel="scale a (tokens)", title=_label(variant))
+        ax.set(yscale="log", title=_label(variant))
+        _scale_axis(ax)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("E(a) / max E")
     axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
 def plot_eigenvalue_spectra(analyses: dict, n: int = 60):
     """Energy fractions λ_k/Σλ at each layer's top dominant scale, log–log."""
     models = list(analyses)
-    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
+    fig, axes = _subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
     for ax, variant in zip(axes[0], models):
         lam = analyses[variant].top_eigenvalues
         cmap = plt.get_cmap("viridis", len(lam))
@@ -167,13 +195,12 @@ def plot_eigenvalue_spectra(analyses: dict, n: int = 60):
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("λ_k / Σλ (top scale)")
     axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
 def plot_pod_modes(result: FieldAnalysis, layers=(1, 3, 5), n_modes: int = 3, max_lag: int = 64, title: str = ""):
     """Fig. 2: lag profiles φ_k(τ) of the first modes at the top dominant scale, titled with energy fractions."""
-    fig, axes = plt.subplots(len(layers), n_modes, figsize=(3.0 * n_modes, 2.2 * len(layers)), squeeze=False,
+    fig, axes = _subplots(len(layers), n_modes, figsize=(3.0 * n_modes, 2.2 * len(layers)), squeeze=False,
                              sharex=True)
     for r, l in enumerate(layers):
         a_idx = result.dominant[l, 0]
@@ -194,7 +221,6 @@ def plot_pod_modes(result: FieldAnalysis, layers=(1, 3, 5), n_modes: int = 3, ma
                 ax.set_ylabel("φ_k(τ)")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -203,13 +229,12 @@ def plot_theorem1(eigenvalues, errors, r_max: int = 40, label: str = ""):
     lam = np.asarray(eigenvalues)
     r = np.arange(len(errors))
     tail = np.array([lam[k:].sum() for k in r])
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = _subplots(figsize=(5.5, 3.5))
     ax.plot(r, tail, "-", lw=3, alpha=0.4, label="Σ_{k>r} λ_k (tail sum)")
     ax.plot(r, errors, "k.", label="measured mean squared error")
     ax.set(xlabel="number of modes r", ylabel="error", yscale="log", title=f"Theorem 1 {label}".strip())
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
@@ -217,8 +242,8 @@ def plot_power_law_fits(analyses: dict, k_fit: int = 30):
     """log λ_k against log k with the least-squares line behind 𝒯_spec = 1/β, every layer."""
     models = list(analyses)
     n_layer = next(iter(analyses.values())).dominant.shape[0]
-    fig, axes = plt.subplots(len(models), n_layer, figsize=(1.9 * n_layer + 0.5, 1.8 * len(models) + 0.5),
-                             sharex=True, squeeze=False, constrained_layout=True)
+    fig, axes = _subplots(len(models), n_layer, figsize=(1.9 * n_layer + 0.5, 1.8 * len(models) + 0.5),
+                             sharex=True, squeeze=False)
     for r, variant in enumerate(models):
         lams = analyses[variant].top_eigenvalues
         for l in range(n_layer):
@@ -243,19 +268,19 @@ def plot_power_law_fits(analyses: dict, k_fit: int = 30):
 def plot_rank_by_scale(analyses: dict, eps_index: int = 0):
     """H*(ε) at every scale, one line per layer, one panel per model."""
     models = list(analyses)
-    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
+    fig, axes = _subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
     for ax, variant in zip(axes[0], models):
         res = analyses[variant]
         ranks = res.rank_by_scale[:, eps_index]
         cmap = plt.get_cmap("viridis", len(ranks))
         for l, h in enumerate(ranks):
             ax.plot(res.scales, h, "o-", ms=3, color=cmap(l), label=f"layer {l + 1}")
-        ax.set(xscale="log", xlabel="scale a (tokens)", title=_label(variant))
+        ax.set(title=_label(variant))
+        _scale_axis(ax)
         ax.grid(alpha=0.3)
     eps = next(iter(analyses.values())).epsilons[eps_index]
     axes[0, 0].set_ylabel(f"H*(ε = {eps:g})")
     axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -264,8 +289,8 @@ def plot_coherency(maps: dict, scale: float):
     keys = list(maps)
     variants = list(dict.fromkeys(v for v, _ in keys))
     layers = list(dict.fromkeys(l for _, l in keys))
-    fig, axes = plt.subplots(len(variants), len(layers), figsize=(2.6 * len(layers) + 0.8, 2.5 * len(variants)),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = _subplots(len(variants), len(layers), figsize=(2.6 * len(layers) + 0.8, 2.5 * len(variants)),
+                             squeeze=False)
     for r, v in enumerate(variants):
         for c, l in enumerate(layers):
             ax = axes[r, c]

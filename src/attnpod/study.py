@@ -61,6 +61,14 @@ class Study:
         t = self.trained(variant)
         return model_fields(t.model, self.corpus, self.profile, t.name, self.split, self.device, self.progress)
 
+    @property
+    def layer_labels(self) -> list[str]:
+        return [f"layer {l + 1}" for l in range(self.profile.n_layer)]
+
+    def analyses(self, orientation: str = "causal") -> dict[str, FieldAnalysis]:
+        """The analysis of each of the four models."""
+        return {v: self.analysis(v, orientation) for v in self.models}
+
     def analysis(self, variant: str, orientation: str = "causal") -> FieldAnalysis:
         key = (variant, orientation)
         if key not in self._analyses:
