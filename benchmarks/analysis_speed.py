@@ -5,8 +5,8 @@
 One layer of synthetic causal fields (N snapshots, T×T; each row a softmax of
 a random local decay plus noise). Ours: attnpod's per-lag Gram POD. Reference:
 for each scale, build the windowed snapshot matrix X[N, T²] in float64, centre,
-C = X Xᵀ/N, ``numpy.linalg.eigh``. Each measurement runs in a forked child; the
-memory column is the child's peak resident memory above what it inherited.
+C = X Xᵀ/N, ``numpy.linalg.eigh``. The memory column is the peak resident memory
+above what the process held before the measurement (sampled every 5 ms).
 ``--model`` also times a whole paper-size model: collecting the fields of a
 (randomly initialised) BASE model into a memory map, then the full analysis of
 all its layers.
@@ -15,10 +15,10 @@ all its layers.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,24 +55,28 @@ def reference_eigenvalues(fields: np.ndarray, scales) -> np.ndarray:
     return np.array(out)
 
 
-def _child(fn, conn):
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    conn.send((seconds, (peak - base) / 2**20, result))  # ru_maxrss is in KiB on Linux
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize()
 
 
 def measure(fn):
-    """(seconds, peak extra GiB, result) of fn() in a forked child."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(fn, child))
-    proc.start()
-    out = parent.recv()
-    proc.join()
-    return out
+    """(seconds, peak extra GiB, result) of fn(): resident memory sampled every 5 ms above its value at the start."""
+    base, peak, done = _rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    return seconds, max(peak[0] - base, 0) / 2**30, result
 
 
 def main(argv=None) -> int:

@@ -30,9 +30,8 @@ overrides = {}
 import numpy as np
 from myst_nb import glue
 
-from attnpod.analysis import centred_lag_fields
 from attnpod.figures import plot_eigenvalue_spectra, plot_lag_windows, plot_pod_modes, plot_theorem1
-from attnpod.lag import gaussian_lag_window
+from attnpod.lag import gaussian_lag_window, to_lag
 from attnpod.pod import pod
 from attnpod.study import Study
 
@@ -118,8 +117,8 @@ glue("fig_modes_base", fig, display=False)
 # %%
 l, s = 1, base.dominant[1, 0]
 a = base.scales[s]
-L, _ = centred_lag_fields(study.fields("base")[:, l])
-X = (L * gaussian_lag_window(T, a)).reshape(len(L), -1)  # windowed snapshots in lag coordinates
+L = to_lag(study.fields("base")[:, l])  # L[n, i, tau]
+X = (L * gaussian_lag_window(T, a)).reshape(len(L), -1).astype(np.float64)  # windowed snapshots
 explicit = pod(X, n_modes=40)
 r_max = min(40, len(explicit.modes))
 errors = [np.mean(np.sum((X - explicit.reconstruct(r)) ** 2, axis=1)) for r in range(r_max + 1)]

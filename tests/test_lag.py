@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnpod.lag import from_lag, gaussian_lag_window, to_lag
+from attnpod.lag import from_lag, gaussian_lag_window, lag_major, to_lag
 
 
 def test_definition_elementwise():
@@ -43,3 +43,9 @@ def test_gaussian_window():
     w = gaussian_lag_window(10, 3.0)
     np.testing.assert_allclose(w, np.exp(-np.arange(10) ** 2 / 18.0))
     assert gaussian_lag_window(10, [2.0, 4.0]).shape == (2, 10)
+
+
+@pytest.mark.parametrize("orientation", ["causal", "published", "published_clamped"])
+def test_lag_major_is_the_transposed_lag_field(orientation):
+    A = np.random.default_rng(4).random((3, 9, 9)).astype(np.float32)
+    np.testing.assert_array_equal(lag_major(A, orientation), to_lag(A, orientation).transpose(2, 0, 1))

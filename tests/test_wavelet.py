@@ -59,7 +59,7 @@ def test_scalogram_equals_direct_transform_of_every_lag_profile():
     A /= A.sum(-1, keepdims=True)
     scales = paper_scales()[:8]
     direct = (np.abs(morlet_cwt(to_lag(A), scales)) ** 2).mean(axis=(0, 1))  # (S, T)
-    np.testing.assert_allclose(scalogram(A, scales), direct, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(scalogram(A, scales), direct, rtol=1e-5, atol=1e-12)  # float32 products
 
 
 def test_dominant_scales_pick_largest_energy():

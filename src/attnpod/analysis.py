@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from .config import Profile, artifact_dir, is_verified, write_verified
 from .data import Corpus, sample_windows
 from .fields import collect_fields
-from .lag import as_numpy, gaussian_lag_window, to_lag
-from .pod import EPSILONS, effective_rank, modes_from_eigenvectors, sorted_eigh, spectral_concentration
-from .wavelet import OMEGA0, dominant_scale_indices, paper_scales, profile_moments, scalogram_from_moments
+from .lag import as_numpy, gaussian_lag_window, lag_major, to_lag
+from .pod import EPSILONS, effective_rank, sorted_eigh, spectral_concentration
+from .wavelet import OMEGA0, dominant_scale_indices, paper_scales, scalogram_from_moments, second_moment
 
 
 ANALYSIS_FORMAT = 2  # bump when FieldAnalysis changes content, so stored results are recomputed
@@ -35,21 +35,23 @@ def _valid_rows(T: int, lag_start: int, orientation: str) -> slice:
     return slice(lag_start, T) if orientation == "causal" else slice(0, T - lag_start)
 
 
-def windowed_grams(lag_fields: np.ndarray, scales, orientation: str = "causal", chunk: int = 16) -> np.ndarray:
+def windowed_grams(lag_fields: np.ndarray, scales, orientation: str = "causal", chunk: int = 64) -> np.ndarray:
     """Centred Gram matrices C^a[n, m] of the windowed snapshots for every scale: (S, N, N) float64.
 
-    ``lag_fields[n, i, tau]`` must already be centred over n.
+    ``lag_fields[tau, n, i]`` (lag-major, see :func:`attnpod.lag.lag_major`) must already
+    be centred over n. Per-lag Grams are formed ``chunk`` lags at a time (float32
+    products, each summed over at most T rows) and combined with the squared windows.
     """
-    N, T, _ = lag_fields.shape
+    T, N, _ = lag_fields.shape
     w2 = torch.from_numpy(gaussian_lag_window(T, scales) ** 2).float()  # (S, T)
     X = torch.from_numpy(np.ascontiguousarray(lag_fields, dtype=np.float32))
-    C = torch.zeros(len(w2), N * N, dtype=torch.float64)
+    C = torch.zeros(len(w2), N * N, dtype=torch.float32)
     for t0 in range(0, T, chunk):
         t1 = min(T, t0 + chunk)
-        block = X[:, _valid_rows(T, t0, orientation), t0:t1].permute(2, 0, 1).contiguous()  # (tc, N, R)
+        block = X[t0:t1, :, _valid_rows(T, t0, orientation)]  # (tc, N, R)
         G = torch.bmm(block, block.transpose(1, 2))  # (tc, N, N) per-lag Grams
-        C += (w2[:, t0:t1] @ G.reshape(t1 - t0, N * N)).double()
-    return (C / N).reshape(-1, N, N).numpy()
+        C.addmm_(w2[:, t0:t1], G.reshape(t1 - t0, N * N))
+    return (C.double() / N).reshape(-1, N, N).numpy()
 
 
 @dataclass
@@ -73,24 +75,32 @@ class ScaleSelectivePOD:
 
 def _pod_from_grams(Lc: np.ndarray, C: np.ndarray, scales, n_modes: int, mode_scales) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues at every scale, and modes (lag coordinates) at the scale indices ``mode_scales``."""
-    N, T, _ = Lc.shape
-    eigenvalues = np.clip(torch.linalg.eigvalsh(torch.from_numpy(C)).numpy()[:, ::-1], 0, None)
+    T, N, _ = Lc.shape
+    mode_scales = list(mode_scales)
+    others = [s for s in range(len(C)) if s not in mode_scales]
+    eigenvalues = np.zeros((len(C), N))
+    if others:
+        eigenvalues[others] = np.clip(torch.linalg.eigvalsh(torch.from_numpy(C[others])).numpy()[:, ::-1], 0, None)
     r = min(n_modes, N)
     modes = np.zeros((len(mode_scales), r, T, T), dtype=np.float32)
-    flat = Lc.reshape(N, T * T)
-    w = gaussian_lag_window(T, np.asarray(scales)[list(mode_scales)])  # (M, T)
+    X = torch.from_numpy(Lc)  # (tau, n, i)
+    w = gaussian_lag_window(T, np.asarray(scales)[mode_scales])  # (M, T)
     for m, s in enumerate(mode_scales):
         lam, V = sorted_eigh(C[s])
+        eigenvalues[s] = lam
         keep = int(np.sum(lam[:r] > 1e-12))
-        phi = modes_from_eigenvectors(flat, V[:, :keep], lam[:keep]).reshape(keep, T, T)
-        modes[m, :keep] = phi * w[m]  # φ_k = Ũ_cᵀ v_k / √(Nλ_k), Ũ = windowed snapshots
+        # φ_k = Ũ_cᵀ v_k / √(Nλ_k) with Ũ the windowed snapshots: project, then window along τ
+        proj = torch.matmul(torch.from_numpy(V[:, :keep].T.astype(np.float32).copy()), X).numpy()  # (tau, k, i)
+        phi = proj.transpose(1, 2, 0) / np.sqrt(N * lam[:keep])[:, None, None]  # (k, i, tau)
+        modes[m, :keep] = phi * w[m]
     return eigenvalues, modes
 
 
 def centred_lag_fields(fields, orientation: str = "causal") -> tuple[np.ndarray, np.ndarray]:
-    """Lag fields ``L[n, i, tau]`` (float32) and their centred copy."""
-    L = to_lag(as_numpy(fields, np.float32), orientation)
-    return L, L - L.mean(axis=0, dtype=np.float64).astype(np.float32)
+    """Lag-major fields ``X[tau, n, i]`` (float32) and their copy centred over the snapshots n."""
+    X = torch.from_numpy(lag_major(as_numpy(fields, np.float32), orientation))
+    mean = X.sum(dim=1, keepdim=True, dtype=torch.float64).div_(X.shape[1]).float()
+    return X.numpy(), (X - mean).numpy()
 
 
 def scale_selective_pod(fields, scales, n_modes: int = 3, orientation: str = "causal") -> ScaleSelectivePOD:
@@ -178,16 +188,16 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
     """
     scales = paper_scales() if scales is None else np.asarray(scales, dtype=np.float64)
     epsilons = np.asarray(epsilons, dtype=np.float64)
-    n_layer = fields.shape[1]
+    n_layer, T = fields.shape[1], fields.shape[-1]
     out = {k: [] for k in ("scalogram", "dominant", "fluctuation_scalogram", "fluctuation_dominant", "eigenvalues",
                            "modes", "spectral_concentration", "effective_rank", "rank_by_scale")}
     for l in tqdm(range(n_layer), desc="analysis (layers)", disable=not progress):
         layer = np.ascontiguousarray(fields[:, l], dtype=np.float32)
         L, Lc = centred_lag_fields(layer, orientation)
-        profiles = L if orientation == "causal" else to_lag(layer, "published_clamped")
-        S = scalogram_from_moments(profile_moments(profiles), scales, omega0)
+        profiles = L if orientation == "causal" else lag_major(layer, "published_clamped")
+        S = scalogram_from_moments(second_moment(profiles.reshape(T, -1)), scales, omega0)
         dominant = dominant_scale_indices(S, n_dominant)
-        S_fluct = scalogram_from_moments(profile_moments(Lc), scales, omega0)
+        S_fluct = scalogram_from_moments(second_moment(Lc.reshape(T, -1)), scales, omega0)
         del layer, L, profiles
         eigenvalues, modes = _pod_from_grams(Lc, windowed_grams(Lc, scales, orientation), scales, n_modes, dominant)
         top = eigenvalues[dominant[0]]

@@ -41,6 +41,26 @@ def to_lag(A, orientation: str = "causal") -> np.ndarray:
     return np.where(valid, A[..., i, j], 0).astype(A.dtype, copy=False)
 
 
+def lag_major(A, orientation: str = "causal") -> np.ndarray:
+    """Lag fields of ``A[N, T, T]`` laid out lag-first: ``X[tau, n, i] = L[n, i, tau]`` (float32).
+
+    Built from the diagonals of A (lag τ is the diagonal at offset −τ), which is
+    the layout per-lag computations want.
+    """
+    A = as_numpy(A)
+    N, T, _ = A.shape
+    if orientation == "published_clamped":
+        return np.ascontiguousarray(to_lag(A, orientation).transpose(2, 0, 1), dtype=np.float32)
+    _lag_index(T, orientation)  # validates the orientation
+    X = np.zeros((T, N, T), dtype=np.float32)
+    for tau in range(T):
+        if orientation == "causal":
+            X[tau, :, tau:] = np.diagonal(A, offset=-tau, axis1=1, axis2=2)
+        else:
+            X[tau, :, : T - tau] = np.diagonal(A, offset=tau, axis1=1, axis2=2)
+    return X
+
+
 def from_lag(L) -> np.ndarray:
     """Inverse of :func:`to_lag` on the causal part: ``A[..., i, j] = L[..., i, i - j]`` (j ≤ i), else 0."""
     L = as_numpy(L)

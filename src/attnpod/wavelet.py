@@ -57,14 +57,18 @@ def cwt_matrix(scales, L: int, omega0: float = OMEGA0) -> np.ndarray:
     return h[:, (t[None, :] - t[:, None]) % n]  # (S, t, tau)
 
 
-def profile_moments(profiles, chunk: int = 64) -> np.ndarray:
-    """Second moment R[t, t'] = mean over snapshots and rows of x[t]·x[t'] for ``profiles[N, R, L]``."""
-    N, R, L = profiles.shape
+def second_moment(X, chunk: int = 1 << 16) -> np.ndarray:
+    """R[t, t'] = mean over columns m of X[t, m]·X[t', m] for profiles stored as columns of ``X[L, M]``.
+
+    Float32 products within a chunk of columns, float64 across chunks.
+    """
+    X = torch.as_tensor(as_numpy(X, np.float32))
+    L, M = X.shape
     moment = torch.zeros(L, L, dtype=torch.float64)
-    for n0 in range(0, N, chunk):
-        x = torch.from_numpy(np.ascontiguousarray(profiles[n0:n0 + chunk], dtype=np.float64)).reshape(-1, L)
-        moment += x.T @ x
-    return moment.numpy() / (N * R)
+    for m0 in range(0, M, chunk):
+        x = X[:, m0:m0 + chunk]
+        moment += (x @ x.T).double()
+    return moment.numpy() / M
 
 
 def scalogram_from_moments(moment: np.ndarray, scales, omega0: float = OMEGA0) -> np.ndarray:
@@ -83,7 +87,8 @@ def scalogram(fields, scales=None, orientation: str = "causal", omega0: float = 
     """
     scales = paper_scales() if scales is None else scales
     reading = "published_clamped" if orientation == "published" else orientation
-    return scalogram_from_moments(profile_moments(to_lag(fields, reading)), scales, omega0)
+    profiles = to_lag(fields, reading)
+    return scalogram_from_moments(second_moment(profiles.reshape(-1, profiles.shape[-1]).T), scales, omega0)
 
 
 def scale_energy(S) -> np.ndarray:
