@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         result, folder = analyse_model(model, corpus, profile, split=args.split, device=args.device,
                                        name=path.parent.name)
         print(f"analysis of {args.model} [{profile.name}] in {folder}")
-        for layer, scales in enumerate(result.dominant_scales, start=1):
-            print(f"  layer {layer}: dominant scales {', '.join(f'{a:.1f}' for a in scales)}; "
-                  f"T_spec {result.spectral_concentration[layer - 1]:.3f}; H*(0.10) {result.effective_rank[0.10][layer - 1]}")
+        eps = ", ".join(f"{e:g}" for e in result.epsilons)
+        for l, scales in enumerate(result.dominant_scales):
+            print(f"  layer {l + 1}: dominant scales {', '.join(f'{a:.1f}' for a in scales)}; "
+                  f"T_spec {result.spectral_concentration[l]:.3f}; H*(ε = {eps}) = {result.effective_rank[l].tolist()}")
     return 0
 
 
