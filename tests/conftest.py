@@ -4,8 +4,6 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
-
 
 @pytest.fixture(autouse=True)
 def _isolated_artifacts(tmp_path, monkeypatch):

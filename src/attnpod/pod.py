@@ -36,18 +36,10 @@ class PODResult:
         return self.mean + self.coefficients[:, :r] @ self.modes[:r]
 
 
-def sorted_eigh(C: np.ndarray, vectors: bool = True):
-    """Eigenvalues of a symmetric matrix in descending order, negatives clipped to 0 (and eigenvectors)."""
-    if vectors:
-        lam, V = np.linalg.eigh(C)
-        return np.clip(lam[::-1], 0, None), V[:, ::-1]
-    return np.clip(np.linalg.eigvalsh(C)[::-1], 0, None)
-
-
-def modes_from_eigenvectors(Xc: np.ndarray, V: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    """φ_k = X_cᵀ v_k / √(N λ_k) for the given columns of V: (r, D)."""
-    N = Xc.shape[0]
-    return (V.T @ Xc) / np.sqrt(N * lam)[:, None]
+def sorted_eigh(C: np.ndarray):
+    """Eigenvalues of a symmetric matrix in descending order, negatives clipped to 0, and the eigenvectors."""
+    lam, V = np.linalg.eigh(C)
+    return np.clip(lam[::-1], 0, None), V[:, ::-1]
 
 
 def pod(X, center: bool = True, n_modes: int | None = None) -> PODResult:
@@ -64,7 +56,7 @@ def pod(X, center: bool = True, n_modes: int | None = None) -> PODResult:
     lam, V = sorted_eigh(Xc @ Xc.T / N)
     usable = int(np.sum(lam > 1e-12 * max(lam[0], np.finfo(float).tiny)))
     r = usable if n_modes is None else min(n_modes, usable)
-    modes = modes_from_eigenvectors(Xc, V[:, :r], lam[:r])
+    modes = (V[:, :r].T @ Xc) / np.sqrt(N * lam[:r])[:, None]  # φ_k = X_cᵀ v_k / √(N λ_k)
     return PODResult(eigenvalues=lam, modes=modes, coefficients=Xc @ modes.T, mean=mean)
 
 

@@ -72,14 +72,14 @@ class History:
 
 
 @torch.no_grad()
-def evaluate(model: GPT, corpus: Corpus, profile: Profile, device, seed: int) -> dict[str, float]:
+def evaluate(model: GPT, corpus: Corpus, profile: Profile, device, seed: int, progress: bool = False) -> dict[str, float]:
     """Mean loss on ``eval_batches`` random batches of each split (the same batches for a given seed)."""
     model.eval()
     out = {}
     for split in ("train", "val"):
         gen = torch.Generator().manual_seed(seed)
         losses = []
-        for _ in range(profile.eval_batches):
+        for _ in tqdm(range(profile.eval_batches), desc=f"eval {split}", leave=False, disable=not progress):
             x, y = random_batch(corpus.split(split), profile.batch_size, profile.block_size, gen)
             with _autocast(device):
                 losses.append(model(x.to(device), y.to(device))[1].item())
@@ -182,7 +182,7 @@ def train(profile: Profile, variant: str, corpus: Corpus, device=None, causal_ga
         bar.set_postfix(loss=f"{history.curve[-1]:.3f}")
         done = step + 1
         if done % profile.eval_interval == 0 or done == profile.steps:
-            losses = evaluate(model, corpus, profile, device, seed=profile.seed + 1)
+            losses = evaluate(model, corpus, profile, device, seed=profile.seed + 1, progress=progress)
             history.step.append(done)
             history.train.append(losses["train"])
             history.val.append(losses["val"])
