@@ -35,7 +35,7 @@ def _valid_rows(T: int, lag_start: int, orientation: str) -> slice:
     return slice(lag_start, T) if orientation == "causal" else slice(0, T - lag_start)
 
 
-def windowed_grams(lag_fields: np.ndarray, scales, orientation: str = "causal", chunk: int = 64) -> np.ndarray:
+def windowed_grams(lag_fields: np.ndarray, scales, orientation: str = "causal", chunk: int = 8) -> np.ndarray:
     """Centred Gram matrices C^a[n, m] of the windowed snapshots for every scale: (S, N, N) float64.
 
     ``lag_fields[tau, n, i]`` (lag-major, see :func:`attnpod.lag.lag_major`) must already
