@@ -93,6 +93,9 @@ first_share = pd.DataFrame({study.label(v): r.top_eigenvalues[:, 0] / r.top_eige
 glue("l1_share", f"{first_share.iloc[0].mean():.0%}", display=False)
 glue("other_share", f"{first_share.iloc[1:].to_numpy().mean():.0%}", display=False)
 glue("n_degenerate", int(np.isnan(values).sum()), display=False)
+# "near-degenerate": too few usable eigenvalues, or a first mode holding at least half the energy
+l1_degenerate = np.isnan(values[0]).any() or (first_share.iloc[0] >= 0.5).any()
+glue("l1_verdict", "agree" if l1_degenerate else "disagree", display=False)
 glue("share_table", first_share.style.format("{:.1%}"), display=False)
 
 # %% [markdown]
@@ -122,6 +125,8 @@ energy.style.format("{:.3e}")
 #   separate layers? **{glue:text}`separates`**.
 # - Layer 1's first mode holds {glue:text}`l1_share` of its energy on average,
 #   against {glue:text}`other_share` in the other layers;
-#   {glue:text}`n_degenerate` layer(s) had too few eigenvalues to fit.
+#   {glue:text}`n_degenerate` layer(s) had too few eigenvalues to fit. Is layer 1
+#   near-degenerate (a first mode with half the energy, or no fit)?
+#   **{glue:text}`l1_verdict`**.
 # - EGA-1 has more windowed variance than BASE in {glue:text}`ega_raised` layers:
 #   **{glue:text}`ega_verdict`** with the paper's claim.

@@ -65,6 +65,8 @@ def spread_across_scales(result):
 
 
 glue("pub_spread", f"{spread_across_scales(published):.1e}", display=False)
+glue("pub_verdict", "void on causal models" if spread_across_scales(published) < 1e-6 else "scale-dependent",
+     display=False)
 glue("our_spread", f"{spread_across_scales(ours):.2f}", display=False)
 compare = pd.DataFrame({
     "top scale (ours)": ours.dominant_scales[:, 0], "top scale (published)": published.dominant_scales[:, 0],
@@ -134,6 +136,7 @@ twin_table = pd.DataFrame({"interior (rows 5…T−4, keys ≥ 5)": diff[:, :, E
                      "anywhere": diff.amax(dim=(0, 2, 3)).numpy()}, index=layers)
 glue("twin_layer1", f"{twin_table.iloc[0, 0]:.1e}", display=False)
 glue("twin_later", f"{twin_table.iloc[1:, 0].max():.2f}", display=False)
+glue("conv_verdict", "equal logits, different attention" if twin_table.iloc[0, 0] > 1e-5 else "equal", display=False)
 h = {v: study.trained(v).history.val[-1] for v in ("base", "conv_l4")}
 glue("conv_gap", f"{h['conv_l4'] - h['base']:+.4f}", display=False)
 twin_table.style.format("{:.2e}")
@@ -181,6 +184,10 @@ glue("leak_pub", f"{leak['ega1'][0]:.3f}", display=False)
 glue("leak_causal", f"{leak['ega1_causal'][0]:.1e}", display=False)
 glue("gain_pub", f"{val['ega1'] - val['base']:+.4f}", display=False)
 glue("gain_causal", f"{val['ega1_causal'] - val['base']:+.4f}", display=False)
+glue("leak_verdict", "leaks" if leak["ega1"][0] > 1e-4 else "causal", display=False)
+gain_pub, gain_causal = val["ega1"] - val["base"], val["ega1_causal"] - val["base"]
+glue("gain_verdict", f"causal gate keeps {gain_causal / gain_pub:.0%} of the gain" if gain_pub < 0
+     else "no gain to explain", display=False)
 leak_table
 
 # %% [markdown]
