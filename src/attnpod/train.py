@@ -146,13 +146,11 @@ def train(profile: Profile, variant: str, corpus: Corpus, device=None, causal_ga
     cfg = model_config(profile, variant, corpus.vocab_size, causal_gate)
     path = checkpoint_path(profile, cfg)
     torch.manual_seed(profile.seed)
-    model = GPT(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, betas=(0.9, 0.95), weight_decay=0.1)
     generator = torch.Generator().manual_seed(profile.seed)
+    model, state = load_model(path, expected=cfg, device=device) if path.exists() else (GPT(cfg).to(device), None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, betas=(0.9, 0.95), weight_decay=0.1)
     history, start = History(), 0
-    if path.exists():
-        model, state = load_model(path, expected=cfg, device=device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    if state is not None:  # resume: optimiser, history and every random stream where they stopped
         optimizer.load_state_dict(state["optimizer"])
         history, start = History(**state["history"]), state["step"]
         torch.set_rng_state(state["rng"]["torch"])
