@@ -10,6 +10,7 @@ import numpy as np
 
 from .analysis import FieldAnalysis, mode_lag_profiles
 from .config import MODEL_LABELS
+from .lag import gaussian_lag_window
 from .pod import power_law_fit
 from .wavelet import fourier_period, morlet_fourier, padded_length
 
@@ -62,7 +63,7 @@ def plot_fields(fields_by_model: dict, layers=None, lag: bool = False, max_len: 
     n_layer = next(iter(fields_by_model.values())).shape[0]
     layers = list(range(n_layer)) if layers is None else list(layers)
     fig, axes = _subplots(len(models), len(layers), figsize=(1.9 * len(layers), 1.9 * len(models) + 0.4),
-                             squeeze=False)
+                          squeeze=False)
     for r, variant in enumerate(models):
         for c, l in enumerate(layers):
             A = np.asarray(fields_by_model[variant][l])
@@ -130,7 +131,7 @@ def plot_scalogram_grid(analyses: dict, fluctuations: bool = False):
     first = next(iter(analyses.values()))
     n_layer, _, T = first.scalogram.shape
     fig, axes = _subplots(len(models), n_layer, figsize=(1.8 * n_layer + 1, 1.7 * len(models) + 0.6),
-                             sharex=True, sharey=True, squeeze=False)
+                          sharex=True, sharey=True, squeeze=False)
     log_a = np.log2(first.scales)
     for r, variant in enumerate(models):
         res = analyses[variant]
@@ -154,9 +155,8 @@ def plot_scalogram_grid(analyses: dict, fluctuations: bool = False):
 def plot_lag_windows(T: int, scales, title: str = ""):
     """The Gaussian lag windows w_a(τ) = exp(−τ²/2a²) at the given scales."""
     fig, ax = _subplots(figsize=(6, 3))
-    tau = np.arange(T)
-    for a in scales:
-        ax.plot(tau, np.exp(-tau**2 / (2 * a * a)), label=f"a* = {a:.1f}")
+    for a, w in zip(scales, gaussian_lag_window(T, scales)):
+        ax.plot(np.arange(T), w, label=f"a* = {a:.1f}")
     ax.set(xlabel="lag τ = i − j (tokens)", ylabel="w(τ)", title=title)
     ax.legend()
     return fig
@@ -201,7 +201,7 @@ def plot_eigenvalue_spectra(analyses: dict, n: int = 60):
 def plot_pod_modes(result: FieldAnalysis, layers=(1, 3, 5), n_modes: int = 3, max_lag: int = 64, title: str = ""):
     """Fig. 2: lag profiles φ_k(τ) of the first modes at the top dominant scale, titled with energy fractions."""
     fig, axes = _subplots(len(layers), n_modes, figsize=(3.0 * n_modes, 2.2 * len(layers)), squeeze=False,
-                             sharex=True)
+                          sharex=True)
     for r, l in enumerate(layers):
         a_idx = result.dominant[l, 0]
         lam = result.eigenvalues[l, a_idx]
@@ -243,7 +243,7 @@ def plot_power_law_fits(analyses: dict, k_fit: int = 30):
     models = list(analyses)
     n_layer = next(iter(analyses.values())).dominant.shape[0]
     fig, axes = _subplots(len(models), n_layer, figsize=(1.9 * n_layer + 0.5, 1.8 * len(models) + 0.5),
-                             sharex=True, squeeze=False)
+                          sharex=True, squeeze=False)
     for r, variant in enumerate(models):
         lams = analyses[variant].top_eigenvalues
         for l in range(n_layer):
@@ -290,7 +290,7 @@ def plot_coherency(maps: dict, scale: float):
     variants = list(dict.fromkeys(v for v, _ in keys))
     layers = list(dict.fromkeys(l for _, l in keys))
     fig, axes = _subplots(len(variants), len(layers), figsize=(2.6 * len(layers) + 0.8, 2.5 * len(variants)),
-                             squeeze=False)
+                          squeeze=False)
     for r, v in enumerate(variants):
         for c, l in enumerate(layers):
             ax = axes[r, c]

@@ -51,7 +51,8 @@ def lag_major(A, orientation: str = "causal") -> np.ndarray:
     N, T, _ = A.shape
     if orientation == "published_clamped":
         return np.ascontiguousarray(to_lag(A, orientation).transpose(2, 0, 1), dtype=np.float32)
-    _lag_index(T, orientation)  # validates the orientation
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"unknown orientation {orientation!r}; choose one of {ORIENTATIONS}")
     X = np.zeros((T, N, T), dtype=np.float32)
     for tau in range(T):
         if orientation == "causal":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .lag import as_numpy, to_lag
+from .lag import as_numpy, lag_major
 
 OMEGA0 = 5.0
 
@@ -87,8 +87,8 @@ def scalogram(fields, scales=None, orientation: str = "causal", omega0: float = 
     """
     scales = paper_scales() if scales is None else scales
     reading = "published_clamped" if orientation == "published" else orientation
-    profiles = to_lag(fields, reading)
-    return scalogram_from_moments(second_moment(profiles.reshape(-1, profiles.shape[-1]).T), scales, omega0)
+    profiles = lag_major(fields, reading)  # profiles[tau, n, i]
+    return scalogram_from_moments(second_moment(profiles.reshape(len(profiles), -1)), scales, omega0)
 
 
 def scale_energy(S) -> np.ndarray:
