@@ -5,7 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?=
-export ATTNPOD_ARTIFACTS ?= $(CURDIR)/artifacts
+# The artifact store: $ATTNPOD_ARTIFACTS when set and not empty (a relative path is taken from this
+# folder, as the package does), else ./artifacts. One absolute path for the CLI and the notebooks.
+ARTIFACTS := $(abspath $(or $(strip $(ATTNPOD_ARTIFACTS)),$(CURDIR)/artifacts))
+export ATTNPOD_ARTIFACTS := $(ARTIFACTS)
 
 .PHONY: book test env notebooks clean-artifacts clean
 
@@ -29,7 +32,8 @@ test: env
 	$(PY) -m pytest -ra
 
 clean-artifacts:
-	rm -rf "$(ATTNPOD_ARTIFACTS)"
+	@case "$(ARTIFACTS)" in /|"$(HOME)"|"$(CURDIR)") echo "refusing to remove $(ARTIFACTS): set ATTNPOD_ARTIFACTS to the artifact folder" >&2; exit 1;; esac
+	rm -rf -- "$(ARTIFACTS)"
 
 clean:
 	rm -rf _build notebooks/*.ipynb book/status.md

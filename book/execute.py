@@ -13,6 +13,7 @@ import argparse
 import ast
 import datetime
 import importlib.metadata
+import os
 import platform
 import sys
 import time
@@ -66,6 +67,17 @@ def tag_injected_cell(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def failure_line(name: str, err, target: Path) -> str:
+    """One line that says which chapter failed, why, and what to do (the full traceback is in the notebook)."""
+    message = " ".join(str(err.evalue).split())
+    if len(message) > 400:
+        message = message[:400] + " …"
+    chapter = Path(name).name
+    return (f"FAILED {chapter}: {err.ename}: {message}\n"
+            f"  (cell {err.exec_count}; the executed notebook with the traceback: {target}; "
+            f"rerun this chapter alone: python book/execute.py --only {chapter[:2]})")
+
+
 def write_status(root: Path, profile: str, timings: list[tuple[str, float]]) -> None:
     import torch
 
@@ -97,9 +109,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "src"))
-    from attnpod.config import get_profile
+    from attnpod.config import AttnpodError, artifacts_root, get_profile
 
-    profile = get_profile(args.profile).name  # fails fast on an unknown profile
+    try:
+        profile = get_profile(args.profile).name  # fails fast on an unknown profile
+    except AttnpodError as err:
+        print(f"book/execute.py: {err}", file=sys.stderr)
+        return 2
+    # Every kernel runs in notebooks/: hand them the store as one absolute path.
+    os.environ["ATTNPOD_ARTIFACTS"] = str(artifacts_root())
     parameters = {"profile": profile, **dict(parse_parameter(p) for p in args.parameter)}
     timings = []
     for name in chapters(args.root):
@@ -109,8 +127,12 @@ def main(argv=None) -> int:
         target = args.root / f"{name}.ipynb"
         print(f"[{profile}] {name} ...", flush=True)
         start = time.perf_counter()
-        papermill.execute_notebook(jupytext.read(source), str(target), parameters=parameters,
-                                   kernel_name=KERNEL, cwd=str(source.parent), progress_bar=False)
+        try:
+            papermill.execute_notebook(jupytext.read(source), str(target), parameters=parameters,
+                                       kernel_name=KERNEL, cwd=str(source.parent), progress_bar=False)
+        except papermill.PapermillExecutionError as err:
+            print(failure_line(name, err, target), file=sys.stderr)
+            return 1
         timings.append((name, time.perf_counter() - start))
         tag_injected_cell(target)
         print(f"[{profile}] {name}: {timings[-1][1]:.1f} s", flush=True)

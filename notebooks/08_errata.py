@@ -158,8 +158,30 @@ twin_table.style.format("{:.2e}")
 # gate on key $j$ depends on tokens after the query. We change only tokens at
 # positions $\ge T/2$ and measure how much the predictions at positions $< T/2$
 # move: zero for a causal model. The causal variant normalises with prefix
-# statistics (mean and variance of $e_0 \ldots e_j$) instead; we train it with
-# the same protocol.
+# statistics instead, and we train it with the same protocol.
+#
+# :::{admonition} The causal gate, defined so that it is a continuous function of its input
+# :class: note
+# With prefix statistics the first positions need care. The prefix variance of
+# $e_0$ alone is $0$, and that of $e_0, e_1$ is $(e_1-e_0)^2/4$, so the plain
+# z-score is $\tilde e_1 = \operatorname{sign}(e_1 - e_0)$: it jumps between $-1$
+# and $+1$ when $e_1$ crosses $e_0$, and rounding alone (a different SIMD kernel)
+# changed our first causal-gate model's logits by $10^{-2}$. We therefore shrink
+# the prefix variance towards a prior by one pseudo-observation,
+#
+# $$
+# \hat\sigma_j^2 = \frac{(j+1)\, s_j^2 + \sigma_0^2}{j+2}, \qquad
+# \tilde e_j = \frac{e_j - \mu_j}{\hat\sigma_j}, \qquad \sigma_0 = \lVert w_h \rVert,
+# $$
+#
+# with $\mu_j$, $s_j^2$ the mean and population variance of $e_0 \ldots e_j$.
+# $\sigma_0^2$ is the variance $w_h \cdot x$ would have for isotropic,
+# unit-variance LayerNorm outputs $x$: the gate's own energy scale, so the prior
+# does not depend on how large the weights have grown. Its weight fades as
+# $1/(j+2)$, so after a few dozen positions the gate is the plain prefix z-score.
+# The sums run around $e_0$ (a causal shift) in float64, so $E[e^2] - E[e]^2$
+# cannot cancel catastrophically.
+# :::
 
 # %%
 def future_leak(model, windows):

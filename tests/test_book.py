@@ -12,9 +12,8 @@ from .conftest import corpus_file
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_smoke_book_builds(tmp_path):
-    corpus_file()  # skip cleanly without data
+def copy_book(tmp_path) -> Path:
+    """The book's sources in a fresh folder (no executed notebooks, no status page)."""
     book = tmp_path / "book_root"
     book.mkdir()
     for name in ("_config.yml", "_toc.yml", "pyproject.toml"):
@@ -23,6 +22,13 @@ def test_smoke_book_builds(tmp_path):
     (book / "notebooks").mkdir()
     for nb in (ROOT / "notebooks").glob("*.py"):
         shutil.copy(nb, book / "notebooks" / nb.name)
+    return book
+
+
+@pytest.mark.slow
+def test_smoke_book_builds(tmp_path):
+    corpus_file()  # skip cleanly without data
+    book = copy_book(tmp_path)
     subprocess.run([sys.executable, str(ROOT / "book" / "execute.py"), "--profile", "smoke", "--root", str(book)],
                    check=True)
     for executed in (book / "notebooks").glob("*.ipynb"):
@@ -51,3 +57,17 @@ def test_bad_parameters_stop_the_notebook_at_once(parameters, message, tmp_path)
         papermill.execute_notebook(nb, str(tmp_path / "out.ipynb"), parameters=parameters,
                                    kernel_name="attnpod", cwd=str(tmp_path), progress_bar=False)
     assert err.value.exec_count <= 3  # the parameters cell, papermill's injected cell, the set-up cell
+
+
+@pytest.mark.slow
+def test_a_failing_chapter_ends_the_build_with_one_line_cause(tmp_path):
+    """A bad parameter: the build stops at that chapter and says which, why and what to do, briefly."""
+    corpus_file()
+    book = copy_book(tmp_path)
+    done = subprocess.run([sys.executable, str(ROOT / "book" / "execute.py"), "--profile", "smoke", "--root", str(book),
+                           "--only", "01", "-p", "seed=-1"], capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) <= 5, lines
+    assert "FAILED 01_models_and_training: ParameterError" in done.stderr and "seed" in done.stderr
+    assert "--only 01" in done.stderr

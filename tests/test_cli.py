@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,3 +34,57 @@ def test_cli_trains_and_analyses_a_smoke_model(tmp_path, monkeypatch):
         fh.write(b"\x00garbage\x00")
     third = run()
     assert "corrupted" in third.stderr and npz.stat().st_mtime_ns != stamp
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "attnpod", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--snapshots", "0"], "n_snapshots"),
+    (["--device", "tpu"], "device 'tpu'"),
+    (["--device", "cuda"], "CUDA is not available"),
+    (["--data", "/"], "is a directory"),
+])
+def test_known_errors_are_one_line_without_traceback(args, message, tmp_path):
+    if "cuda" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    done = _cli("analyse", "--profile", "smoke", "--model", "base", *args,
+                env={"ATTNPOD_ARTIFACTS": str(tmp_path), "ATTNPOD_DATA": str(corpus_file())})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr, done.stderr
+    assert not list(tmp_path.rglob("checkpoint.pt"))  # stopped before any work
+    debug = _cli("--debug", "analyse", "--profile", "smoke", "--model", "base", *args,
+                 env={"ATTNPOD_ARTIFACTS": str(tmp_path), "ATTNPOD_DATA": str(corpus_file())})
+    assert "Traceback" in debug.stderr
+
+
+def test_relative_artifact_root_is_one_place_for_cli_and_notebooks(tmp_path, monkeypatch):
+    """A relative $ATTNPOD_ARTIFACTS is taken from the checkout's root, wherever the process runs."""
+    from attnpod.config import artifacts_root
+
+    root = tmp_path / "checkout"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "attnpod"\n')
+    monkeypatch.setenv("ATTNPOD_ARTIFACTS", "store")
+    monkeypatch.chdir(root)
+    at_root = artifacts_root()
+    monkeypatch.chdir(root / "notebooks")
+    assert artifacts_root() == at_root == (root / "store").resolve()
+
+
+def test_make_clean_artifacts_never_runs_rm_on_an_empty_path(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    for value in ("", "  "):
+        done = subprocess.run(["make", "-n", "-C", str(root), "clean-artifacts", f"ATTNPOD_ARTIFACTS={value}"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert f'rm -rf -- "{root}/artifacts"' in done.stdout, done.stdout
+    done = subprocess.run(["make", "-C", str(root), "clean-artifacts", "ATTNPOD_ARTIFACTS=/"], capture_output=True,
+                          text=True)
+    assert done.returncode != 0 and "refusing" in done.stderr

@@ -86,3 +86,8 @@ def test_sample_windows_reproducible_and_in_split(corpus):
         assert corpus.decode(w) in text
     with pytest.raises(ValueError, match="split"):
         sample_windows(corpus, 2, 8, "test")
+
+
+def test_a_directory_is_reported_as_a_directory(tmp_path):
+    with pytest.raises(DataError, match="is a directory"):
+        data.corpus_path(tmp_path)

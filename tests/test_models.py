@@ -1,4 +1,8 @@
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,3 +137,66 @@ def test_ega_gradients_are_finite(causal_gate):
     _, loss = model(idx, idx)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def _logit_change(variant, causal_gate, eps=1e-6, trials=8):
+    """Largest change of the logits (float64) when the blocks' input moves by ``eps`` (per entry, random sign).
+
+    The first two positions get the same input, so e_1 = e_0: where a prefix z-score
+    without a prior jumps between −1, 0 and +1.
+    """
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(variant=variant, causal_gate=causal_gate, **SMALL)).double().eval()
+    idx = torch.randint(65, (3, 24))
+
+    def run(x):
+        for block in model.blocks:
+            x, _ = block(x)
+        return model.lm_head(model.ln_f(x))
+
+    with torch.no_grad():
+        x = model._embed(idx)
+        x[:, 1] = x[:, 0]
+        y = run(x)
+        gen = torch.Generator().manual_seed(0)
+        return max((run(x + eps * torch.randn(x.shape, generator=gen, dtype=x.dtype)) - y).abs().max().item()
+                   for _ in range(trials))
+
+
+def test_causal_gate_is_a_continuous_function_of_its_input():
+    """Perturbing the input by 1e-6 moves the causal-gate model's logits by O(1e-6), like BASE's;
+    the unshrunk prefix variance made z_1 = sign(e_1 − e_0) and moved them by O(1e-2)."""
+    base = _logit_change("base", False)
+    causal = _logit_change("ega1", True)
+    assert causal < 1e-4 and causal < 3 * base, (causal, base)
+
+
+def test_causal_gate_first_positions_follow_the_prior():
+    """z_0 = 0; at j = 1 the variance is shrunk towards σ_0² = ‖w_h‖² by one pseudo-observation."""
+    gate = GPT(GPTConfig(variant="ega1", causal_gate=True, **SMALL)).blocks[0].attn.gate.double()
+    e = torch.tensor([[[0.3, 0.5, -0.1]]], dtype=torch.float64).expand(1, 4, 3)
+    z = gate._causal_z(e)[0, 0]
+    prior = gate.energy.weight.double().pow(2).sum(-1)[0]
+    assert z[0] == 0
+    var1 = (2 * 0.1**2 + prior) / 3  # population variance of (0.3, 0.5) is 0.1²
+    torch.testing.assert_close(z[1], (0.5 - 0.4) / var1.sqrt())
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_fused_and_explicit_paths_agree_on_every_simd_path(capability):
+    """The same agreement under each of torch's CPU kernels (ATEN_CPU_CAPABILITY), in a fresh process."""
+    if capability == "avx2" and "avx2" not in _cpu_flags():
+        pytest.skip("this CPU has no AVX2")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                           "-k", "test_fused_and_explicit_paths_agree and not simd"],
+                          env=env, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout

@@ -69,3 +69,22 @@ def test_effective_rank_published_returns_one_more():
     lam = np.array([4, 2, 1, 1]) / 8
     assert effective_rank(lam, 0.25, published=True) == 3
     assert effective_rank(lam, 0.1, published=True) == 4  # capped at the number of eigenvalues
+
+
+def test_analysis_linear_algebra_runs_with_one_blas_pool(monkeypatch):
+    """While the analysis runs, numpy's BLAS has one thread, so it cannot fight torch's pool."""
+    from threadpoolctl import threadpool_info
+
+    import attnpod.analysis as analysis
+
+    seen = []
+    original = analysis.windowed_grams
+
+    def spy(*args, **kwargs):
+        seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "windowed_grams", spy)
+    A = np.tril(np.random.default_rng(0).random((6, 8, 8)))
+    analysis.scale_selective_pod(A / A.sum(-1, keepdims=True), [2.0, 4.0])
+    assert seen and set(seen) == {1}

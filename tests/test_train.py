@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from attnpod.config import PROFILES, artifact_dir, get_profile, settings_key
-from attnpod.train import CheckpointError, checkpoint_path, load_model, lr_at, model_config, train
+from attnpod.config import PROFILES, ParameterError, artifact_dir, get_profile, settings_key, write_verified
+from attnpod.train import (CheckpointError, TrainingDiverged, checkpoint_path, load_model, lr_at, model_config,
+                           resolve_device, train)
 
 TINY = dict(n_layer=2, n_head=2, n_embd=16, block_size=16, steps=6, warmup=2, batch_size=4,
             eval_interval=3, eval_batches=1, n_snapshots=4)
@@ -81,10 +84,10 @@ def test_strict_loading_errors(corpus, tmp_path):
     _, _, path = train(tiny(), "base", corpus, device="cpu", progress=False)
     with pytest.raises(CheckpointError, match="config differs"):
         load_model(path, expected=model_config(tiny(), "ega1"))
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True)
     state["model"].pop("ln_f.weight")
     bad = tmp_path / "bad.pt"
-    torch.save(state, bad)
+    write_verified(bad, lambda tmp: torch.save(state, tmp))
     with pytest.raises(CheckpointError, match="weights do not fit"):
         load_model(bad)
     data = bytearray(path.read_bytes())
@@ -95,7 +98,7 @@ def test_strict_loading_errors(corpus, tmp_path):
     with pytest.raises(CheckpointError, match="corrupted"):
         train(tiny(), "base", corpus, device="cpu", progress=False)  # never falls back to random weights
     truncated = tmp_path / "t.pt"
-    truncated.write_bytes(b"PK\x03\x04 not a checkpoint")
+    write_verified(truncated, lambda tmp: tmp.write_bytes(b"PK\x03\x04 not a checkpoint"))
     with pytest.raises(CheckpointError, match="cannot be read"):
         load_model(truncated)
 
@@ -108,3 +111,83 @@ def test_cli_help_and_bad_arguments(capsys):
     assert "train" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["train", "--profile", "smoke", "--model", "nope"])
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file named in ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_planted_pickle_is_refused_without_running(corpus, tmp_path):
+    """A pickle payload where a checkpoint belongs, even with a matching sidecar, never runs."""
+    path = checkpoint_path(tiny(), model_config(tiny(), "base"))
+    marker = tmp_path / "code-ran"
+    write_verified(path, lambda tmp: torch.save({"format": 2, "model": _Payload(marker)}, tmp))
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_model(path)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        train(tiny(), "base", corpus, device="cpu", progress=False)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the payload is real: the unsafe loader runs it
+    assert marker.exists()
+
+
+def test_missing_sidecar_is_not_a_pass(corpus):
+    _, _, path = train(tiny(), "base", corpus, device="cpu", progress=False)
+    path.with_name(path.name + ".sha256").unlink()
+    with pytest.raises(CheckpointError, match="cannot be verified"):
+        load_model(path)
+
+
+def test_stored_training_settings_are_checked(corpus):
+    """A checkpoint copied under another profile's key is refused: the stored settings must match."""
+    _, _, path = train(tiny(), "base", corpus, device="cpu", progress=False)
+    other = get_profile("smoke", **{**TINY, "lr": 5e-4})
+    load_model(path, model_config(tiny(), "base"), profile=tiny())
+    with pytest.raises(CheckpointError, match="other settings.*lr"):
+        load_model(path, model_config(other, "base"), profile=other)
+    target = checkpoint_path(other, model_config(other, "base"))
+    write_verified(target, lambda tmp: tmp.write_bytes(path.read_bytes()))
+    with pytest.raises(CheckpointError, match="other settings"):
+        train(other, "base", corpus, device="cpu", progress=False)
+
+
+def test_divergence_stops_at_the_first_nonfinite_loss_and_saves_nothing(corpus):
+    profile = get_profile("smoke", **{**TINY, "lr": 1e30, "warmup": 0, "eval_interval": 6})
+    with pytest.raises(TrainingDiverged, match=r"at step \d+") as err:
+        train(profile, "base", corpus, device="cpu", progress=False)
+    assert "lr=1e+30" in str(err.value)
+    path = checkpoint_path(profile, model_config(profile, "base"))
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("bad", [dict(seed=-1), dict(seed="x"), dict(seed=1.5), dict(n_layer=True),
+                                 dict(lr=float("inf")), dict(lr=float("nan")), dict(dropout="0.1"),
+                                 dict(n_snapshots=0), dict(warmup=1.5)])
+def test_bad_profile_values_stop_before_any_work(bad):
+    with pytest.raises(ParameterError, match=next(iter(bad))):
+        get_profile("smoke", **bad)
+
+
+@pytest.mark.parametrize("overrides", [["n_snapshots", 4], "n_snapshots=4", {1: 2}])
+def test_bad_overrides_are_a_parameter_error(overrides):
+    from attnpod.study import Study
+
+    with pytest.raises(ParameterError, match="overrides must be a dict"):
+        Study.create("smoke", overrides=overrides)
+
+
+def test_devices_are_checked_up_front(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ParameterError, match="CUDA is not available.*--device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(ParameterError, match="unknown device 'tpu'|not supported"):
+        resolve_device("tpu")
+    with pytest.raises(ParameterError, match="unknown device"):
+        resolve_device("gpu0")
+    assert resolve_device("auto") == torch.device("cpu")

@@ -11,7 +11,6 @@ with L̃ the centred lag fields. Every scale then costs about one POD.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,15 +18,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Profile, artifact_dir, is_verified, write_verified
+from .config import AttnpodError, Profile, artifact_dir, artifact_lock, reusable, write_verified
 from .data import Corpus, sample_windows
 from .fields import collect_fields
+from .models import weights_digest
 from .lag import as_numpy, gaussian_lag_window, lag_major, to_lag
-from .pod import EPSILONS, effective_rank, sorted_eigh, spectral_concentration
+from .pod import EPSILONS, effective_rank, one_linalg_pool, sorted_eigh, spectral_concentration
 from .wavelet import OMEGA0, dominant_scale_indices, paper_scales, scalogram_from_moments, second_moment
 
 
 ANALYSIS_FORMAT = 2  # bump when FieldAnalysis changes content, so stored results are recomputed
+MAY_BE_NAN = ("spectral_concentration",)  # NaN marks a degenerate spectrum (SPEC 5.6); no other array may hold one
+
+
+class NonFiniteError(AttnpodError, FloatingPointError):
+    """Fields or an analysis came out NaN or infinite: never cached."""
 
 
 def _valid_rows(T: int, lag_start: int, orientation: str) -> slice:
@@ -103,6 +108,7 @@ def centred_lag_fields(fields, orientation: str = "causal") -> tuple[np.ndarray,
     return X.numpy(), (X - mean).numpy()
 
 
+@one_linalg_pool()
 def scale_selective_pod(fields, scales, n_modes: int = 3, orientation: str = "causal") -> ScaleSelectivePOD:
     """Scale-selective POD of ``fields[N, T, T]`` at each scale a*.
 
@@ -167,10 +173,20 @@ class FieldAnalysis:
         """Eigenvalues at each layer's top dominant scale: (L, N)."""
         return self.eigenvalues[np.arange(len(self.dominant)), self.dominant[:, 0]]
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
+
+    def is_finite(self) -> bool:
+        """No NaN or inf anywhere, except NaN in :data:`MAY_BE_NAN` (a degenerate spectrum's flag)."""
+        return all(np.isfinite(v).all() if k not in MAY_BE_NAN else not np.isinf(v).any()
+                   for k, v in self.arrays().items() if v.dtype.kind == "f")
+
     def save(self, path: Path) -> None:
-        arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
+        """Write as ``.npz`` with a verified sidecar; a result with NaN or inf is refused."""
+        if not self.is_finite():
+            raise NonFiniteError(f"the analysis for {path} holds NaN or infinite values; not saved")
         meta = json.dumps({"orientation": self.orientation, "meta": self.meta})
-        write_verified(path, lambda tmp: np.savez(open(tmp, "wb"), meta=np.array(meta), **arrays))
+        write_verified(path, lambda tmp: np.savez(open(tmp, "wb"), meta=np.array(meta), **self.arrays()))
 
     @classmethod
     def load(cls, path: Path) -> "FieldAnalysis":
@@ -180,6 +196,7 @@ class FieldAnalysis:
         return cls(**arrays, orientation=meta["orientation"], meta=meta["meta"])
 
 
+@one_linalg_pool()
 def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, orientation: str = "causal",
                    epsilons=EPSILONS, omega0: float = OMEGA0, progress: bool = True) -> FieldAnalysis:
     """Ensemble scalogram, dominant scales, scale-selective POD at all scales, 𝒯_spec and H*(ε) for each layer.
@@ -214,26 +231,42 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
     return FieldAnalysis(scales=scales, epsilons=epsilons, orientation=orientation, **arrays)
 
 
-def ensemble_settings(profile: Profile, checkpoint_name: str, split: str) -> dict:
-    return {"checkpoint": checkpoint_name, "split": split, "n_snapshots": profile.n_snapshots,
-            "length": profile.block_size, "seed": profile.seed, "heads": "mean"}
+def ensemble_settings(profile: Profile, checkpoint_name: str, split: str, weights: str) -> dict:
+    """What the fields depend on: the model (its checkpoint name and the SHA-256 of its weights) and the windows."""
+    return {"checkpoint": checkpoint_name, "weights_sha256": weights, "split": split,
+            "n_snapshots": profile.n_snapshots, "length": profile.block_size, "seed": profile.seed, "heads": "mean"}
 
 
-def _reuse(path: Path) -> bool:
-    state = is_verified(path)
-    if state is False:
-        warnings.warn(f"{path} is corrupted (hash mismatch); recomputing it", RuntimeWarning, stacklevel=3)
-    return bool(state)
+def fields_are_finite(path: Path, chunk: int = 64) -> bool:
+    """Every value of the ``.npy`` fields at ``path`` is finite (read ``chunk`` snapshots at a time)."""
+    fields = np.load(path, mmap_mode="r")
+    return all(np.isfinite(fields[n0:n0 + chunk]).all() for n0 in range(0, len(fields), chunk))
+
+
+def _analysis_is_finite(path: Path) -> bool:
+    return FieldAnalysis.load(path).is_finite()
 
 
 def model_fields(model, corpus: Corpus, profile: Profile, checkpoint_name: str, split: str = "val",
                  device=None, progress: bool = True) -> np.ndarray:
-    """The model's head-averaged ensemble ``fields[n, l, i, j]``, cached (memory-mapped on reuse)."""
-    folder = artifact_dir("fields", checkpoint_name, ensemble_settings(profile, checkpoint_name, split))
-    path = folder / "fields.npy"
-    if not _reuse(path):
-        windows = sample_windows(corpus, profile.n_snapshots, profile.block_size, split, profile.seed)
-        write_verified(path, lambda tmp: collect_fields(model, windows, device=device, out=tmp, progress=progress))
+    """The model's head-averaged ensemble ``fields[n, l, i, j]``, cached (memory-mapped on reuse).
+
+    Keyed by the settings and the weights' SHA-256; fields with NaN or inf are
+    never written, and a cached file holding them is recomputed with a warning.
+    """
+    settings = ensemble_settings(profile, checkpoint_name, split, weights_digest(model))
+    path = artifact_dir("fields", checkpoint_name, settings) / "fields.npy"
+    with artifact_lock(path):
+        if not reusable(path, fields_are_finite):
+            windows = sample_windows(corpus, profile.n_snapshots, profile.block_size, split, profile.seed)
+
+            def write(tmp):
+                collect_fields(model, windows, device=device, out=tmp, progress=progress)
+                if not fields_are_finite(tmp):
+                    raise NonFiniteError(f"{checkpoint_name}: its attention fields hold NaN or inf "
+                                         f"(non-finite weights?); nothing was cached")
+
+            write_verified(path, write)
     return np.load(path, mmap_mode="r")
 
 
@@ -241,18 +274,21 @@ def analyse_model(model, corpus: Corpus, profile: Profile, name: str, split: str
                   orientation: str = "causal", progress: bool = True, **options) -> tuple[FieldAnalysis, Path]:
     """Fields and :func:`analyse_fields` for one trained model, both cached under keys of every setting.
 
-    ``name`` identifies the trained model (its checkpoint folder name, which hashes its settings).
+    ``name`` identifies the trained model (its checkpoint folder name, which hashes
+    its settings); the weights' SHA-256 is part of the key as well, so another
+    model under the same name never reuses this one's results.
     """
-    fields_settings = ensemble_settings(profile, name, split)
+    fields_settings = ensemble_settings(profile, name, split, weights_digest(model))
     settings = {"fields": fields_settings, "orientation": orientation, "format": ANALYSIS_FORMAT, **options}
     folder = artifact_dir("analysis", name, settings)
     path = folder / "analysis.npz"
-    if _reuse(path):
-        return FieldAnalysis.load(path), folder
-    fields = model_fields(model, corpus, profile, name, split, device, progress)
-    result = analyse_fields(fields, orientation=orientation, progress=progress, **options)
-    result.meta.update(settings)
-    result.save(path)
+    with artifact_lock(path):
+        if reusable(path, _analysis_is_finite):
+            return FieldAnalysis.load(path), folder
+        fields = model_fields(model, corpus, profile, name, split, device, progress)
+        result = analyse_fields(fields, orientation=orientation, progress=progress, **options)
+        result.meta.update(settings)
+        result.save(path)
     return result, folder
 
 

@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the paper's GPT variants and run the scale-selective POD analysis. "
                     "Results are cached under the artifact folder ($ATTNPOD_ARTIFACTS, default ./artifacts "
                     "in a checkout), keyed by every setting, so reruns reuse them and changes recompute.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one model (resumes from its last checkpoint)")
     _common(train)
@@ -36,13 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; known errors (data, checkpoint, parameter, device) print as one line and exit with 2."""
     args = build_parser().parse_args(argv)
+    from .config import AttnpodError
+
+    try:
+        return _run(args)
+    except AttnpodError as err:
+        if args.debug:
+            raise
+        print(f"attnpod {args.command}: error: {err}  (--debug shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     from .config import get_profile
     from .data import load_corpus
-    from .train import train
+    from .train import resolve_device, train
 
-    overrides = {"n_snapshots": args.snapshots} if getattr(args, "snapshots", None) else {}
+    overrides = {"n_snapshots": args.snapshots} if getattr(args, "snapshots", None) is not None else {}
     profile = get_profile(args.profile, **overrides)
+    resolve_device(args.device)  # fails before the corpus is read
     corpus = load_corpus(args.data)
     model, history, path = train(profile, args.model, corpus, device=args.device, causal_gate=args.causal_gate)
     print(f"{args.model} [{profile.name}]: step {history.step[-1]}, train {history.train[-1]:.4f}, "

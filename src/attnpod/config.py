@@ -11,12 +11,33 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 MODELS = ("base", "ega1", "ega_morlet", "conv_l4")
 MODEL_LABELS = {"base": "BASE", "ega1": "EGA-1", "ega_morlet": "EGA-MORLET", "conv_l4": "CONV-L4"}
+
+
+class AttnpodError(Exception):
+    """A known failure with a message that says what to do (the CLI prints it as one line)."""
+
+
+class ParameterError(AttnpodError, ValueError):
+    """A profile setting or notebook parameter has the wrong type or lies out of range."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value) -> bool:
+    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -25,7 +46,8 @@ class Profile:
 
     The model size (n_layer, n_head, n_embd, block_size) and the training
     protocol of SPEC section 2; ``n_snapshots`` is N of the field ensemble
-    (section 3), whose windows have length ``block_size``.
+    (section 3), whose windows have length ``block_size``. Every value is
+    checked by type and range on construction, before any work starts.
     """
 
     name: str
@@ -44,28 +66,33 @@ class Profile:
     seed: int = 42
 
     def __post_init__(self):
-        positive = ("n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size",
-                    "eval_interval", "eval_batches")
-        for name in positive:
+        def fail(what: str, value) -> None:
+            raise ParameterError(f"profile {self.name!r}: {what}, got {value!r}")
+
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "eval_interval",
+                     "eval_batches"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"profile {self.name!r}: {name} must be a positive integer, got {value!r}")
+            if not _is_int(value) or value <= 0:
+                fail(f"{name} must be a positive integer", value)
         if self.n_embd % self.n_head:
-            raise ValueError(f"profile {self.name!r}: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if not 0 <= self.warmup < self.steps:
-            raise ValueError(f"profile {self.name!r}: warmup must lie in [0, steps), got {self.warmup}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"profile {self.name!r}: dropout must lie in [0, 1), got {self.dropout}")
-        if not self.lr > 0:
-            raise ValueError(f"profile {self.name!r}: lr must be positive, got {self.lr}")
-        if not isinstance(self.n_snapshots, int) or self.n_snapshots < 3:
-            raise ValueError(f"profile {self.name!r}: n_snapshots (N) must be an integer >= 3, got {self.n_snapshots!r}")
+            fail(f"n_embd={self.n_embd} must be divisible by n_head", self.n_head)
+        if not _is_int(self.warmup) or not 0 <= self.warmup < self.steps:
+            fail(f"warmup must be an integer in [0, steps={self.steps})", self.warmup)
+        if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            fail("dropout must be a number in [0, 1)", self.dropout)
+        if not _is_real(self.lr) or not self.lr > 0:
+            fail("lr must be a finite positive number", self.lr)
+        if not _is_int(self.n_snapshots) or self.n_snapshots < 3:
+            fail("n_snapshots (N) must be an integer >= 3", self.n_snapshots)
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            fail("seed must be an integer in [0, 2**32)", self.seed)
 
     def replace(self, **overrides) -> "Profile":
         """A copy with some settings changed (validated like the presets)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise ValueError(f"unknown profile setting(s): {sorted(unknown)}")
+            raise ParameterError(f"unknown profile setting(s): {sorted(unknown)}; "
+                                 f"known: {[f.name for f in dataclasses.fields(self)][1:]}")
         return dataclasses.replace(self, **overrides)
 
     def as_dict(self) -> dict:
@@ -98,26 +125,36 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     """The named preset with optional overrides; ``None`` picks the default."""
     name = name or default_profile_name()
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+        raise ParameterError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return PROFILES[name].replace(**overrides) if overrides else PROFILES[name]
 
 
 # ----------------------------------------------------------------------------- artifacts
 
-def artifacts_root() -> Path:
-    """The folder that holds every artifact.
-
-    ``$ATTNPOD_ARTIFACTS`` if set; else ``artifacts/`` of the enclosing attnpod
-    checkout (found from the working directory); else a per-user cache.
-    """
-    env = os.environ.get("ATTNPOD_ARTIFACTS")
-    if env:
-        return Path(env).expanduser().resolve()
-    here = Path.cwd().resolve()
+def project_root(start: Path | None = None) -> Path | None:
+    """The enclosing attnpod checkout (the folder whose pyproject.toml names attnpod), if any."""
+    here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         project = folder / "pyproject.toml"
         if project.is_file() and 'name = "attnpod"' in project.read_text(errors="ignore"):
-            return folder / "artifacts"
+            return folder
+    return None
+
+
+def artifacts_root() -> Path:
+    """The folder that holds every artifact, as one absolute path for every entry point.
+
+    ``$ATTNPOD_ARTIFACTS`` if set (a relative path is taken from the checkout's
+    root, so the CLI at the root and notebooks in ``notebooks/`` share one store);
+    else ``artifacts/`` of the enclosing checkout; else a per-user cache.
+    """
+    env = os.environ.get("ATTNPOD_ARTIFACTS", "").strip()
+    project = project_root()
+    if env:
+        root = Path(env).expanduser()
+        return (root if root.is_absolute() else (project or Path.cwd()) / root).resolve()
+    if project is not None:
+        return project / "artifacts"
     import pooch
 
     return Path(pooch.os_cache("attnpod")) / "artifacts"
@@ -135,9 +172,8 @@ def artifact_dir(kind: str, name: str, settings: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     settings_file = folder / "settings.json"
     if not settings_file.exists():
-        tmp = settings_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(settings, sort_keys=True, indent=1, default=str))
-        tmp.replace(settings_file)
+        text = json.dumps(settings, sort_keys=True, indent=1, default=str)
+        _publish(settings_file, lambda tmp: tmp.write_text(text))
     return folder
 
 
@@ -149,23 +185,100 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_verified(path: Path, write) -> None:
-    """Write ``path`` atomically with a SHA-256 sidecar: ``write(tmp_path)`` makes the file.
+# Crash- and concurrency-safe artifacts. Every artifact ``X`` has a sidecar ``X.sha256``
+# and a lock file ``X.lock``. Writers and verifying readers hold the lock, so no reader
+# sees a half-published pair. A writer publishes in three renames: ``X.sha256.pending``
+# (the new digest) appears first, then ``X``, then the pending digest becomes
+# ``X.sha256``. A crash between them is repaired on the next access: if ``X`` matches
+# the pending digest the publication is completed, else it is rolled back.
 
-    A crash leaves at most a ``.tmp`` file, never a half-written artifact.
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _pending(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256.pending")
+
+
+def temporary_path(path: Path) -> Path:
+    """A temporary name beside ``path`` unique to this process and call."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _publish(path: Path, write) -> None:
+    """``write(tmp)`` then rename into place: readers see the old file or the new one, never a part."""
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def artifact_lock(path: Path):
+    """An inter-process lock for one artifact (re-entrant within a process); use as a context manager."""
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(path.name + ".lock")), is_singleton=True)
+
+
+def _recover(path: Path) -> None:
+    """Finish or roll back a publication a crash interrupted, and remove stray temporary files."""
+    pending = _pending(path)
+    if pending.is_file():
+        digest = pending.read_text().strip()
+        if path.is_file() and sha256_file(path) == digest:
+            pending.replace(_sidecar(path))
+        else:
+            pending.unlink()
+    for stray in path.parent.glob(f"{path.name}.*.tmp"):
+        stray.unlink(missing_ok=True)
+
+
+def write_verified(path: Path, write) -> None:
+    """Write ``path`` with a SHA-256 sidecar, crash- and concurrency-safe: ``write(tmp_path)`` makes the file.
+
+    A crash leaves the previous pair or the new pair (after :func:`is_verified`
+    repairs it), never a mismatch; two processes never share a temporary file.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    digest = sha256_file(tmp)
-    tmp.replace(path)
-    path.with_name(path.name + ".sha256").write_text(digest + "\n")
+    with artifact_lock(path):
+        _recover(path)
+        tmp = temporary_path(path)
+        try:
+            write(tmp)
+            digest = sha256_file(tmp)
+            _publish(_pending(path), lambda p: p.write_text(digest + "\n"))
+            tmp.replace(path)
+            _pending(path).replace(_sidecar(path))
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def is_verified(path: Path) -> bool | None:
     """True if ``path`` matches its sidecar hash, False if not, None if either is missing."""
     path = Path(path)
-    sidecar = path.with_name(path.name + ".sha256")
-    if not (path.is_file() and sidecar.is_file()):
-        return None
-    return sha256_file(path) == sidecar.read_text().strip()
+    with artifact_lock(path):
+        _recover(path)
+        sidecar = _sidecar(path)
+        if not (path.is_file() and sidecar.is_file()):
+            return None
+        return sha256_file(path) == sidecar.read_text().strip()
+
+
+def reusable(path: Path, sound=None) -> bool:
+    """True if ``path`` is a verified artifact and ``sound(path)`` holds; a corrupt one is reported and False.
+
+    Call it holding :func:`artifact_lock` when the artifact is then recomputed, so
+    that two processes never compute the same artifact at once.
+    """
+    state = is_verified(path)
+    if state is False:
+        warnings.warn(f"{path} is corrupted (hash mismatch); recomputing it", RuntimeWarning, stacklevel=2)
+    elif state and sound is not None and not sound(path):
+        warnings.warn(f"{path} holds NaN or infinite values, a corrupt cache; recomputing it", RuntimeWarning,
+                      stacklevel=2)
+        state = False
+    return bool(state)

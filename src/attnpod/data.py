@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import sha256_file
+from .config import AttnpodError, ParameterError, sha256_file
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -21,11 +21,14 @@ ENV_VAR = "ATTNPOD_DATA"
 SPLITS = ("train", "val", "all")
 
 
-class DataError(RuntimeError):
+class DataError(AttnpodError, RuntimeError):
     """The corpus could not be found, fetched or verified."""
 
 
 def _verify(path: Path, source: str) -> Path:
+    if path.is_dir():
+        raise DataError(f"{source}: {path} is a directory, not a file. Point {ENV_VAR} (or the `path` argument) "
+                        f"at TinyShakespeare's input.txt itself, e.g. {path / 'input.txt'}.")
     if not path.is_file():
         raise DataError(f"{source}: {path} does not exist. Point {ENV_VAR} (or the `path` "
                         f"argument) at a copy of TinyShakespeare's input.txt, or unset it to download.")
@@ -84,7 +87,7 @@ class Corpus:
             return self.tokens[self.n_train:]
         if name == "all":
             return self.tokens
-        raise ValueError(f"unknown split {name!r}; choose one of {SPLITS}")
+        raise ParameterError(f"unknown split {name!r}; choose one of {SPLITS}")
 
     def encode(self, s: str) -> torch.Tensor:
         lookup = {c: i for i, c in enumerate(self.chars)}

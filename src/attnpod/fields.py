@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .config import temporary_path
+
 IN_MEMORY_LIMIT = 4 * 2**30  # bytes; larger per-head ensembles must stream to disk
 
 
@@ -33,18 +35,22 @@ def collect_fields(model, windows, heads: str = "mean", batch_size: int = 16, de
     model = model.to(device).eval()
     if out is not None:
         out = Path(out)
-        tmp = out.with_name(out.name + ".tmp")
+        tmp = temporary_path(out)
         fields = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
     else:
         fields = np.empty(shape, dtype=np.float32)
-    for n0 in tqdm(range(0, N, batch_size), desc="attention fields", disable=not progress):
-        maps = model.attention_maps(windows[n0:n0 + batch_size].to(device))  # (B, L, H, T, T)
-        if heads == "mean":
-            maps = maps.mean(dim=2)
-        fields[n0:n0 + len(maps)] = maps.float().cpu().numpy()
-    if out is not None:
+    try:
+        for n0 in tqdm(range(0, N, batch_size), desc="attention fields", disable=not progress):
+            maps = model.attention_maps(windows[n0:n0 + batch_size].to(device))  # (B, L, H, T, T)
+            if heads == "mean":
+                maps = maps.mean(dim=2)
+            fields[n0:n0 + len(maps)] = maps.float().cpu().numpy()
+        if out is None:
+            return fields
         fields.flush()
         del fields
         tmp.replace(out)
-        return np.load(out, mmap_mode="r")
-    return fields
+    finally:
+        if out is not None:
+            tmp.unlink(missing_ok=True)
+    return np.load(out, mmap_mode="r")

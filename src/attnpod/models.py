@@ -13,6 +13,7 @@ probabilities ``A[B, H, T, T]`` for analysis. Both give the same output.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -57,9 +58,24 @@ class EnergyGate(nn.Module):
     """EGA's key gate, returned as the additive bias ``log g_j``, shape (B, H, T).
 
     e_j = w·x_j + b per head; ẽ = z-normalised e; g_j = σ(α(ẽ_j − τ)).
-    Published: mean and population std over the whole window (future included).
-    Causal: mean and std of the prefix e_0…e_j, so g_j sees no later token.
+
+    Published: mean and population std over the whole window (future included),
+    std clamped at 1e-8 (SPEC section 2).
+
+    Causal (errata 4): ẽ_j = (e_j − μ_j)/σ̂_j with the prefix mean μ_j of e_0…e_j and
+    a prefix variance shrunk towards a prior by one pseudo-observation,
+
+        σ̂_j² = ((j+1)·s_j² + σ_0²) / (j + 2),   σ_0 = ‖w_h‖,
+
+    where s_j² is the population variance of the prefix and σ_0² the variance of
+    w·x for isotropic unit-variance LN outputs x: the gate's own energy scale.
+    Without the prior, z at j = 1 is sign(e_1 − e_0), a discontinuous function of
+    the input, and rounding alone changes the model. The sums are taken around e_0
+    (a causal shift) in float64, so nothing cancels catastrophically.
     """
+
+    PRIOR_COUNT = 1.0  # pseudo-observations at the prior variance
+    CAUSAL_FORM = "prefix-shrunk-v2"  # in the checkpoint key: v1 (unshrunk E[e²] − E[e]²) models are not reused
 
     def __init__(self, n_embd: int, n_head: int, causal: bool):
         super().__init__()
@@ -70,15 +86,24 @@ class EnergyGate(nn.Module):
 
     def forward(self, x):
         e = self.energy(x).transpose(1, 2)  # (B, H, T)
-        if self.causal:
-            count = torch.arange(1, e.shape[-1] + 1, device=e.device, dtype=e.dtype)
-            mean = e.cumsum(-1) / count
-            var = ((e * e).cumsum(-1) / count - mean * mean).clamp_min(0)
-        else:
-            mean = e.mean(-1, keepdim=True)
-            var = e.var(-1, keepdim=True, correction=0)
-        z = (e - mean) / var.clamp_min(1e-16).sqrt()  # std clamped at 1e-8; finite gradient at var = 0
+        z = self._causal_z(e) if self.causal else self._window_z(e)
         return F.logsigmoid(self.alpha[:, None] * (z - self.tau[:, None]))  # (B, H, T)
+
+    @staticmethod
+    def _window_z(e):
+        mean = e.mean(-1, keepdim=True)
+        var = e.var(-1, keepdim=True, correction=0)
+        return (e - mean) / var.clamp_min(1e-16).sqrt()  # std clamped at 1e-8; finite gradient at var = 0
+
+    def _causal_z(self, e):
+        e64 = e.double()
+        d = e64 - e64[..., :1]  # shifted around the first energy: causal, no cancellation
+        count = torch.arange(1, e.shape[-1] + 1, device=e.device, dtype=d.dtype)
+        mean = d.cumsum(-1) / count
+        var = ((d * d).cumsum(-1) / count - mean * mean).clamp_min(0)
+        prior = self.energy.weight.double().pow(2).sum(-1)[:, None]  # σ_0² = ‖w_h‖², (H, 1)
+        var = (count * var + self.PRIOR_COUNT * prior) / (count + self.PRIOR_COUNT)
+        return ((d - mean) / var.clamp_min(1e-16).sqrt()).to(e.dtype)
 
 
 def conv_lag_multiplier(weights: list[float], T: int, device=None) -> torch.Tensor:
@@ -278,3 +303,13 @@ class GPT(nn.Module):
             return self.forward_explicit(idx)[1]
         finally:
             self.train(was_training)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of the model's weights (names, dtypes, shapes and values): what caches of its outputs are keyed by."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

@@ -7,11 +7,25 @@ they need; every expensive result comes from (or goes to) the artifact store.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from os import PathLike
 
 from .analysis import FieldAnalysis, analyse_model, model_fields
-from .config import MODEL_LABELS, MODELS, Profile, get_profile
-from .data import Corpus, load_corpus
+from .config import MODEL_LABELS, MODELS, ParameterError, Profile, get_profile
+from .data import SPLITS, Corpus, load_corpus
 from .train import History, resolve_device, train
+
+
+def check_parameters(profile="auto", split: str = "val", overrides=None, data_path="") -> None:
+    """Type checks of the notebook parameters that :class:`Profile` does not see (it checks the rest)."""
+    if profile is not None and not isinstance(profile, str):
+        raise ParameterError(f"profile must be a name such as 'laptop', got {profile!r}")
+    if split not in SPLITS:
+        raise ParameterError(f"split must be one of {SPLITS}, got {split!r}")
+    if overrides is not None and not (isinstance(overrides, dict) and all(isinstance(k, str) for k in overrides)):
+        raise ParameterError(f"overrides must be a dict of profile settings, e.g. {{'n_snapshots': 50}}, "
+                             f"got {overrides!r}")
+    if data_path is not None and not isinstance(data_path, (str, PathLike)):
+        raise ParameterError(f"data_path must be a path string ('' for the default), got {data_path!r}")
 
 
 @dataclass
@@ -35,8 +49,7 @@ class Study:
     def create(cls, profile: str = "auto", seed: int = 42, device: str = "auto", data_path: str = "",
                split: str = "val", overrides: dict | None = None, progress: bool = True) -> "Study":
         """Validate the notebook parameters and load the corpus; fails at once on a bad value."""
-        if split not in ("val", "train", "all"):
-            raise ValueError(f"split must be 'val', 'train' or 'all', got {split!r}")
+        check_parameters(profile=profile, split=split, overrides=overrides, data_path=data_path)
         chosen = get_profile(None if profile in ("", "auto", None) else profile, seed=seed, **(overrides or {}))
         return cls(chosen, load_corpus(data_path or None), str(resolve_device(device)), split, progress)
 

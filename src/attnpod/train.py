@@ -7,6 +7,7 @@ evaluation every ``eval_interval`` steps on ``eval_batches`` random batches per 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,22 +17,43 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import Profile, artifact_dir, is_verified, write_verified
+from .config import AttnpodError, ParameterError, Profile, artifact_dir, artifact_lock, is_verified, write_verified
 from .data import SHA256 as DATA_SHA256, Corpus, random_batch
-from .models import GPT, GPTConfig
+from .models import GPT, EnergyGate, GPTConfig
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: loaded with weights_only=True, training settings stored and checked
 GRAD_CLIP = 1.0
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(AttnpodError, RuntimeError):
     """A checkpoint is missing, corrupted or does not match what was asked for."""
 
 
+class TrainingDiverged(AttnpodError, RuntimeError):
+    """The loss became NaN or infinite; nothing from that point on is saved."""
+
+
 def resolve_device(device: str | None = None) -> torch.device:
+    """``auto`` (CUDA if available, else CPU), or a device checked to exist here, before any work."""
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ParameterError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from err
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}, but no GPU is visible"
+            raise ParameterError(f"device {device!r}: CUDA is not available here (torch {torch.__version__} is {build}); "
+                                 f"use --device cpu, or auto to pick CUDA only when it exists")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ParameterError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif chosen.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ParameterError(f"device {device!r}: Apple MPS is not available here; use --device cpu")
+    elif chosen.type != "cpu":
+        raise ParameterError(f"device {device!r} is not supported: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return chosen
 
 
 def model_config(profile: Profile, variant: str, vocab_size: int = 65, causal_gate: bool = False) -> GPTConfig:
@@ -43,7 +65,11 @@ def model_config(profile: Profile, variant: str, vocab_size: int = 65, causal_ga
 def training_settings(profile: Profile, cfg: GPTConfig) -> dict:
     """Every setting that influences a trained model: its key in the artifact store."""
     protocol = {k: v for k, v in profile.as_dict().items() if k not in ("name", "n_snapshots")}
-    return {"model": cfg.as_dict(), "protocol": protocol, "data_sha256": DATA_SHA256, "grad_clip": GRAD_CLIP}
+    settings = {"model": cfg.as_dict(), "protocol": protocol, "data_sha256": DATA_SHA256, "grad_clip": GRAD_CLIP,
+                "format": CHECKPOINT_FORMAT}
+    if cfg.causal_gate:
+        settings["causal_gate_form"] = EnergyGate.CAUSAL_FORM
+    return json.loads(json.dumps(settings))  # plain JSON types, comparable with what a checkpoint stores
 
 
 def checkpoint_path(profile: Profile, cfg: GPTConfig) -> Path:
@@ -94,9 +120,14 @@ def _autocast(device: torch.device):
 
 def save_checkpoint(path: Path, model: GPT, optimizer, profile: Profile, step: int,
                     history: History, generator: torch.Generator) -> None:
-    """Write atomically (temporary file, then rename) with a SHA-256 sidecar."""
+    """Write atomically (temporary file, then rename) with a SHA-256 sidecar; never a non-finite model."""
+    bad = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise TrainingDiverged(f"{model.config.variant}: parameters {bad[:3]} are not finite at step {step}; "
+                               f"not saved. Lower the learning rate (lr={profile.lr:g}).")
     state = {
         "format": CHECKPOINT_FORMAT, "version": __version__, "config": model.config.as_dict(),
+        "settings": training_settings(profile, model.config),
         "profile": profile.as_dict(), "step": step, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "history": history.__dict__,
         "rng": {"torch": torch.get_rng_state(), "batches": generator.get_state(),
@@ -106,14 +137,21 @@ def save_checkpoint(path: Path, model: GPT, optimizer, profile: Profile, step: i
 
 
 def read_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Load a checkpoint dict, verifying its hash and format; never returns a partial one."""
+    """Load a checkpoint dict, verifying its hash and format; never returns a partial one.
+
+    Loaded with ``weights_only=True``: tensors and plain containers only, so a
+    planted pickle cannot run code. A missing sidecar is an error, not a pass.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    if is_verified(path) is False:
+    verified = is_verified(path)
+    if verified is None:
+        raise CheckpointError(f"{path} has no {path.name}.sha256 beside it, so it cannot be verified; delete it to retrain")
+    if verified is False:
         raise CheckpointError(f"{path} is corrupted (its SHA-256 differs from {path.name}.sha256); delete it to retrain")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); delete it to retrain") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -121,8 +159,13 @@ def read_checkpoint(path: Path, map_location="cpu") -> dict:
     return state
 
 
-def load_model(path: Path, expected: GPTConfig | None = None, device="cpu") -> tuple[GPT, dict]:
-    """The model stored at ``path``, loaded strictly: a mismatch raises, never random weights."""
+def load_model(path: Path, expected: GPTConfig | None = None, device="cpu",
+               profile: Profile | None = None) -> tuple[GPT, dict]:
+    """The model stored at ``path``, loaded strictly: a mismatch raises, never random weights.
+
+    ``expected`` checks the model config; ``profile`` also checks every training
+    setting the checkpoint was made with (protocol, data, gate form).
+    """
     state = read_checkpoint(path)
     try:
         cfg = GPTConfig(**state["config"])
@@ -131,6 +174,12 @@ def load_model(path: Path, expected: GPTConfig | None = None, device="cpu") -> t
     if expected is not None and cfg != expected:
         diff = {k: (v, getattr(cfg, k)) for k, v in expected.as_dict().items() if getattr(cfg, k) != v}
         raise CheckpointError(f"{path}: config differs from the one asked for (expected, stored): {diff}")
+    if profile is not None:
+        wanted, stored = training_settings(profile, cfg), state.get("settings", {})
+        if stored != wanted:
+            diff = {k: (wanted.get(k), stored.get(k)) for k in set(wanted) | set(stored) if wanted.get(k) != stored.get(k)}
+            raise CheckpointError(f"{path} was trained with other settings than profile {profile.name!r} asks for "
+                                  f"(asked, stored): {diff}; delete it to retrain")
     model = GPT(cfg)
     try:
         model.load_state_dict(state["model"], strict=True)
@@ -145,9 +194,15 @@ def train(profile: Profile, variant: str, corpus: Corpus, device=None, causal_ga
     device = resolve_device(device)
     cfg = model_config(profile, variant, corpus.vocab_size, causal_gate)
     path = checkpoint_path(profile, cfg)
+    with artifact_lock(path):  # a second process training the same model waits, then resumes or reuses
+        return _train(profile, variant, corpus, device, cfg, path, progress)
+
+
+def _train(profile: Profile, variant: str, corpus: Corpus, device: torch.device, cfg: GPTConfig, path: Path,
+           progress: bool) -> tuple[GPT, History, Path]:
     torch.manual_seed(profile.seed)
     generator = torch.Generator().manual_seed(profile.seed)
-    model, state = load_model(path, expected=cfg, device=device) if path.exists() else (GPT(cfg).to(device), None)
+    model, state = load_model(path, cfg, device, profile) if path.exists() else (GPT(cfg).to(device), None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, betas=(0.9, 0.95), weight_decay=0.1)
     history, start = History(), 0
     if state is not None:  # resume: optimiser, history and every random stream where they stopped
@@ -174,8 +229,13 @@ def train(profile: Profile, variant: str, corpus: Corpus, device=None, causal_ga
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"training {variant} diverged: the loss is {value} at step {step + 1}; nothing "
+                                   f"after step {history.step[-1] if history.step else 0} was saved. "
+                                   f"Lower the learning rate (lr={profile.lr:g}).")
         optimizer.step()
-        history.curve.append(loss.item())
+        history.curve.append(value)
         history.tokens += x.numel()
         bar.set_postfix(loss=f"{history.curve[-1]:.3f}")
         done = step + 1
