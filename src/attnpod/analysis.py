@@ -23,11 +23,13 @@ from .data import Corpus, sample_windows
 from .fields import collect_fields
 from .models import weights_digest
 from .lag import as_numpy, gaussian_lag_window, lag_major, to_lag
-from .pod import EPSILONS, effective_rank, one_linalg_pool, sorted_eigh, spectral_concentration
-from .wavelet import OMEGA0, dominant_scale_indices, paper_scales, scalogram_from_moments, second_moment
+from .pod import (EPSILONS, bootstrap_eigenvalues, bootstrap_resamples, effective_rank, one_linalg_pool, sorted_eigh,
+                  spectral_concentration)
+from .wavelet import (OMEGA0, dominant_scale_indices, paper_scales, rectified_dominant_scale_indices,
+                      scalogram_from_moments, second_moment, snapshot_scale_energy)
 
 
-ANALYSIS_FORMAT = 2  # bump when FieldAnalysis changes content, so stored results are recomputed
+ANALYSIS_FORMAT = 3  # bump when FieldAnalysis changes content, so stored results are recomputed
 MAY_BE_NAN = ("spectral_concentration",)  # NaN marks a degenerate spectrum (SPEC 5.6); no other array may hold one
 
 
@@ -144,6 +146,13 @@ class FieldAnalysis:
     eigenvalues[l, s, k] at every scale; modes[l, d, k, i, tau] at the dominant scales;
     spectral_concentration[l] and effective_rank[l, e] on the top dominant scale;
     rank_by_scale[l, e, s] = H*(ε_e) at every scale.
+
+    For the readings and the uncertainty (beyond the paper): published_scalogram[l, s, tau]
+    is the published code's reading A[b, min(b+s, T−1)]; diagonal_mass[l] = ⟨Σ_{b<T−1} A[b,b]²⟩
+    and corner[l] = ⟨A[T−1,T−1]²⟩ explain it (:func:`attnpod.wavelet.published_reading_kernels`);
+    snapshot_energy[l, n, s] is each snapshot's scale energy (E(a) is its mean over n);
+    resamples[b, n] are bootstrap resamples of the snapshots and boot_eigenvalues[l, b, k]
+    the POD eigenvalues of each resample at the layer's top dominant scale.
     """
 
     scales: np.ndarray
@@ -157,6 +166,12 @@ class FieldAnalysis:
     spectral_concentration: np.ndarray
     effective_rank: np.ndarray
     rank_by_scale: np.ndarray
+    published_scalogram: np.ndarray
+    diagonal_mass: np.ndarray
+    corner: np.ndarray
+    snapshot_energy: np.ndarray
+    resamples: np.ndarray
+    boot_eigenvalues: np.ndarray
     orientation: str = "causal"
     meta: dict = field(default_factory=dict)
 
@@ -167,6 +182,21 @@ class FieldAnalysis:
     @property
     def fluctuation_dominant_scales(self) -> np.ndarray:
         return self.scales[self.fluctuation_dominant]
+
+    @property
+    def rectified_dominant_scales(self) -> np.ndarray:
+        """Dominant scales by the rectified energy E(a)/a (Liu, Liang & Weisberg 2007): (L, d)."""
+        return self.scales[rectified_dominant_scale_indices(self.scalogram, self.scales, self.dominant.shape[1])]
+
+    @property
+    def fluctuation_rectified_dominant_scales(self) -> np.ndarray:
+        return self.scales[rectified_dominant_scale_indices(self.fluctuation_scalogram, self.scales,
+                                                            self.dominant.shape[1])]
+
+    @property
+    def published_dominant_scales(self) -> np.ndarray:
+        """Dominant scales of the published pipeline's scalogram: (L, d)."""
+        return self.scales[dominant_scale_indices(self.published_scalogram, self.dominant.shape[1])]
 
     @property
     def top_eigenvalues(self) -> np.ndarray:
@@ -198,25 +228,37 @@ class FieldAnalysis:
 
 @one_linalg_pool()
 def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, orientation: str = "causal",
-                   epsilons=EPSILONS, omega0: float = OMEGA0, progress: bool = True) -> FieldAnalysis:
-    """Ensemble scalogram, dominant scales, scale-selective POD at all scales, 𝒯_spec and H*(ε) for each layer.
+                   epsilons=EPSILONS, omega0: float = OMEGA0, n_boot: int = 100, boot_seed: int = 0,
+                   progress: bool = True) -> FieldAnalysis:
+    """Ensemble scalogram, dominant scales, scale-selective POD at all scales, 𝒯_spec and H*(ε) for each layer,
+    the published reading, and ``n_boot`` bootstrap resamples of the snapshots (seeded by ``boot_seed``).
 
     ``fields[n, l, i, j]`` head-averaged (a memory map is fine: one layer is read at a time).
     """
     scales = paper_scales() if scales is None else np.asarray(scales, dtype=np.float64)
     epsilons = np.asarray(epsilons, dtype=np.float64)
-    n_layer, T = fields.shape[1], fields.shape[-1]
+    N, n_layer, T = fields.shape[0], fields.shape[1], fields.shape[-1]
+    resamples = bootstrap_resamples(N, n_boot, boot_seed)
     out = {k: [] for k in ("scalogram", "dominant", "fluctuation_scalogram", "fluctuation_dominant", "eigenvalues",
-                           "modes", "spectral_concentration", "effective_rank", "rank_by_scale")}
+                           "modes", "spectral_concentration", "effective_rank", "rank_by_scale", "published_scalogram",
+                           "diagonal_mass", "corner", "snapshot_energy", "boot_eigenvalues")}
     for l in tqdm(range(n_layer), desc="analysis (layers)", disable=not progress):
         layer = np.ascontiguousarray(fields[:, l], dtype=np.float32)
         L, Lc = centred_lag_fields(layer, orientation)
-        profiles = L if orientation == "causal" else lag_major(layer, "published_clamped")
+        published = lag_major(layer, "published_clamped")
+        profiles = L if orientation == "causal" else published
         S = scalogram_from_moments(second_moment(profiles.reshape(T, -1)), scales, omega0)
         dominant = dominant_scale_indices(S, n_dominant)
         S_fluct = scalogram_from_moments(second_moment(Lc.reshape(T, -1)), scales, omega0)
-        del layer, L, profiles
-        eigenvalues, modes = _pod_from_grams(Lc, windowed_grams(Lc, scales, orientation), scales, n_modes, dominant)
+        out["published_scalogram"].append(scalogram_from_moments(second_moment(published.reshape(T, -1)), scales, omega0))
+        out["snapshot_energy"].append(snapshot_scale_energy(profiles, scales, omega0))
+        diagonal = layer[:, np.arange(T), np.arange(T)].astype(np.float64) ** 2  # (N, T): A[b, b]²
+        out["diagonal_mass"].append(diagonal[:, :-1].sum(-1).mean())
+        out["corner"].append(diagonal[:, -1].mean())
+        del layer, L, profiles, published
+        C = windowed_grams(Lc, scales, orientation)
+        eigenvalues, modes = _pod_from_grams(Lc, C, scales, n_modes, dominant)
+        out["boot_eigenvalues"].append(bootstrap_eigenvalues(C[dominant[0]], resamples))
         top = eigenvalues[dominant[0]]
         out["scalogram"].append(S)
         out["dominant"].append(dominant)
@@ -228,7 +270,7 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
         out["effective_rank"].append([effective_rank(top, e) for e in epsilons])
         out["rank_by_scale"].append([[effective_rank(lam, e) for lam in eigenvalues] for e in epsilons])
     arrays = {k: np.asarray(v) for k, v in out.items()}
-    return FieldAnalysis(scales=scales, epsilons=epsilons, orientation=orientation, **arrays)
+    return FieldAnalysis(scales=scales, epsilons=epsilons, orientation=orientation, resamples=resamples, **arrays)
 
 
 def ensemble_settings(profile: Profile, checkpoint_name: str, split: str, weights: str) -> dict:
@@ -320,3 +362,25 @@ def lag_statistics(fields) -> LagStatistics:
 def nearest_scale_index(scales, a: float) -> int:
     """Index of the scale closest to ``a`` on a log axis."""
     return int(np.argmin(np.abs(np.log(np.asarray(scales) / a))))
+
+
+def bootstrap_statistics(result: FieldAnalysis) -> dict[str, np.ndarray]:
+    """Each per-layer number of the paper recomputed on every bootstrap resample of the snapshots.
+
+    Returns arrays ``[l, b]`` (``effective_rank``: ``[l, e, b]``): the top dominant scale
+    under Torrence–Compo power (``top_scale``) and rectified (``rectified_top_scale``),
+    from the resampled mean of the per-snapshot energies; and, at the layer's top scale,
+    𝒯_spec, H*(ε), the first-mode energy share and the total windowed variance Σλ.
+    """
+    weights = np.stack([np.bincount(r, minlength=result.resamples.shape[1]) for r in result.resamples])  # (B, N)
+    energy = np.einsum("bn,lns->lbs", weights / weights.sum(1, keepdims=True), result.snapshot_energy)
+    lam = result.boot_eigenvalues  # (L, B, N)
+    total = lam.sum(-1)
+    return {
+        "top_scale": result.scales[np.argmax(energy, axis=-1)],
+        "rectified_top_scale": result.scales[np.argmax(energy / result.scales, axis=-1)],
+        "spectral_concentration": np.array([[spectral_concentration(x) for x in layer] for layer in lam]),
+        "effective_rank": np.array([[[effective_rank(x, e) for x in layer] for e in result.epsilons] for layer in lam]),
+        "first_share": np.divide(lam[..., 0], total, out=np.zeros_like(total), where=total > 0),
+        "energy": total,
+    }

@@ -122,3 +122,29 @@ def spectral_concentration(eigenvalues, k_fit: int = 30, published: bool = False
     if not fit.usable:
         return 1.0 if published else float("nan")
     return 1.0 / max(fit.beta, 0.01)
+
+
+def bootstrap_resamples(N: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """Indices ``resamples[b, n]`` of ``n_boot`` bootstrap resamples of N snapshots (with replacement, seeded)."""
+    return np.random.default_rng(seed).integers(0, N, size=(n_boot, N)).astype(np.int32)
+
+
+@one_linalg_pool()
+def bootstrap_eigenvalues(C: np.ndarray, resamples: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """POD eigenvalues of each bootstrap resample from one centred Gram ``C = X_c X_cᵀ / N``: (B, N), descending.
+
+    A resample's snapshots are rows ``resamples[b]`` of X; re-centred on the
+    resample's own mean its Gram is J·G_b·J/N with G_b = N·C[idx][:, idx] and
+    J = I − 11ᵀ/N (centring on any common mean first changes nothing), so no
+    snapshot is read again.
+    """
+    N = len(C)
+    Ct = torch.as_tensor(np.asarray(C, dtype=np.float64))
+    J = torch.eye(N, dtype=torch.float64) - 1.0 / N
+    out = np.empty((len(resamples), N))
+    for b0 in range(0, len(resamples), chunk):
+        idx = torch.as_tensor(resamples[b0:b0 + chunk], dtype=torch.long)
+        G = Ct[idx[:, :, None], idx[:, None, :]]  # (c, N, N) = C of the resampled rows
+        lam = torch.linalg.eigvalsh(J @ G @ J)  # J (N·C_b) J / N = J C_b J
+        out[b0:b0 + len(idx)] = np.clip(lam.numpy()[:, ::-1], 0, None)
+    return out

@@ -1,0 +1,107 @@
+"""Every claim function on synthetic inputs whose verdict is known by construction."""
+import numpy as np
+import pytest
+
+from attnpod import claims
+
+
+def test_scale_contrast_agree_disagree_partly():
+    agree = np.array([[2, 4, 8, 16, 32, 64], [3, 5, 8, 16, 25, 40]])
+    assert claims.scale_contrast(agree).verdict == "agree"
+    assert claims.scale_contrast(np.full((2, 6), 64.0)).verdict == "disagree"  # never fine
+    partly = agree.copy()
+    partly[1, 0] = 30
+    v = claims.scale_contrast(partly)
+    assert v.verdict == "partly" and "fine early 3/4" in v.measurement and "coarse late 4/4" in v.measurement
+
+
+def test_scale_contrast_with_replicates_reports_stability_and_intervals():
+    top = np.array([[2, 4, 8, 16, 32, 64]], dtype=float)
+    boot = np.repeat(top[..., None], 10, axis=-1)
+    boot[0, 0, :3] = 30  # 3 of 10 resamples move layer 1 to a coarse scale
+    v = claims.scale_contrast(top, boot)
+    assert v.verdict == "agree" and v.stability == pytest.approx(0.7)
+    assert "CI" in v.measurement and str(v) == "agree (70% of resamples)"
+
+
+def test_theorem1():
+    tails = np.array([10.0, 4.0, 1.0, 0.0])
+    assert claims.theorem1(tails + 1e-12, tails).verdict == "holds"
+    assert claims.theorem1(tails + np.array([0, 0.5, 0, 0]), tails).verdict == "fails"
+
+
+def test_index_separates_layers():
+    layers = np.linspace(0.5, 3.0, 6)[:, None] + np.array([0.0, 0.01, -0.01, 0.02])  # [l, m]
+    assert claims.index_separates_layers(layers).verdict == "yes"
+    assert claims.index_separates_layers(layers.T.reshape(6, 4) * 0 + np.array([0.5, 1.5, 2.5, 3.5])).verdict == "not clearly"
+    with_nan = layers.copy()
+    with_nan[0, 0] = np.nan  # a degenerate spectrum is ignored, not a failure
+    assert claims.index_separates_layers(with_nan).verdict == "yes"
+
+
+def test_layer1_degenerate():
+    share = np.full((6, 4), 0.05)
+    assert claims.layer1_degenerate(share).verdict == "disagree"
+    share[0, 2] = 0.6
+    assert claims.layer1_degenerate(share).verdict == "agree"
+    flags = np.zeros((6, 4), dtype=bool)
+    flags[0, 0] = True
+    assert claims.layer1_degenerate(np.full((6, 4), 0.05), flags).verdict == "agree"
+
+
+def test_ega_raises_energy_with_and_without_pairs():
+    base = np.ones(6)
+    assert claims.ega_raises_energy(base, base + 1).verdict == "agree"
+    assert claims.ega_raises_energy(base, base - 1).verdict == "disagree"
+    assert claims.ega_raises_energy(base, base + np.array([1, -1, 1, 1, 1, 1])).verdict == "partly"
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, (6, 50))
+    # point estimates above BASE everywhere, but the paired intervals straddle 0 in every layer
+    v = claims.ega_raises_energy(base, base + 0.01, base[:, None] + noise, base[:, None] + 0.01 + noise[::-1])
+    assert v.verdict == "disagree"
+
+
+def test_ranks_non_uniform():
+    assert claims.ranks_non_uniform([[10, 20, 30], [15, 15, 40]]).verdict == "agree"
+    assert claims.ranks_non_uniform([[10, 20, 30], [15, 15, 16]]).verdict == "partly"
+    assert claims.ranks_non_uniform([[10, 11, 12], [15, 15, 16]]).verdict == "disagree"
+
+
+def test_ega_gain_and_leak_and_published_and_conv():
+    assert claims.ega_gain_kept(2.0, 1.9, 1.95).verdict == "causal gate keeps 50% of the gain"
+    assert claims.ega_gain_kept(2.0, 2.1, 1.95).verdict == "no gain to explain"
+    assert claims.gate_leaks(6.8).verdict == "leaks" and claims.gate_leaks(2e-7).verdict == "causal"
+    assert claims.published_selects_scales(3e-15).verdict == "void on causal models"
+    assert claims.published_selects_scales(0.4).verdict == "scale-dependent"
+    assert claims.conv_equals_base(1e-7).verdict == "equal"
+    assert claims.conv_equals_base(0.07).verdict == "equal logits, different attention"
+
+
+@pytest.mark.parametrize("scores, budget, hi, expected", [
+    ([1, 1, 1, 1, 1, 100], 48, 8, [8, 8, 8, 8, 8, 8]),
+    ([1, 1, 1, 1, 1, 100], 24, 8, [4, 3, 3, 3, 3, 8]),
+    ([1, 2, 3], 12, None, [2, 4, 6]),
+    ([0, 0, 0], 7, 3, [3, 2, 2]),
+])
+def test_allocate_sums_exactly_within_bounds(scores, budget, hi, expected):
+    counts = claims.allocate(scores, budget, lo=1, hi=hi)
+    assert counts.sum() == budget and counts.min() >= 1 and (hi is None or counts.max() <= hi)
+    np.testing.assert_array_equal(counts, expected)
+
+
+def test_allocate_never_misses_the_budget_on_random_scores():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, hi = rng.integers(1, 9), rng.integers(1, 9)
+        budget = int(rng.integers(n, n * hi + 1))
+        counts = claims.allocate(rng.random(n) ** 3, budget, lo=1, hi=hi)
+        assert counts.sum() == budget and counts.min() >= 1 and counts.max() <= hi
+    with pytest.raises(ValueError, match="cannot be split"):
+        claims.allocate([1, 1], 20, hi=8)
+
+
+def test_the_old_rounding_rule_misses_the_budget():
+    """Chapter 06's former max(1, round(budget·h/Σh)) gives 51 for a budget of 48."""
+    h = np.array([1, 1, 1, 1, 1, 100.0])
+    assert np.maximum(1, np.round(48 * h / h.sum())).sum() == 51
+    assert claims.allocate(h, 48).sum() == 48
