@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
+from attnpod import claims
 from attnpod.data import sample_windows
 from attnpod.figures import plot_scalogram_grid
 from attnpod.lag import to_lag
@@ -65,8 +66,7 @@ def spread_across_scales(result):
 
 
 glue("pub_spread", f"{spread_across_scales(published):.1e}", display=False)
-glue("pub_verdict", "void on causal models" if spread_across_scales(published) < 1e-6 else "scale-dependent",
-     display=False)
+glue("pub_verdict", str(claims.published_selects_scales(spread_across_scales(published))), display=False)
 glue("our_spread", f"{spread_across_scales(ours):.2f}", display=False)
 compare = pd.DataFrame({
     "top scale (ours)": ours.dominant_scales[:, 0], "top scale (published)": published.dominant_scales[:, 0],
@@ -136,7 +136,7 @@ twin_table = pd.DataFrame({"interior (rows 5…T−4, keys ≥ 5)": diff[:, :, E
                      "anywhere": diff.amax(dim=(0, 2, 3)).numpy()}, index=layers)
 glue("twin_layer1", f"{twin_table.iloc[0, 0]:.1e}", display=False)
 glue("twin_later", f"{twin_table.iloc[1:, 0].max():.2f}", display=False)
-glue("conv_verdict", "equal logits, different attention" if twin_table.iloc[0, 0] > 1e-5 else "equal", display=False)
+glue("conv_verdict", str(claims.conv_equals_base(twin_table.iloc[0, 0])), display=False)
 h = {v: study.trained(v).history.val[-1] for v in ("base", "conv_l4")}
 glue("conv_gap", f"{h['conv_l4'] - h['base']:+.4f}", display=False)
 twin_table.style.format("{:.2e}")
@@ -206,10 +206,8 @@ glue("leak_pub", f"{leak['ega1'][0]:.3f}", display=False)
 glue("leak_causal", f"{leak['ega1_causal'][0]:.1e}", display=False)
 glue("gain_pub", f"{val['ega1'] - val['base']:+.4f}", display=False)
 glue("gain_causal", f"{val['ega1_causal'] - val['base']:+.4f}", display=False)
-glue("leak_verdict", "leaks" if leak["ega1"][0] > 1e-4 else "causal", display=False)
-gain_pub, gain_causal = val["ega1"] - val["base"], val["ega1_causal"] - val["base"]
-glue("gain_verdict", f"causal gate keeps {gain_causal / gain_pub:.0%} of the gain" if gain_pub < 0
-     else "no gain to explain", display=False)
+glue("leak_verdict", str(claims.gate_leaks(leak["ega1"][0])), display=False)
+glue("gain_verdict", str(claims.ega_gain_kept(val["base"], val["ega1"], val["ega1_causal"])), display=False)
 leak_table
 
 # %% [markdown]

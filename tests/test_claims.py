@@ -105,3 +105,27 @@ def test_the_old_rounding_rule_misses_the_budget():
     h = np.array([1, 1, 1, 1, 1, 100.0])
     assert np.maximum(1, np.round(48 * h / h.sum())).sum() == 51
     assert claims.allocate(h, 48).sum() == 48
+
+
+def test_reading_verdicts_and_the_matrix_on_small_analyses():
+    from attnpod.analysis import analyse_fields
+
+    def fields(seed):
+        rng = np.random.default_rng(seed)
+        logits = rng.normal(size=(12, 4, 16, 16)) * 2
+        logits[..., np.triu(np.ones((16, 16), dtype=bool), 1)] = -np.inf
+        A = np.exp(logits - logits.max(-1, keepdims=True))
+        return A / A.sum(-1, keepdims=True)
+
+    analyses = {m: analyse_fields(fields(s), np.array([2.0, 4.0, 8.0, 16.0, 24.0]), n_dominant=2, n_boot=6,
+                                  progress=False) for m, s in (("base", 1), ("ega1", 2))}
+    columns = {name: claims.reading_verdicts(analyses, name) for name in claims.READINGS}
+    for name, col in columns.items():
+        assert set(col) == {"scale", "separates", "layer1", "ranks", "ega_energy"}
+        assert (col["scale"].stability is not None) == (name in ("tc", "rectified"))
+        assert (col["separates"].stability is not None) == (name == "tc")
+    # Torrence–Compo power on raw non-negative profiles ranks the coarsest scale first
+    assert "fine early 0/4" in columns["tc"]["scale"].measurement
+    verdicts, measurements = claims.verdict_matrix(columns)
+    assert verdicts.shape == (5, 5) and list(verdicts.index)[0].startswith("early layers fine")
+    assert measurements.loc[verdicts.index[0], "tc"] == columns["tc"]["scale"].measurement

@@ -116,7 +116,8 @@ def test_bootstrap_eigenvalues_equal_pod_of_the_resampled_snapshots():
 def test_analysis_carries_every_reading():
     A = np.stack([causal_fields(seed=1), causal_fields(seed=2, diagonal=3.0)], axis=1)  # (N, L=2, T, T)
     scales = np.array([2.0, 3.0, 5.0, 8.0, 12.0])
-    result = analyse_fields(A, scales, n_dominant=2, n_boot=4, progress=False)
+    result = analyse_fields(A, scales, n_dominant=3, n_boot=4, progress=False)
+    assert result.published_dominant_scales.shape == result.rectified_dominant_scales.shape == (2, 3)
     for l in range(2):
         np.testing.assert_allclose(result.published_scalogram[l], scalogram(A[:, l], scales, "published"), rtol=1e-6)
         np.testing.assert_allclose(result.snapshot_energy[l].mean(0), scale_energy(result.scalogram[l]), rtol=1e-5)

@@ -268,3 +268,98 @@ def allocate(scores, budget: int, lo: int = 1, hi: int | None = None) -> np.ndar
         if counts[i] < hi:
             counts[i] += 1
     return counts
+
+
+# ----------------------------------------------------------------------------- one verdict per claim and reading
+
+READINGS = {
+    "tc": "Torrence–Compo power, raw fields",
+    "rectified": "rectified power E(a)/a, raw fields",
+    "tc_fluct": "Torrence–Compo power, fluctuations",
+    "rectified_fluct": "rectified power, fluctuations",
+    "published": "published pipeline (A[b, b+s], its POD)",
+}
+
+
+def top_scale_indices(result, reading: str) -> np.ndarray:
+    """Each layer's top dominant scale index under ``reading`` (a key of :data:`READINGS`): (L,)."""
+    from .wavelet import dominant_scale_indices, rectified_dominant_scale_indices
+
+    S = {"tc": result.scalogram, "rectified": result.scalogram, "tc_fluct": result.fluctuation_scalogram,
+         "rectified_fluct": result.fluctuation_scalogram, "published": result.published_scalogram}[reading]
+    if reading.startswith("rectified"):
+        return np.array([rectified_dominant_scale_indices(s, result.scales, 1)[0] for s in S])
+    return np.array([dominant_scale_indices(s, 1)[0] for s in S])
+
+
+def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", base: str = "base") -> dict[str, Verdict]:
+    """The paper's scale and spectrum claims under one reading, from the analyses of several models.
+
+    The POD numbers (𝒯_spec, λ₁ share, Σλ, H*(0.10)) are taken at each layer's top scale
+    under that reading. Bootstrap replicates enter where they exist: the top scale under
+    Torrence–Compo and rectified power, and the POD numbers under Torrence–Compo power
+    (resamples are at that scale).
+    """
+    from .analysis import bootstrap_statistics
+    from .pod import effective_rank, spectral_concentration
+
+    models = list(analyses)
+    tops = {m: top_scale_indices(r, reading) for m, r in analyses.items()}
+    lam = {m: r.eigenvalues[np.arange(len(tops[m])), tops[m]] for m, r in analyses.items()}  # (L, N)
+    boot = {m: bootstrap_statistics(r) for m, r in analyses.items()} if reading in ("tc", "rectified") else None
+    key = {"tc": "top_scale", "rectified": "rectified_top_scale"}.get(reading)
+    pod_boot = reading == "tc"
+
+    def stack(f):
+        return np.array([f(m) for m in models])
+
+    top_scales = stack(lambda m: analyses[m].scales[tops[m]])  # (M, L)
+    index = stack(lambda m: [spectral_concentration(x) for x in lam[m]]).T  # (L, M)
+    share = stack(lambda m: lam[m][:, 0] / np.maximum(lam[m].sum(-1), 1e-300)).T
+    ranks = stack(lambda m: [effective_rank(x, 0.10) for x in lam[m]])
+    out = {
+        "scale": scale_contrast(top_scales, stack(lambda m: boot[m][key]) if boot else None, READINGS[reading]),
+        "separates": index_separates_layers(index, np.stack([boot[m]["spectral_concentration"] for m in models], 1)
+                                            if pod_boot else None),
+        "layer1": layer1_degenerate(share, np.isnan(index), np.stack([boot[m]["first_share"] for m in models], 1)
+                                    if pod_boot else None),
+        "ranks": ranks_non_uniform(ranks, stack(lambda m: boot[m]["effective_rank"][:, 0]) if pod_boot else None),
+    }
+    if ega in analyses and base in analyses:
+        energy = {m: lam[m].sum(-1) for m in (base, ega)}
+        out["ega_energy"] = ega_raises_energy(energy[base], energy[ega],
+                                              boot[base]["energy"] if pod_boot else None,
+                                              boot[ega]["energy"] if pod_boot else None)
+    return out
+
+
+CLAIM_ROWS = {"scale": "early layers fine (a ≤ 7), later layers coarse (a ≥ 20)",
+              "separates": "𝒯_spec separates layers",
+              "layer1": "layer 1 near-degenerate",
+              "ega_energy": "EGA raises spectral energy",
+              "ranks": "effective ranks non-uniform"}
+
+
+def verdict_matrix(columns: dict[str, dict[str, Verdict]]):
+    """Claims (rows) by readings (columns): the verdict, with its bootstrap stability; and the measurements.
+
+    ``columns[name][claim]`` as returned by :func:`reading_verdicts`. Returns two DataFrames.
+    """
+    import pandas as pd
+
+    verdicts = pd.DataFrame({name: {CLAIM_ROWS[k]: str(v) for k, v in col.items()} for name, col in columns.items()})
+    measurements = pd.DataFrame({name: {CLAIM_ROWS[k]: v.measurement for k, v in col.items()}
+                                 for name, col in columns.items()})
+    order = [CLAIM_ROWS[k] for k in CLAIM_ROWS if CLAIM_ROWS[k] in verdicts.index]
+    return verdicts.loc[order], measurements.loc[order]
+
+
+def with_intervals(values, boot, fmt: str = "{:.3f}", index=None, columns=None, na: str = "degenerate"):
+    """A table of ``value [lo, hi]`` strings: ``values[r, c]`` with the 95 % interval of ``boot[r, c, b]``."""
+    import pandas as pd
+
+    values = np.asarray(values, dtype=float)
+    lo, hi = interval(boot)
+    cells = [[na if np.isnan(v) else f"{fmt.format(v)} [{fmt.format(a)}, {fmt.format(b)}]"
+              for v, a, b in zip(*row)] for row in zip(values, lo, hi)]
+    return pd.DataFrame(cells, index=index, columns=columns)

@@ -162,20 +162,22 @@ def plot_lag_windows(T: int, scales, title: str = ""):
     return fig
 
 
-def plot_scale_energy(analyses: dict, fluctuations: bool = False):
-    """E(a) = Σ_τ S(a, τ), normalised per layer: one panel per model, one line per layer."""
+def plot_scale_energy(analyses: dict, fluctuations: bool = False, rectified: bool = False):
+    """E(a) = Σ_τ S(a, τ) (or the rectified E(a)/a), normalised per layer: one panel per model, one line per layer."""
     models = list(analyses)
     fig, axes = _subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
     for ax, variant in zip(axes[0], models):
         res = analyses[variant]
         E = (res.fluctuation_scalogram if fluctuations else res.scalogram).sum(-1)
+        if rectified:
+            E = E / res.scales
         cmap = plt.get_cmap("viridis", len(E))
         for l, e in enumerate(E):
             ax.plot(res.scales, e / e.max(), "o-", ms=3, color=cmap(l), label=f"layer {l + 1}")
         ax.set(yscale="log", title=_label(variant))
         _scale_axis(ax)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("E(a) / max E")
+    axes[0, 0].set_ylabel("(E(a)/a) / max" if rectified else "E(a) / max E")
     axes[0, -1].legend(fontsize=7)
     return fig
 

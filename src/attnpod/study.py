@@ -15,8 +15,11 @@ from .data import SPLITS, Corpus, load_corpus
 from .train import History, resolve_device, train
 
 
-def check_parameters(profile="auto", split: str = "val", overrides=None, data_path="") -> None:
+def check_parameters(profile="auto", split: str = "val", overrides=None, data_path="", seeds=()) -> None:
     """Type checks of the notebook parameters that :class:`Profile` does not see (it checks the rest)."""
+    if not isinstance(seeds, (list, tuple)) or any(not isinstance(s, int) or isinstance(s, bool) or s < 0
+                                                    for s in seeds):
+        raise ParameterError(f"seeds must be a list of non-negative integers, e.g. [43, 44], got {seeds!r}")
     if profile is not None and not isinstance(profile, str):
         raise ParameterError(f"profile must be a name such as 'laptop', got {profile!r}")
     if split not in SPLITS:

@@ -98,7 +98,7 @@ def scale_energy(S) -> np.ndarray:
 
 def dominant_scale_indices(S, k: int = 4) -> np.ndarray:
     """Indices of the k largest E(a), largest first."""
-    return np.argsort(-scale_energy(S), kind="stable")[:k]
+    return np.argsort(-scale_energy(S), kind="stable")[..., :k]
 
 
 def dominant_scales(S, scales, k: int = 4) -> np.ndarray:
