@@ -273,10 +273,11 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
     return FieldAnalysis(scales=scales, epsilons=epsilons, orientation=orientation, resamples=resamples, **arrays)
 
 
-def ensemble_settings(profile: Profile, checkpoint_name: str, split: str, weights: str) -> dict:
-    """What the fields depend on: the model (its checkpoint name and the SHA-256 of its weights) and the windows."""
+def ensemble_settings(profile: Profile, checkpoint_name: str, split: str, weights: str, heads: str = "mean") -> dict:
+    """What the fields depend on: the model (its checkpoint name and the SHA-256 of its weights), the windows,
+    and whether heads are averaged (``"mean"``) or kept (``"all"``)."""
     return {"checkpoint": checkpoint_name, "weights_sha256": weights, "split": split,
-            "n_snapshots": profile.n_snapshots, "length": profile.block_size, "seed": profile.seed, "heads": "mean"}
+            "n_snapshots": profile.n_snapshots, "length": profile.block_size, "seed": profile.seed, "heads": heads}
 
 
 def fields_are_finite(path: Path, chunk: int = 64) -> bool:
@@ -290,20 +291,21 @@ def _analysis_is_finite(path: Path) -> bool:
 
 
 def model_fields(model, corpus: Corpus, profile: Profile, checkpoint_name: str, split: str = "val",
-                 device=None, progress: bool = True) -> np.ndarray:
-    """The model's head-averaged ensemble ``fields[n, l, i, j]``, cached (memory-mapped on reuse).
+                 device=None, progress: bool = True, heads: str = "mean") -> np.ndarray:
+    """The model's ensemble ``fields[n, l, i, j]`` (heads averaged) or ``fields[n, l, h, i, j]`` (``heads="all"``),
+    cached (memory-mapped on reuse).
 
     Keyed by the settings and the weights' SHA-256; fields with NaN or inf are
     never written, and a cached file holding them is recomputed with a warning.
     """
-    settings = ensemble_settings(profile, checkpoint_name, split, weights_digest(model))
+    settings = ensemble_settings(profile, checkpoint_name, split, weights_digest(model), heads)
     path = artifact_dir("fields", checkpoint_name, settings) / "fields.npy"
     with artifact_lock(path):
         if not reusable(path, fields_are_finite):
             windows = sample_windows(corpus, profile.n_snapshots, profile.block_size, split, profile.seed)
 
             def write(tmp):
-                collect_fields(model, windows, device=device, out=tmp, progress=progress)
+                collect_fields(model, windows, heads=heads, device=device, out=tmp, progress=progress)
                 if not fields_are_finite(tmp):
                     raise NonFiniteError(f"{checkpoint_name}: its attention fields hold NaN or inf "
                                          f"(non-finite weights?); nothing was cached")
@@ -313,21 +315,26 @@ def model_fields(model, corpus: Corpus, profile: Profile, checkpoint_name: str, 
 
 
 def analyse_model(model, corpus: Corpus, profile: Profile, name: str, split: str = "val", device=None,
-                  orientation: str = "causal", progress: bool = True, **options) -> tuple[FieldAnalysis, Path]:
+                  orientation: str = "causal", progress: bool = True, heads: str = "mean",
+                  **options) -> tuple[FieldAnalysis, Path]:
     """Fields and :func:`analyse_fields` for one trained model, both cached under keys of every setting.
 
     ``name`` identifies the trained model (its checkpoint folder name, which hashes
     its settings); the weights' SHA-256 is part of the key as well, so another
-    model under the same name never reuses this one's results.
+    model under the same name never reuses this one's results. ``heads="all"``
+    analyses every head's field on its own: the result's "layers" are the L·H
+    (layer, head) pairs in the order l·H + h.
     """
-    fields_settings = ensemble_settings(profile, name, split, weights_digest(model))
+    fields_settings = ensemble_settings(profile, name, split, weights_digest(model), heads)
     settings = {"fields": fields_settings, "orientation": orientation, "format": ANALYSIS_FORMAT, **options}
     folder = artifact_dir("analysis", name, settings)
     path = folder / "analysis.npz"
     with artifact_lock(path):
         if reusable(path, _analysis_is_finite):
             return FieldAnalysis.load(path), folder
-        fields = model_fields(model, corpus, profile, name, split, device, progress)
+        fields = model_fields(model, corpus, profile, name, split, device, progress, heads)
+        if heads == "all":  # (N, L, H, T, T) -> (N, L·H, T, T): each head's field is analysed as a layer
+            fields = fields.reshape(fields.shape[0], -1, *fields.shape[-2:])
         result = analyse_fields(fields, orientation=orientation, progress=progress, **options)
         result.meta.update(settings)
         result.save(path)

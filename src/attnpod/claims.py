@@ -363,3 +363,39 @@ def with_intervals(values, boot, fmt: str = "{:.3f}", index=None, columns=None, 
     cells = [[na if np.isnan(v) else f"{fmt.format(v)} [{fmt.format(a)}, {fmt.format(b)}]"
               for v, a, b in zip(*row)] for row in zip(values, lo, hi)]
     return pd.DataFrame(cells, index=index, columns=columns)
+
+
+# ----------------------------------------------------------------------------- head allocation (beyond the paper)
+
+def paired_interval(differences, n_boot: int = 2000, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
+    """Mean of paired per-batch differences ``d[b]`` and its bootstrap interval over batches."""
+    d = np.asarray(differences, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    lo, hi = interval(d[idx].mean(-1), level)
+    return float(d.mean()), float(lo), float(hi)
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's ρ: the Pearson correlation of the ranks (ties share their mean rank)."""
+    import pandas as pd
+
+    return float(pd.Series(np.asarray(a, dtype=float)).corr(pd.Series(np.asarray(b, dtype=float)), method="spearman"))
+
+
+def allocation_guides(losses, uniform, random_median, budgets, rule: str = "∝ H*") -> Verdict:
+    """An allocation rule guides head counts if, at most budgets, it loses less than uniform counts and
+    than the random-count median, with both paired intervals (over evaluation batches) below 0.
+
+    ``losses[k, b]``, ``uniform[k, b]``, ``random_median[k, b]``: loss per budget k and batch b.
+    """
+    better = []
+    for k in range(len(budgets)):
+        _, _, hi_u = paired_interval(np.asarray(losses[k]) - uniform[k], seed=k)
+        _, _, hi_r = paired_interval(np.asarray(losses[k]) - random_median[k], seed=100 + k)
+        better.append(hi_u < 0 and hi_r < 0)
+    n = int(np.sum(better))
+    verdict = "holds" if n > len(budgets) / 2 else "does not hold"
+    return Verdict(f"{rule} guides head allocation", f"better than uniform and the random median at {n} of "
+                   f"{len(budgets)} budgets ({', '.join(str(b) for b, ok in zip(budgets, better) if ok) or 'none'})",
+                   "at more than half the budgets: loss below uniform's and below the random median, both paired "
+                   "95 % intervals excluding 0", verdict)

@@ -302,3 +302,45 @@ def plot_coherency(maps: dict, scale: float):
             ax.set_ylabel("query i", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.7, label=f"|γ_ij(a = {scale:.1f})|")
     return fig
+
+
+def plot_pruning_curves(results: dict, rules=None):
+    """Loss increase against heads kept, one panel per model, one line per rule; random counts as a band.
+
+    ``results[label]`` is a :class:`attnpod.heads.PruningResult`; the band spans the 5–95 % range
+    of the random-count draws, the dashed line is their median.
+    """
+    labels = list(results)
+    fig, axes = _subplots(1, len(labels), figsize=(3.6 * len(labels), 3.6), sharey=True, squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        res = results[label]
+        kept = res.budgets
+        random_inc = (res.random_losses - res.baseline).mean(-1)  # (draws, K)
+        lo, hi = np.percentile(random_inc, [5, 95], axis=0)
+        ax.fill_between(kept, lo, hi, color="0.8", label="random counts (5–95 %)")
+        ax.plot(kept, np.median(random_inc, axis=0), "--", color="0.4", lw=1, label="random median")
+        for i, rule in enumerate(rules or res.rules):
+            if rule in res.rules:
+                ax.plot(kept, res.increase(rule), "o-", ms=3, lw=1.2, color=f"C{i}", label=rule)
+        ax.set(title=label, xlabel="heads kept")
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("validation loss increase (nats / char)")
+    axes[0, -1].legend(fontsize=7)
+    return fig
+
+
+def plot_head_maps(rank, importance, title: str = ""):
+    """Per-head effective rank H*(0.10) next to per-head importance, layers (rows) by heads (columns)."""
+    fig, axes = _subplots(1, 2, figsize=(8, 3.4))
+    for ax, values, name, cmap in ((axes[0], rank, "per-head H*(0.10)", "viridis"),
+                                   (axes[1], importance, "importance (Michel, per layer ℓ2)", "magma")):
+        im = ax.imshow(values, cmap=cmap, aspect="auto")
+        ax.set(title=name, xlabel="head", ylabel="layer", xticks=range(values.shape[1]), yticks=range(values.shape[0]),
+               yticklabels=[str(l + 1) for l in range(values.shape[0])])
+        ax.title.set_fontsize(9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig

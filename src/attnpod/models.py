@@ -140,7 +140,8 @@ class CausalSelfAttention(nn.Module):
     def lag_weights(self) -> list[float]:
         return F.softmax(self.lag_logits.detach().float(), dim=0).tolist()
 
-    def forward(self, x, return_probs: bool = False):
+    def forward(self, x, return_probs: bool = False, head_mask=None):
+        """``head_mask`` ξ[h] or ξ[B, h] scales each head's output before the output projection."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3×(B, H, T, hs)
         bias = self.gate(x)[:, :, None, :] if self.gate is not None else None  # (B, H, 1, T)
@@ -148,6 +149,8 @@ class CausalSelfAttention(nn.Module):
             y, probs = self._explicit(q, k, v, bias)
         else:
             y, probs = self._fused(q, k, v, bias), None
+        if head_mask is not None:  # before W_O: zeroing after the projection would mix heads
+            y = y * head_mask.to(y.dtype).reshape(-1, self.n_head, 1, 1)  # (B|1, H, 1, 1)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y)), probs
 
@@ -209,8 +212,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, return_probs: bool = False):
-        a, probs = self.attn(self.ln1(x), return_probs)
+    def forward(self, x, return_probs: bool = False, head_mask=None):
+        a, probs = self.attn(self.ln1(x), return_probs, head_mask)
         x = x + a
         return x + self.mlp(self.ln2(x)), probs
 
@@ -273,21 +276,25 @@ class GPT(nn.Module):
         pos = self.pos_code(T) if self.config.variant == "ega_morlet" else self.pos_emb.weight[:T]
         return self.drop(self.tok_emb(idx) + pos)  # (B, T, C)
 
-    def forward(self, idx, targets=None):
-        """Logits (B, T, V) and, given targets, the mean cross-entropy."""
+    def forward(self, idx, targets=None, head_mask=None):
+        """Logits (B, T, V) and, given targets, the mean cross-entropy.
+
+        ``head_mask`` ξ[l, h] (or per example ξ[B, l, h]) multiplies head h of layer l
+        before the output projection: 0 removes the head, 1 keeps it.
+        """
         x = self._embed(idx)
-        for block in self.blocks:
-            x, _ = block(x)
+        for l, block in enumerate(self.blocks):
+            x, _ = block(x, head_mask=None if head_mask is None else head_mask[..., l, :])
         logits = self.lm_head(self.ln_f(x))
         loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         return logits, loss
 
-    def forward_explicit(self, idx):
+    def forward_explicit(self, idx, head_mask=None):
         """Logits and attention probabilities ``A[B, n_layer, H, T, T]`` via the explicit path."""
         x = self._embed(idx)
         maps = []
-        for block in self.blocks:
-            x, probs = block(x, return_probs=True)
+        for l, block in enumerate(self.blocks):
+            x, probs = block(x, return_probs=True, head_mask=None if head_mask is None else head_mask[..., l, :])
             maps.append(probs)
         return self.lm_head(self.ln_f(x)), torch.stack(maps, dim=1)
 

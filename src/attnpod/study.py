@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from os import PathLike
 
+import numpy as np
+
 from .analysis import FieldAnalysis, analyse_model, model_fields
-from .config import MODEL_LABELS, MODELS, ParameterError, Profile, get_profile
+from .config import MODEL_LABELS, MODELS, ParameterError, Profile, artifact_dir, artifact_lock, get_profile, reusable
+from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
+from .models import weights_digest
 from .data import SPLITS, Corpus, load_corpus
 from .train import History, resolve_device, train
 
@@ -85,10 +89,49 @@ class Study:
         """The analysis of each of the four models."""
         return {v: self.analysis(v, orientation) for v in self.models}
 
-    def analysis(self, variant: str, orientation: str = "causal") -> FieldAnalysis:
-        key = (variant, orientation)
+    def analysis(self, variant: str, orientation: str = "causal", split: str | None = None, heads: str = "mean",
+                 **options) -> FieldAnalysis:
+        """The cached analysis of one model (``split`` defaults to the study's; ``heads="all"``: per head)."""
+        split = split or self.split
+        key = (variant, orientation, split, heads, tuple(sorted(options.items())))
         if key not in self._analyses:
             t = self.trained(variant)
-            self._analyses[key] = analyse_model(t.model, self.corpus, self.profile, t.name, self.split,
-                                                self.device, orientation, self.progress)[0]
+            self._analyses[key] = analyse_model(t.model, self.corpus, self.profile, t.name, split, self.device,
+                                                orientation, self.progress, heads, **options)[0]
         return self._analyses[key]
+
+    def allocation_scores(self, variant: str) -> dict[str, np.ndarray]:
+        """Per-layer scores of each analysis-guided allocation rule, from training-split snapshots only."""
+        train = self.analysis(variant, split="train")
+        rank = train.effective_rank.astype(float)  # [l, e]
+        index = train.spectral_concentration
+        scores = {"uniform": np.ones(self.profile.n_layer)}
+        scores |= {f"∝ H*({e:g})": rank[:, i] for i, e in enumerate(train.epsilons)}
+        scores["∝ 1/H*(0.1)"] = 1.0 / np.maximum(rank[:, 0], 1.0)
+        scores["∝ 𝒯_spec"] = np.nan_to_num(index, nan=np.nanmean(index) if np.isfinite(index).any() else 1.0)
+        return scores
+
+    def pruning(self, variant: str, n_random: int = 50, oracle: bool = False, n_eval: int = 16,
+                n_score: int = 8, n_oracle: int = 2) -> PruningResult:
+        """Every head-allocation rule at the scaled budgets, cached as an artifact (:func:`attnpod.heads.prune_heads`).
+
+        Importance comes from ``n_score`` training batches; losses from ``n_eval`` fixed validation
+        batches; the greedy oracle (if asked for) measures on the first ``n_oracle`` of those.
+        """
+        t, P = self.trained(variant), self.profile
+        scores = self.allocation_scores(variant)
+        budgets = head_budgets(P.n_layer, P.n_head)
+        settings = {"weights_sha256": weights_digest(t.model), "scores": {k: v.tolist() for k, v in scores.items()},
+                    "budgets": budgets, "n_random": n_random, "oracle": oracle, "n_eval": n_eval, "n_score": n_score,
+                    "n_oracle": n_oracle, "batch": [P.batch_size, P.block_size], "seed": P.seed, "format": 1}
+        path = artifact_dir("pruning", t.name, settings) / "pruning.npz"
+        with artifact_lock(path):
+            if reusable(path):
+                return PruningResult.load(path)
+            evaluation = evaluation_batches(self.corpus, n_eval, P.batch_size, P.block_size, "val", P.seed + 1000)
+            scoring = evaluation_batches(self.corpus, n_score, P.batch_size, P.block_size, "train", P.seed + 2000)
+            result = prune_heads(t.model, evaluation, scoring, scores, budgets, n_random,
+                                 evaluation[:n_oracle] if oracle else None, P.seed, self.progress)
+            result.meta.update(settings)
+            result.save(path)
+        return result

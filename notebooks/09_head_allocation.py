@@ -1,0 +1,175 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent,ipynb
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: attnpod (.venv)
+#     language: python
+#     name: attnpod
+# ---
+
+# %% [markdown]
+# # Beyond the paper: does $H^*(\varepsilon)$ tell a layer how many heads it needs?
+#
+# The paper reads the effective rank $H^*(\varepsilon)$ of each layer as the
+# number of heads it needs and suggests non-uniform head allocation; its
+# summaries promise head pruning "with guaranteed error bounds". The guarantee
+# does not reach that far: the POD tail bounds the reconstruction error of the
+# head-averaged attention maps of the snapshots, not the loss after removing
+# heads, which mix through $W_O$ and every later layer. Only an experiment can
+# settle it, and this chapter runs one against the baselines of the pruning
+# literature, at equal head budgets.
+#
+# ## The experiment, fixed before running
+#
+# - **Budgets.** Keep 40, 32, 24, 16, 12 and 8 of the 48 heads (scaled to the
+#   profile's $L \times H$).
+# - **Rules** decide how many heads each layer keeps; within a layer the heads
+#   with the largest importance are kept, for every rule. Importance is Michel,
+#   Levy and Neubig's {cite}`michel2019` $I_h = \mathbb{E}_x |\partial L(x)/\partial\xi_h|$
+#   at $\xi = 1$, per example, normalised per layer, measured on training windows.
+#   - uniform;
+#   - $\propto H^*(\varepsilon)$ for $\varepsilon \in \{0.10, 0.05, 0.01\}$, and
+#     $\propto 1/H^*(0.10)$ (the paper never says which direction);
+#   - $\propto \mathcal{T}_\mathrm{spec}$;
+#   - Michel's global iterative pruning (10 % of the heads per step, re-scored
+#     with the mask on);
+#   - random counts ({glue:text}`n_random` draws): the null band;
+#   - a greedy oracle that removes, one head at a time, the head whose removal
+#     costs least on the first evaluation batches (BASE only, for time).
+#   Counts always sum exactly to the budget, each layer keeps 1 to $H$ heads
+#   (`attnpod.claims.allocate`). $H^*$ and $\mathcal{T}_\mathrm{spec}$ come from
+#   *training-split* snapshots, so the evaluation data never informs a rule.
+# - **Metric.** Increase in validation loss (nats per character) over the full
+#   model, on fixed validation batches, without fine-tuning; paired bootstrap
+#   intervals over batches.
+# - **Success criterion.** "$H^*$ guides allocation" holds if, at more than half
+#   the budgets, the $\propto H^*$ curve lies below uniform's *and* below the
+#   random median, with both paired 95 % intervals excluding 0
+#   (`attnpod.claims.allocation_guides`).
+
+# %% tags=["parameters"]
+profile = "auto"
+seed = 42
+device = "auto"
+data_path = ""
+overrides = {}
+n_random = 50
+oracle_models = ["base"]
+per_head_models = ["base"]
+
+# %% tags=["hide-input"]
+import numpy as np
+import pandas as pd
+from myst_nb import glue
+
+from attnpod import claims
+from attnpod.figures import plot_head_maps, plot_pruning_curves
+from attnpod.study import Study
+
+study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+P = study.profile
+layers = study.layer_labels
+glue("n_random", n_random, display=False)
+
+# %% [markdown]
+# ## Pruning curves
+
+# %% tags=["hide-input"]
+results = {v: study.pruning(v, n_random=n_random, oracle=v in oracle_models) for v in study.models}
+fig = plot_pruning_curves({study.label(v): r for v, r in results.items()})
+glue("fig_pruning", fig, display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig_pruning
+# :name: fig-pruning
+# Validation loss increase against heads kept (symmetric-log axis), one line per
+# rule; grey band: 5–95 % of random per-layer counts, dashed: their median.
+# ```
+#
+# ## At each budget
+#
+# Loss increase over the full model (nats per character) with its paired 95 %
+# interval over evaluation batches, BASE:
+
+# %% tags=["hide-input"]
+def budget_table(result):
+    rows = {}
+    for rule in result.rules:
+        r = result.rules.index(rule)
+        rows[rule] = [claims.paired_interval(result.losses[r, k] - result.baseline) for k in range(len(result.budgets))]
+    rows["random median"] = [claims.paired_interval(result.random_median()[k] - result.baseline)
+                             for k in range(len(result.budgets))]
+    return pd.DataFrame({rule: [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in cells] for rule, cells in rows.items()},
+                        index=[f"{b} heads" for b in result.budgets]).T
+
+
+glue("budget_table", budget_table(results["base"]), display=False)
+mid = int(np.argmin(np.abs(results["base"].budgets - P.n_layer * P.n_head // 2)))
+glue("mid_budget", int(results["base"].budgets[mid]), display=False)
+budget_table(results["base"])
+
+# %% [markdown]
+# ## The verdict
+#
+# The criterion above, for each analysis-guided rule and each model:
+
+# %% tags=["hide-input"]
+guided = [r for r in results["base"].rules if r.startswith("∝")]
+verdicts = {}
+for v, res in results.items():
+    uniform = res.losses[res.rules.index("uniform")]
+    for rule in guided:
+        verdicts[(study.label(v), rule)] = claims.allocation_guides(res.losses[res.rules.index(rule)], uniform,
+                                                                    res.random_median(), res.budgets, rule)
+verdict_table = pd.DataFrame({rule: {model: f"{verdicts[(model, rule)].verdict}: {verdicts[(model, rule)].measurement}"
+                                     for model in (study.label(v) for v in results)} for rule in guided})
+main = [verdicts[(study.label(v), "∝ H*(0.1)")] for v in results]
+n_hold = sum(v.verdict == "holds" for v in main)
+glue("h_verdict", f"{'holds' if n_hold > len(main) / 2 else 'does not hold'} ({n_hold} of {len(main)} models)",
+     display=False)
+glue("h_measure", "; ".join(f"{study.label(v)}: {m.measurement}" for v, m in zip(results, main)), display=False)
+verdict_table
+
+# %% [markdown]
+# ## Rank correlations
+#
+# Does a layer with a higher $H^*$ lose more when it is cut to one head? And
+# within the model, do heads with a higher per-head $H^*$ matter more?
+
+# %% tags=["hide-input"]
+corr = {}
+for v, res in results.items():
+    rank = study.analysis(v, split="train").effective_rank[:, 0]
+    cut = (res.cut_to_one - res.baseline).mean(-1)
+    corr[study.label(v)] = claims.rank_correlation(rank, cut)
+glue("layer_corr", ", ".join(f"{k} {c:+.2f}" for k, c in corr.items()), display=False)
+head_corr = {}
+for v in per_head_models:
+    per_head = study.analysis(v, split="train", heads="all", n_boot=0)
+    rank = per_head.effective_rank[:, 0].reshape(P.n_layer, P.n_head)
+    head_corr[study.label(v)] = claims.rank_correlation(rank.ravel(), results[v].importance.ravel())
+    fig = plot_head_maps(rank, results[v].importance, title=study.label(v))
+glue("fig_head_maps", fig, display=False)
+glue("head_corr", ", ".join(f"{k} {c:+.2f}" for k, c in head_corr.items()), display=False)
+
+# %% [markdown]
+# Spearman correlation between a layer's $H^*(0.10)$ and its loss increase when
+# cut to its most important head: {glue:text}`layer_corr`. Between per-head
+# $H^*(0.10)$ and per-head importance (48 heads): {glue:text}`head_corr`.
+#
+# ```{glue:figure} fig_head_maps
+# :name: fig-head-maps
+# Per-head effective rank (left) and importance (right), layers by heads.
+# ```
+#
+# ## What we found
+#
+# - "$H^*(0.10)$ guides head allocation" **{glue:text}`h_verdict`**:
+#   {glue:text}`h_measure`.
+# - The table above gives every rule's loss increase at {glue:text}`mid_budget`
+#   heads with its interval.
+# - Rank correlations, layers: {glue:text}`layer_corr`; heads: {glue:text}`head_corr`.

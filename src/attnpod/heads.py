@@ -1,0 +1,220 @@
+"""Head pruning at equal budgets: does H*(ε) tell a layer how many heads it needs? (beyond the paper)
+
+A head mask ξ[l, h] ∈ {0, 1} multiplies head h of layer l before the output
+projection (:meth:`attnpod.models.GPT.forward`). Rules only differ in how many
+heads each layer keeps; within a layer the heads with the largest importance
+(Michel, Levy & Neubig 2019) are kept. The metric is the increase in validation
+loss (nats per character) on fixed batches, without fine-tuning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .claims import allocate
+from .config import write_verified
+from .data import Corpus, random_batch
+
+BUDGETS = (40, 32, 24, 16, 12, 8)  # heads kept of the paper model's 48; scaled to other sizes by head_budgets
+
+
+def head_budgets(n_layer: int, n_head: int) -> list[int]:
+    """The paper's budgets (40 … 8 of 48 heads) scaled to L·H heads, at least one head per layer."""
+    total = n_layer * n_head
+    return sorted({max(n_layer, round(b * total / 48)) for b in BUDGETS}, reverse=True)
+
+
+def evaluation_batches(corpus: Corpus, n_batches: int, batch_size: int, block_size: int, split: str = "val",
+                       seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed random windows ``(x[B, T], y[B, T])`` of a split, the same for every rule."""
+    gen = torch.Generator().manual_seed(seed)
+    return [random_batch(corpus.split(split), batch_size, block_size, gen) for _ in range(n_batches)]
+
+
+@torch.no_grad()
+def batch_losses(model, batches, mask=None, chunk: int = 64) -> np.ndarray:
+    """Mean cross-entropy of each window of ``batches`` with head mask ``mask[l, h]`` (None: every head).
+
+    Returns one loss per window, (Σ batch sizes,): the windows are the units the
+    paired bootstrap resamples. Windows run ``chunk`` at a time.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    mask = None if mask is None else torch.as_tensor(mask, dtype=torch.float32, device=device)
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    out = []
+    for i in range(0, len(x), chunk):
+        logits, _ = model(x[i:i + chunk].to(device), head_mask=mask)
+        ce = F.cross_entropy(logits.transpose(1, 2).float(), y[i:i + chunk].to(device), reduction="none")
+        out.append(ce.mean(-1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def head_importance(model, batches, mask=None, normalise: bool = True) -> np.ndarray:
+    """Michel et al.'s importance I[l, h] = E_x |∂L(x)/∂ξ_lh| at ξ = ``mask`` (all ones by default).
+
+    The derivative is taken per example x (one window), not per batch, and
+    averaged; ``normalise`` divides each layer by its ℓ2 norm, as they do.
+    """
+    model.eval()
+    L, H = model.config.n_layer, model.config.n_head
+    device = next(model.parameters()).device
+    base = torch.ones(L, H, device=device) if mask is None else torch.as_tensor(mask, dtype=torch.float32, device=device)
+    total, count = torch.zeros(L, H, dtype=torch.float64, device=device), 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        xi = base.expand(len(x), L, H).clone().requires_grad_(True)  # one ξ per example
+        logits, _ = model(x, head_mask=xi)
+        per_example = F.cross_entropy(logits.transpose(1, 2).float(), y, reduction="none").mean(-1)  # (B,)
+        (grad,) = torch.autograd.grad(per_example.sum(), xi)
+        total += grad.abs().sum(0).double()
+        count += len(x)
+    importance = (total / count).cpu().numpy()
+    if normalise:
+        importance = importance / np.maximum(np.linalg.norm(importance, axis=-1, keepdims=True), 1e-30)
+    return importance
+
+
+def keep_by_importance(counts, importance) -> np.ndarray:
+    """The mask that keeps, in each layer l, the ``counts[l]`` heads of largest ``importance[l]``: (L, H)."""
+    importance = np.asarray(importance)
+    mask = np.zeros_like(importance, dtype=np.float32)
+    for l, k in enumerate(counts):
+        mask[l, np.argsort(-importance[l], kind="stable")[:int(k)]] = 1.0
+    return mask
+
+
+def _prune_to(mask, target: int, score) -> np.ndarray:
+    """Remove heads of lowest ``score(mask)[l, h]`` one at a time until ``target`` remain (never a layer's last)."""
+    mask = mask.copy()
+    while mask.sum() > target:
+        s = np.where(mask > 0, score(mask), np.inf)
+        s[mask.sum(1) <= 1] = np.inf  # every layer keeps one head
+        mask[np.unravel_index(np.argmin(s), s.shape)] = 0.0
+    return mask
+
+
+def michel_iterative(model, batches, budgets, step: float = 0.1, progress: bool = False) -> dict[int, np.ndarray]:
+    """Michel et al.'s global iterative pruning: remove the ``step`` share of all heads with the lowest
+    importance, re-score with the mask on, repeat; the mask at each budget (heads kept)."""
+    L, H = model.config.n_layer, model.config.n_head
+    per_step = max(1, round(step * L * H))
+    mask, out = np.ones((L, H), dtype=np.float32), {}
+    for target in tqdm(sorted(budgets, reverse=True), desc="Michel pruning", disable=not progress):
+        while mask.sum() > target:
+            importance = head_importance(model, batches, mask)
+            mask = _prune_to(mask, max(target, int(mask.sum()) - per_step), lambda m: importance)
+        out[target] = mask.copy()
+    return out
+
+
+def greedy_oracle(model, batches, budgets, progress: bool = False) -> dict[int, np.ndarray]:
+    """Remove, one at a time, the head whose removal raises the measured loss least; the mask at each budget."""
+    L, H = model.config.n_layer, model.config.n_head
+
+    def removal_loss(mask):
+        out = np.full((L, H), np.inf)
+        for l, h in zip(*np.nonzero(mask)):
+            if mask[l].sum() > 1:
+                trial = mask.copy()
+                trial[l, h] = 0.0
+                out[l, h] = batch_losses(model, batches, trial).mean()
+        return out
+
+    mask, out = np.ones((L, H), dtype=np.float32), {}
+    for target in tqdm(sorted(budgets, reverse=True), desc="greedy oracle", disable=not progress):
+        mask = _prune_to(mask, target, removal_loss)
+        out[target] = mask.copy()
+    return out
+
+
+@dataclass
+class PruningResult:
+    """Validation loss of every rule at every budget, per evaluation window.
+
+    losses[r, k, b] for rule ``rules[r]`` at ``budgets[k]`` on window b; masks[r, k, l, h];
+    random_losses[d, k, b] for random per-layer counts (draw d); baseline[b] with every
+    head; importance[l, h] (Michel, normalised per layer); cut_to_one[l, b]: the loss when
+    layer l alone is cut to its most important head.
+    """
+
+    budgets: np.ndarray
+    rules: list
+    losses: np.ndarray
+    masks: np.ndarray
+    random_losses: np.ndarray
+    baseline: np.ndarray
+    importance: np.ndarray
+    cut_to_one: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def increase(self, rule: str) -> np.ndarray:
+        """Mean loss increase over the full model at each budget: (K,)."""
+        return (self.losses[self.rules.index(rule)] - self.baseline).mean(-1)
+
+    def random_median(self) -> np.ndarray:
+        """Per budget and window, the median loss over the random draws: (K, n_windows)."""
+        return np.median(self.random_losses, axis=0)
+
+    def save(self, path: Path) -> None:
+        arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
+        meta = json.dumps({"rules": self.rules, "meta": self.meta})
+        write_verified(path, lambda tmp: np.savez(open(tmp, "wb"), meta=np.array(meta), **arrays))
+
+    @classmethod
+    def load(cls, path: Path) -> "PruningResult":
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+            meta = json.loads(str(data["meta"]))
+        return cls(rules=meta["rules"], meta=meta["meta"], **arrays)
+
+
+def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets, n_random: int = 50,
+                oracle_batches=None, seed: int = 0, progress: bool = True) -> PruningResult:
+    """Every allocation rule at every budget, evaluated on ``eval_batches``.
+
+    ``layer_scores[rule]`` gives per-layer scores; the rule's counts are
+    :func:`attnpod.claims.allocate` of them (1 ≤ count ≤ H, summing to the budget).
+    Michel's iterative pruning and random counts (``n_random`` draws, seeded) are
+    always added; the greedy oracle when ``oracle_batches`` is given. Importance is
+    measured on ``score_batches`` (training windows), never on the evaluation batches.
+    """
+    L, H = model.config.n_layer, model.config.n_head
+    importance = head_importance(model, score_batches)
+    budgets = [int(b) for b in budgets]
+    masks = {rule: {b: keep_by_importance(allocate(s, b, 1, H), importance) for b in budgets}
+             for rule, s in layer_scores.items()}
+    masks["Michel iterative"] = michel_iterative(model, score_batches, budgets, progress=progress)
+    if oracle_batches is not None:
+        masks["greedy oracle"] = greedy_oracle(model, oracle_batches, budgets, progress=progress)
+    rules = list(masks)
+    rng = np.random.default_rng(seed)
+    random_masks = [[keep_by_importance(allocate(rng.dirichlet(np.ones(L)), b, 1, H), importance) for b in budgets]
+                    for _ in range(n_random)]
+    bar = tqdm(total=len(rules) * len(budgets) + n_random * len(budgets) + L + 1, desc="pruning evaluations",
+               disable=not progress)
+
+    def evaluate(mask):
+        bar.update()
+        return batch_losses(model, eval_batches, mask)
+
+    baseline = evaluate(None)
+    losses = np.array([[evaluate(masks[r][b]) for b in budgets] for r in rules])
+    random_losses = np.array([[evaluate(m) for m in draw] for draw in random_masks])
+    one = np.ones((L, H), dtype=np.float32)
+    cut = []
+    for l in range(L):
+        mask = one.copy()
+        mask[l] = keep_by_importance([1], importance[l:l + 1])[0]
+        cut.append(evaluate(mask))
+    bar.close()
+    return PruningResult(np.array(budgets), rules, losses, np.array([[masks[r][b] for b in budgets] for r in rules]),
+                         random_losses, baseline, importance, np.array(cut))
