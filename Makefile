@@ -10,7 +10,7 @@ PROFILE ?=
 ARTIFACTS := $(abspath $(or $(strip $(ATTNPOD_ARTIFACTS)),$(CURDIR)/artifacts))
 export ATTNPOD_ARTIFACTS := $(ARTIFACTS)
 
-.PHONY: book test env notebooks clean-artifacts clean
+.PHONY: book test env notebooks check-book lab clean-artifacts clean
 
 env: $(VENV)/.installed
 
@@ -27,6 +27,14 @@ notebooks: env
 book: notebooks
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@echo "The book: $(CURDIR)/_build/html/index.html"
+
+# Open every page of the last build in headless Chromium (apt-get install chromium).
+check-book: env
+	$(PY) book/check_browser.py _build/html
+
+# JupyterLab on the project's kernel; the py:percent chapters open as notebooks (jupytext), edits stay in the .py files.
+lab: env
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(CURDIR) notebooks
 
 test: env
 	$(PY) -m pytest -ra

@@ -31,9 +31,7 @@ import numpy as np
 from myst_nb import glue
 
 from attnpod.figures import plot_eigenvalue_spectra, plot_lag_windows, plot_pod_modes, plot_theorem1
-from attnpod.lag import gaussian_lag_window, to_lag
-from attnpod.pod import pod
-from attnpod.study import Study
+from attnpod.study import Study, theorem1_check
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 P = study.profile
@@ -115,14 +113,9 @@ glue("fig_modes_base", fig, display=False)
 # eigendecomposition, reconstructing with $r = 0, 1, \ldots$ modes.
 
 # %%
-l, s = 1, base.dominant[1, 0]
-a = base.scales[s]
-L = to_lag(study.fields("base")[:, l])  # L[n, i, tau]
-X = (L * gaussian_lag_window(T, a)).reshape(len(L), -1).astype(np.float64)  # windowed snapshots
-explicit = pod(X, n_modes=40)
-r_max = min(40, len(explicit.modes))
-errors = [np.mean(np.sum((X - explicit.reconstruct(r)) ** 2, axis=1)) for r in range(r_max + 1)]
-fig = plot_theorem1(explicit.eigenvalues, errors, label=f"(BASE, layer 2, a* = {a:.1f})")
+explicit, errors, l, a = theorem1_check(study)  # explicit windowed snapshots, plain POD, r = 0…40 modes
+s, r_max = base.dominant[l, 0], len(errors) - 1
+fig = plot_theorem1(explicit.eigenvalues, errors, label=f"(BASE, layer {l + 1}, a* = {a:.1f})")
 glue("fig_theorem1", fig, display=False)
 
 # %% tags=["hide-input"]

@@ -25,23 +25,56 @@ def copy_book(tmp_path) -> Path:
     return book
 
 
-@pytest.mark.slow
-def test_smoke_book_builds(tmp_path):
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory) -> Path:
+    """Every chapter executed at the smoke profile and the book built with -W; the book root."""
     corpus_file()  # skip cleanly without data
-    book = copy_book(tmp_path)
+    book = copy_book(tmp_path_factory.mktemp("smoke"))
     subprocess.run([sys.executable, str(ROOT / "book" / "execute.py"), "--profile", "smoke", "--root", str(book)],
                    check=True)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    subprocess.run([str(jb), "build", str(book), "--warningiserror", "--keep-going"], check=True)
+    return book
+
+
+@pytest.mark.slow
+def test_smoke_book_builds(smoke_book):
+    book = smoke_book
     for executed in (book / "notebooks").glob("*.ipynb"):
         for cell in json.loads(executed.read_text())["cells"]:
             for output in cell.get("outputs", []):
                 assert output["output_type"] != "error", (executed.name, output.get("evalue"))
     assert "smoke" in (book / "book" / "status.md").read_text()
-    jb = Path(sys.executable).with_name("jupyter-book")
-    subprocess.run([str(jb), "build", str(book), "--warningiserror", "--keep-going"], check=True)
     html = book / "_build" / "html"
     assert (html / "index.html").is_file()
     chapter = (html / "notebooks" / "01_models_and_training.html").read_text()
     assert "Table 1" in chapter and "<img" in chapter
+    assert (html / "_static" / "mathjax" / "tex-svg.js").is_file()
+    assert "cdn.jsdelivr" not in chapter and "_static/mathjax/tex-svg.js" in chapter
+
+
+@pytest.mark.slow
+def test_smoke_book_passes_the_browser_check(smoke_book, tmp_path):
+    """Every page in headless Chromium: loads, no JavaScript error or failed request, images decode,
+    equations typeset offline, no unresolved glue."""
+    if not shutil.which("chromium"):
+        pytest.skip("Chromium is not installed (apt-get install chromium); .ci/run installs it")
+    done = subprocess.run([sys.executable, str(ROOT / "book" / "check_browser.py"), str(smoke_book / "_build" / "html"),
+                           "--screenshot", str(tmp_path / "chapter.png")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert (tmp_path / "chapter.png").stat().st_size > 10_000
+
+
+def test_browser_check_fails_on_raw_tex_a_broken_image_and_a_cdn(tmp_path):
+    """The check can fail: a page with raw TeX, a missing image and an unreachable script."""
+    if not shutil.which("chromium"):
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    (tmp_path / "page.html").write_text('<html><body><p>Raw \\(x^2\\) here.</p><img src="missing.png">'
+                                        '<script src="https://cdn.invalid/x.js"></script></body></html>')
+    done = subprocess.run([sys.executable, str(ROOT / "book" / "check_browser.py"), str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "raw TeX" in done.stdout and "image did not load" in done.stdout and "cdn.invalid" in done.stdout
 
 
 @pytest.mark.slow

@@ -33,6 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     analyse.add_argument("--split", choices=("val", "train", "all"), default="val",
                          help="where snapshot windows are drawn from (published: all)")
     analyse.add_argument("--snapshots", type=int, default=None, help="N, the ensemble size (default: the profile's)")
+    from .study import FIGURES
+
+    names = "\n".join(f"  {name:24s} {what}" for name, (what, _) in FIGURES.items())
+    fig = sub.add_parser("figure", help="write one of the book's figures (PNG, PDF or SVG) from the cached artifacts",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"figures:\n{names}")
+    fig.add_argument("name", choices=sorted(FIGURES), metavar="NAME", help="which figure (listed below)")
+    fig.add_argument("--out", required=True, help="output file; the suffix picks the format (.png, .pdf, .svg)")
+    fig.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                     help="size/protocol preset (default: paper with CUDA, else laptop)")
+    fig.add_argument("--data", default=None, help="path to TinyShakespeare input.txt (else $ATTNPOD_DATA, else download)")
+    fig.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    fig.add_argument("--dpi", type=int, default=200, help="resolution of raster formats")
     return parser
 
 
@@ -50,7 +62,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _figure(args) -> int:
+    from pathlib import Path
+
+    from .config import ParameterError
+    from .study import Study, figure
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ParameterError(f"--out {out}: the suffix must be .png, .pdf or .svg")
+    study = Study.create(args.profile or "auto", device=args.device, data_path=args.data or "")
+    fig = figure(study, args.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=args.dpi, bbox_inches="tight")
+    print(f"{args.name} [{study.profile.name}] -> {out}")
+    return 0
+
+
 def _run(args) -> int:
+    if args.command == "figure":
+        return _figure(args)
     from .config import get_profile
     from .data import load_corpus
     from .train import resolve_device, train

@@ -38,7 +38,7 @@ def evaluation_batches(corpus: Corpus, n_batches: int, batch_size: int, block_si
     return [random_batch(corpus.split(split), batch_size, block_size, gen) for _ in range(n_batches)]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def batch_losses(model, batches, mask=None, chunk: int = 64) -> np.ndarray:
     """Mean cross-entropy of each window of ``batches`` with head mask ``mask[l, h]`` (None: every head).
 
@@ -201,10 +201,14 @@ def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets,
                     for _ in range(n_random)]
     bar = tqdm(total=len(rules) * len(budgets) + n_random * len(budgets) + L + 1, desc="pruning evaluations",
                disable=not progress)
+    seen: dict[bytes, np.ndarray] = {}  # rules and random draws often pick the same mask: evaluate each once
 
     def evaluate(mask):
         bar.update()
-        return batch_losses(model, eval_batches, mask)
+        key = b"full" if mask is None else np.asarray(mask, dtype=np.float32).tobytes()
+        if key not in seen:
+            seen[key] = batch_losses(model, eval_batches, mask)
+        return seen[key]
 
     baseline = evaluate(None)
     losses = np.array([[evaluate(masks[r][b]) for b in budgets] for r in rules])

@@ -1,0 +1,171 @@
+"""Open every page of a built book in headless Chromium and fail on what a reader would see broken.
+
+    python book/check_browser.py [_build/html] [--screenshot page.png]
+
+For each page, through the DevTools protocol: the page must load; no JavaScript
+exception, console error or failed request (offline, a CDN request fails and is
+reported); every image decoded (``naturalWidth > 0``); no raw TeX delimiters
+left in the text once MathJax has finished; no unresolved glue. Chromium is
+Debian's ``chromium`` package (``apt-get install chromium``); the script says so
+if it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PAGE_CHECK = r"""
+(() => {
+  const broken = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src);
+  const body = document.body.cloneNode(true);
+  body.querySelectorAll("pre, code, script, style, mjx-container, .MathJax, textarea").forEach(e => e.remove());
+  const text = body.textContent;
+  const tex = text.match(/\\\(|\\\)|\\\[|\\\]|\$\$|\\mathcal|\\frac/g) || [];
+  const glue = text.match(/\{glue:?[a-z]*\}|\?\?\?/g) || [];
+  return JSON.stringify({broken, tex: tex.slice(0, 5), glue: glue.slice(0, 5),
+                         math: document.querySelectorAll("mjx-container").length});
+})()
+"""
+
+
+def find_chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if path := shutil.which(name):
+            return path
+    raise SystemExit("check_browser: no Chromium found; install Debian's package: apt-get install chromium")
+
+
+class Page:
+    """One DevTools websocket session on a page target."""
+
+    def __init__(self, ws_url: str):
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, timeout: float = 60, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+        raise TimeoutError(method)
+
+    def wait_for(self, event: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(e.get("method") == event for e in self.events):
+                return
+            self.events.append(json.loads(self.ws.recv()))
+        raise TimeoutError(event)
+
+    def evaluate(self, expression: str, await_promise: bool = False):
+        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=await_promise, returnByValue=True)
+        return result.get("result", {}).get("value")
+
+    def errors(self) -> list[str]:
+        found = []
+        for e in self.events:
+            method, params = e.get("method"), e.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                d = params["exceptionDetails"]
+                found.append(f"JavaScript exception: {d.get('exception', {}).get('description') or d.get('text')}")
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                found.append(f"{params['entry']['source']} error: {params['entry']['text']} {params['entry'].get('url', '')}")
+            elif method == "Runtime.consoleAPICalled" and params["type"] == "error":
+                found.append("console error: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+        return found
+
+
+def check_page(browser_port: int, url: str, screenshot: Path | None = None) -> list[str]:
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{browser_port}/json/new?about:blank",
+                                                       method="PUT"), timeout=30) as r:
+        target = json.load(r)
+    page = Page(target["webSocketDebuggerUrl"])
+    try:
+        for domain in ("Page", "Runtime", "Log"):
+            page.call(f"{domain}.enable")
+        page.call("Page.navigate", url=url)
+        page.wait_for("Page.loadEventFired")
+        # MathJax 3 typesets after load; wait for it where the page loads it
+        page.evaluate("window.MathJax && MathJax.startup && MathJax.startup.promise ? "
+                      "MathJax.startup.promise.then(() => true) : true", await_promise=True)
+        report = json.loads(page.evaluate(PAGE_CHECK))
+        problems = page.errors()
+        problems += [f"image did not load: {src}" for src in report["broken"]]
+        if report["tex"]:
+            problems.append(f"raw TeX left in the text: {report['tex']}")
+        if report["glue"]:
+            problems.append(f"unresolved glue: {report['glue']}")
+        if screenshot is not None:
+            import base64
+
+            data = page.call("Page.captureScreenshot", format="png")["data"]
+            screenshot.write_bytes(base64.b64decode(data))
+        return problems
+    finally:
+        page.ws.close()
+        urllib.request.urlopen(f"http://127.0.0.1:{browser_port}/json/close/{target['id']}", timeout=10).close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("html", nargs="?", type=Path, default=ROOT / "_build" / "html")
+    parser.add_argument("--screenshot", type=Path, default=None, help="save a PNG of the first chapter page")
+    args = parser.parse_args(argv)
+    html = args.html.resolve()
+    pages = sorted(p for p in html.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts
+                   and p.name not in ("genindex.html", "search.html"))
+    if not pages:
+        print(f"check_browser: no built pages under {html}; build the book first (make book)", file=sys.stderr)
+        return 2
+    chromium = find_chromium()
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                 "--disable-extensions", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+                                 "--allow-file-access-from-files", "about:blank"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            port_file = Path(profile) / "DevToolsActivePort"
+            deadline = time.monotonic() + 60
+            while not port_file.is_file() or not port_file.read_text().strip():
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    print("check_browser: Chromium did not start", file=sys.stderr)
+                    return 2
+                time.sleep(0.1)
+            port = int(port_file.read_text().split()[0])
+            failures = {}
+            first_chapter = next((p for p in pages if "notebooks" in p.parts), pages[0])
+            for page in pages:
+                problems = check_page(port, page.as_uri(), args.screenshot if page == first_chapter else None)
+                if problems:
+                    failures[page.relative_to(html)] = problems
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    for page, problems in failures.items():
+        for problem in problems:
+            print(f"{page}: {problem}")
+    print(f"check_browser: {len(pages)} pages, {len(failures)} with problems")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The reader's side: interactive reruns in JupyterLab, standalone figures."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import corpus_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_lab_opens_a_py_chapter_as_a_notebook(tmp_path):
+    """What `make lab` starts: the chapter's .py source is served as a notebook on the project's kernel."""
+    jupyter = Path(sys.executable).with_name("jupyter")
+    port, token = _free_port(), "attnpod-test"
+    proc = subprocess.Popen([str(jupyter), "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
+                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}/api/contents/notebooks/03_scalograms.py?type=notebook&content=1&token={token}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    model = json.load(r)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("JupyterLab did not serve the chapter: " + proc.stderr.read1().decode()[-2000:])
+                time.sleep(1)
+        nb = model["content"]
+        assert model["type"] == "notebook"
+        assert nb["metadata"]["kernelspec"]["name"] == "attnpod"
+        assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_every_figure_of_the_book_is_written(tmp_path, monkeypatch):
+    from attnpod.study import FIGURES, Study, figure
+
+    monkeypatch.setenv("ATTNPOD_DATA", str(corpus_file()))
+    study = Study.create("smoke", overrides={"n_snapshots": 8}, progress=False)
+    for name in FIGURES:
+        out = tmp_path / f"{name}.svg"
+        figure(study, name).savefig(out)
+        assert out.stat().st_size > 1000, name
+
+
+@pytest.mark.slow
+def test_figure_command_writes_png_pdf_and_svg(tmp_path):
+    env = {"ATTNPOD_ARTIFACTS": str(tmp_path / "art"), "ATTNPOD_DATA": str(corpus_file())}
+    import os
+
+    for suffix, magic in ((".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml")):
+        out = tmp_path / f"fig{suffix}"
+        done = subprocess.run([sys.executable, "-m", "attnpod", "figure", "morlet", "--profile", "smoke",
+                               "--out", str(out)], env={**os.environ, **env}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert out.read_bytes().startswith(magic)
+    bad = subprocess.run([sys.executable, "-m", "attnpod", "figure", "morlet", "--profile", "smoke", "--out",
+                          str(tmp_path / "fig.gif")], env={**os.environ, **env}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "suffix" in bad.stderr
