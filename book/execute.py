@@ -15,6 +15,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,15 @@ def failure_line(name: str, err, target: Path) -> str:
             f"rerun this chapter alone: python book/execute.py --only {chapter[:2]})")
 
 
+def previous_timings(root: Path, profile: str) -> dict[str, float]:
+    """Chapter times of the last build of the same profile (kept when ``--only`` reruns some chapters)."""
+    status = root / "book" / "status.md"
+    if not status.is_file() or f"`{profile}`" not in status.read_text():
+        return {}
+    rows = re.findall(r"^\| `([^`]+)` \| ([0-9.]+) \|$", status.read_text(), flags=re.M)
+    return {name: float(seconds) for name, seconds in rows}
+
+
 def write_status(root: Path, profile: str, timings: list[tuple[str, float]]) -> None:
     import torch
 
@@ -136,6 +146,9 @@ def main(argv=None) -> int:
         timings.append((name, time.perf_counter() - start))
         tag_injected_cell(target)
         print(f"[{profile}] {name}: {timings[-1][1]:.1f} s", flush=True)
+    if args.only:  # keep the other chapters' times from the last build of this profile
+        merged = previous_timings(args.root, profile) | dict(timings)
+        timings = [(name, merged[name]) for name in chapters(args.root) if name in merged]
     write_status(args.root, profile, timings)
     return 0
 

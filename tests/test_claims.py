@@ -129,3 +129,24 @@ def test_reading_verdicts_and_the_matrix_on_small_analyses():
     verdicts, measurements = claims.verdict_matrix(columns)
     assert verdicts.shape == (5, 5) and list(verdicts.index)[0].startswith("early layers fine")
     assert measurements.loc[verdicts.index[0], "tc"] == columns["tc"]["scale"].measurement
+
+
+def test_rank_correlation_is_spearman():
+    assert claims.rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert claims.rank_correlation([1, 2, 3, 4], [4, 1, 0, -7]) == pytest.approx(-1.0)
+    # ties share their mean rank: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4)
+    expected = np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1]
+    assert claims.rank_correlation([0, 5, 5, 9], [1, 2, 3, 4]) == pytest.approx(expected)
+    assert np.isnan(claims.rank_correlation([1, 1, 1], [1, 2, 3]))
+
+
+def test_paired_interval_and_allocation_verdict():
+    rng = np.random.default_rng(0)
+    m, lo, hi = claims.paired_interval(rng.normal(-1.0, 0.1, 64))
+    assert lo < m < hi < 0
+    budgets = [40, 32, 24]
+    uniform = rng.normal(2.0, 0.05, (3, 64))
+    random_median = uniform + 0.01
+    better = uniform - 0.2
+    assert claims.allocation_guides(better, uniform, random_median, budgets).verdict == "holds"
+    assert claims.allocation_guides(uniform + 0.2, uniform, random_median, budgets).verdict == "does not hold"

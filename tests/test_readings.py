@@ -109,7 +109,8 @@ def test_bootstrap_eigenvalues_equal_pod_of_the_resampled_snapshots():
     resamples = bootstrap_resamples(12, 5, seed=3)
     boot = bootstrap_eigenvalues(Xc @ Xc.T / 12, resamples)
     for b, idx in enumerate(resamples):
-        np.testing.assert_allclose(boot[b], pod(X[idx]).eigenvalues, atol=1e-10)
+        reference = pod(X[idx]).eigenvalues
+        np.testing.assert_allclose(boot[b], reference, atol=1e-5 * reference[0])  # float32 eigensolver
     assert not np.allclose(boot[0], boot[1])
 
 

@@ -111,8 +111,8 @@ class Study:
         scores["∝ 𝒯_spec"] = np.nan_to_num(index, nan=np.nanmean(index) if np.isfinite(index).any() else 1.0)
         return scores
 
-    def pruning(self, variant: str, n_random: int = 50, oracle: bool = False, n_eval: int = 8,
-                n_score: int = 8, n_oracle: int = 2) -> PruningResult:
+    def pruning(self, variant: str, n_random: int = 50, oracle: bool = False, n_eval: int = 6,
+                n_score: int = 4, n_oracle: int = 2) -> PruningResult:
         """Every head-allocation rule at the scaled budgets, cached as an artifact (:func:`attnpod.heads.prune_heads`).
 
         Importance comes from ``n_score`` training batches; losses from ``n_eval`` fixed validation
