@@ -18,7 +18,7 @@ def copy_book(tmp_path) -> Path:
     book.mkdir()
     for name in ("_config.yml", "_toc.yml", "pyproject.toml"):
         shutil.copy(ROOT / name, book / name)
-    shutil.copytree(ROOT / "book", book / "book", ignore=shutil.ignore_patterns("status.md", "_*"))
+    shutil.copytree(ROOT / "book", book / "book", ignore=shutil.ignore_patterns("status.md", "_build", "__pycache__"))
     (book / "notebooks").mkdir()
     for nb in (ROOT / "notebooks").glob("*.py"):
         shutil.copy(nb, book / "notebooks" / nb.name)

@@ -108,7 +108,7 @@ class Study:
         scores = {"uniform": np.ones(self.profile.n_layer)}
         scores |= {f"∝ H*({e:g})": rank[:, i] for i, e in enumerate(train.epsilons)}
         scores["∝ 1/H*(0.1)"] = 1.0 / np.maximum(rank[:, 0], 1.0)
-        scores["∝ 𝒯_spec"] = np.nan_to_num(index, nan=np.nanmean(index) if np.isfinite(index).any() else 1.0)
+        scores["∝ T_spec"] = np.nan_to_num(index, nan=np.nanmean(index) if np.isfinite(index).any() else 1.0)
         return scores
 
     def pruning(self, variant: str, n_random: int = 50, oracle: bool = False, n_eval: int = 6,
