@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE_CHECK = r"""
 (() => {
   const broken = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src);
-  const body = document.body.cloneNode(true);
+  const body = (document.body || document.documentElement).cloneNode(true);
   body.querySelectorAll("pre, code, script, style, mjx-container, .MathJax, textarea").forEach(e => e.remove());
   const text = body.textContent;
   const tex = text.match(/\\\(|\\\)|\\\[|\\\]|\$\$|\\mathcal|\\frac/g) || [];
@@ -94,6 +94,14 @@ class Page:
         return found
 
 
+def redirect_target(page: Path) -> Path | None:
+    """The file a meta-refresh page (Jupyter Book's index.html) sends the reader to, if it is one."""
+    import re
+
+    found = re.search(r'http-equiv="refresh"[^>]*url=([^"\s>]+)', page.read_text(errors="ignore"), flags=re.I)
+    return (page.parent / found.group(1)).resolve() if found else None
+
+
 def check_page(browser_port: int, url: str, screenshot: Path | None = None) -> list[str]:
     with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{browser_port}/json/new?about:blank",
                                                        method="PUT"), timeout=30) as r:
@@ -117,6 +125,9 @@ def check_page(browser_port: int, url: str, screenshot: Path | None = None) -> l
         if screenshot is not None:
             import base64
 
+            page.call("Emulation.setDeviceMetricsOverride", width=1280, height=1600, deviceScaleFactor=1, mobile=False)
+            page.evaluate("window.scrollTo(0, document.body.scrollHeight * 0.55)")
+            time.sleep(0.5)
             data = page.call("Page.captureScreenshot", format="png")["data"]
             screenshot.write_bytes(base64.b64decode(data))
         return problems
@@ -128,7 +139,9 @@ def check_page(browser_port: int, url: str, screenshot: Path | None = None) -> l
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("html", nargs="?", type=Path, default=ROOT / "_build" / "html")
-    parser.add_argument("--screenshot", type=Path, default=None, help="save a PNG of the first chapter page")
+    parser.add_argument("--screenshot", type=Path, default=None, help="save a PNG of one page (--screenshot-page)")
+    parser.add_argument("--screenshot-page", default="notebooks/03_scalograms.html",
+                        help="the page to photograph, relative to the build (default: the scalograms chapter)")
     args = parser.parse_args(argv)
     html = args.html.resolve()
     pages = sorted(p for p in html.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts
@@ -137,7 +150,7 @@ def main(argv=None) -> int:
         print(f"check_browser: no built pages under {html}; build the book first (make book)", file=sys.stderr)
         return 2
     chromium = find_chromium()
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                  "--disable-extensions", "--remote-debugging-port=0", f"--user-data-dir={profile}",
                                  "--allow-file-access-from-files", "about:blank"],
@@ -152,9 +165,12 @@ def main(argv=None) -> int:
                 time.sleep(0.1)
             port = int(port_file.read_text().split()[0])
             failures = {}
-            first_chapter = next((p for p in pages if "notebooks" in p.parts), pages[0])
+            photographed = html / args.screenshot_page if (html / args.screenshot_page).is_file() else pages[0]
             for page in pages:
-                problems = check_page(port, page.as_uri(), args.screenshot if page == first_chapter else None)
+                if (target := redirect_target(page)) is not None:
+                    problems = [] if target.is_file() else [f"redirects to a missing page: {target}"]
+                else:
+                    problems = check_page(port, page.as_uri(), args.screenshot if page == photographed else None)
                 if problems:
                     failures[page.relative_to(html)] = problems
         finally:

@@ -216,14 +216,15 @@ explain = pd.DataFrame(explain)
 glue("explained", f"{(explain['predicted top'] == explain['published top']).mean():.0%}", display=False)
 crossover = [rho for rho in np.geomspace(1e-2, 1e5, 2000)
              if scales[np.argmax(rho * spike + box)] <= claims.FINE][:1]
-glue("rho_fine", f"{crossover[0]:.0f}" if crossover else "never", display=False)
+glue("rho_fine", f"{crossover[0]:.0f}" if crossover else "none: no ρ reads fine at this T", display=False)
 explain.style.format({"Σ A_bb²": "{:.2f}", "A_T−1,T−1²": "{:.2e}", "ρ": "{:.3g}", "predicted top": "{:.1f}",
                       "published top": "{:.1f}"}).hide(axis="index")
 
 # %% [markdown]
 # The formula predicts the published top scale in {glue:text}`explained` of the
-# (model, layer) cases. At $T =$ {glue:text}`T` a layer reads "fine" under the
-# published pipeline once $\rho$ exceeds about {glue:text}`rho_fine`.
+# (model, layer) cases. The smallest $\rho$ that reads "fine" (top scale
+# $\le 7$) under the published pipeline at $T =$ {glue:text}`T`:
+# {glue:text}`rho_fine`.
 #
 # ## A principled reading: the rectified spectrum
 #

@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # Beyond the paper: does $H^*(\varepsilon)$ tell a layer how many heads it needs?
+# # Beyond the paper: does H*(ε) tell a layer how many heads it needs?
 #
 # The paper reads the effective rank $H^*(\varepsilon)$ of each layer as the
 # number of heads it needs and suggests non-uniform head allocation; its

@@ -104,3 +104,10 @@ def test_a_failing_chapter_ends_the_build_with_one_line_cause(tmp_path):
     assert len(lines) <= 5, lines
     assert "FAILED 01_models_and_training: ParameterError" in done.stderr and "seed" in done.stderr
     assert "--only 01" in done.stderr
+
+
+@pytest.mark.slow
+def test_thebe_configuration_appears_once_per_page(smoke_book):
+    """Jupyter Book 1 registers sphinx-thebe's inline script twice; book/_ext removes the duplicate."""
+    page = (smoke_book / "_build" / "html" / "book" / "intro.html").read_text()
+    assert page.count("const THEBE_JS_URL") == 1
