@@ -385,9 +385,11 @@ def rank_correlation(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def allocation_guides(losses, uniform, random_median, budgets, rule: str = "∝ H*") -> Verdict:
-    """An allocation rule guides head counts if, at most budgets, it loses less than uniform counts and
-    than the random-count median, with both paired intervals (over evaluation batches) below 0.
+def allocation_guides(losses, uniform, random_median, budgets, rule: str = "∝ H*",
+                      what: str = "head allocation") -> Verdict:
+    """An allocation rule guides a budget (heads, or KV cache) if, at most budgets, it loses less than a
+    uniform split and than the random-split median, with both paired intervals (over evaluation
+    batches or windows) below 0.
 
     ``losses[k, b]``, ``uniform[k, b]``, ``random_median[k, b]``: loss per budget k and batch b.
     """
@@ -398,7 +400,7 @@ def allocation_guides(losses, uniform, random_median, budgets, rule: str = "∝ 
         better.append(hi_u < 0 and hi_r < 0)
     n = int(np.sum(better))
     verdict = "holds" if n > len(budgets) / 2 else "does not hold"
-    return Verdict(f"{rule} guides head allocation", f"better than uniform and the random median at {n} of "
+    return Verdict(f"{rule} guides {what}", f"better than uniform and the random median at {n} of "
                    f"{len(budgets)} budgets ({', '.join(str(b) for b, ok in zip(budgets, better) if ok) or 'none'})",
                    "at more than half the budgets: loss below uniform's and below the random median, both paired "
                    "95 % intervals excluding 0", verdict)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -140,13 +141,17 @@ class CausalSelfAttention(nn.Module):
     def lag_weights(self) -> list[float]:
         return F.softmax(self.lag_logits.detach().float(), dim=0).tolist()
 
-    def forward(self, x, return_probs: bool = False, head_mask=None):
-        """``head_mask`` ξ[h] or ξ[B, h] scales each head's output before the output projection."""
+    def forward(self, x, return_probs: bool = False, head_mask=None, select=None):
+        """``head_mask`` ξ[h] or ξ[B, h] scales each head's output before the output projection.
+
+        ``select(logits[B, H, T, T])`` (explicit path only) returns which keys each query may
+        see, a boolean mask of that shape: a KV cache that holds only those keys.
+        """
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3×(B, H, T, hs)
         bias = self.gate(x)[:, :, None, :] if self.gate is not None else None  # (B, H, 1, T)
-        if return_probs:
-            y, probs = self._explicit(q, k, v, bias)
+        if return_probs or select is not None:
+            y, probs = self._explicit(q, k, v, bias, select=select)
         else:
             y, probs = self._fused(q, k, v, bias), None
         if head_mask is not None:  # before W_O: zeroing after the projection would mix heads
@@ -163,10 +168,12 @@ class CausalSelfAttention(nn.Module):
         causal = torch.ones(T, T, dtype=torch.bool, device=s.device).tril()[rows]
         return s.masked_fill(~causal, float("-inf"))
 
-    def _explicit(self, q, k, v, bias, rows=slice(None)):
+    def _explicit(self, q, k, v, bias, rows=slice(None), select=None):
         s = self._scores(q, k, rows)
         if bias is not None:
             s = s + bias
+        if select is not None:
+            s = s.masked_fill(~select(s), float("-inf"))
         probs = F.softmax(s.float(), dim=-1).to(v.dtype)  # (B, H, R, T)
         return self.attn_drop(probs) @ v, probs
 
@@ -212,8 +219,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, return_probs: bool = False, head_mask=None):
-        a, probs = self.attn(self.ln1(x), return_probs, head_mask)
+    def forward(self, x, return_probs: bool = False, head_mask=None, select=None):
+        a, probs = self.attn(self.ln1(x), return_probs, head_mask, select)
         x = x + a
         return x + self.mlp(self.ln2(x)), probs
 
@@ -289,12 +296,16 @@ class GPT(nn.Module):
         loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         return logits, loss
 
-    def forward_explicit(self, idx, head_mask=None):
-        """Logits and attention probabilities ``A[B, n_layer, H, T, T]`` via the explicit path."""
+    def forward_explicit(self, idx, head_mask=None, select=None):
+        """Logits and attention probabilities ``A[B, n_layer, H, T, T]`` via the explicit path.
+
+        ``select(l, logits)`` restricts the keys of layer l (see :meth:`CausalSelfAttention.forward`).
+        """
         x = self._embed(idx)
         maps = []
         for l, block in enumerate(self.blocks):
-            x, probs = block(x, return_probs=True, head_mask=None if head_mask is None else head_mask[..., l, :])
+            x, probs = block(x, return_probs=True, head_mask=None if head_mask is None else head_mask[..., l, :],
+                             select=None if select is None else partial(select, l))
             maps.append(probs)
         return self.lm_head(self.ln_f(x)), torch.stack(maps, dim=1)
 

@@ -14,6 +14,7 @@ import numpy as np
 from .analysis import FieldAnalysis, analyse_model, model_fields
 from .config import MODEL_LABELS, MODELS, ParameterError, Profile, artifact_dir, artifact_lock, get_profile, reusable
 from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
+from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest
 from .data import SPLITS, Corpus, load_corpus
 from .train import History, resolve_device, train
@@ -132,6 +133,42 @@ class Study:
             scoring = evaluation_batches(self.corpus, n_score, P.batch_size, P.block_size, "train", P.seed + 2000)
             result = prune_heads(t.model, evaluation, scoring, scores, budgets, n_random,
                                  evaluation[:n_oracle] if oracle else None, P.seed, self.progress)
+            result.meta.update(settings)
+            result.save(path)
+        return result
+
+    def top_scales(self, variant: str) -> dict[str, np.ndarray]:
+        """Each layer's top dominant lag scale from training-split snapshots: Torrence–Compo and rectified."""
+        from .claims import top_scale_indices
+
+        train = self.analysis(variant, split="train")
+        return {name: train.scales[top_scale_indices(train, reading)] for name, reading in
+                (("TC", "tc"), ("rectified", "rectified"))}
+
+    def cache_windows(self, n_windows: int):
+        """The fixed validation windows ``(x, y)`` (n_windows, T) every cache rule is scored on."""
+        P = self.profile
+        batches = evaluation_batches(self.corpus, 1, n_windows, P.block_size, "val", P.seed + 3000)
+        return batches[0]
+
+    def kv_cache(self, variant: str, n_random: int = 50, n_windows: int = 32) -> CacheResult:
+        """Every KV-cache rule at the scaled budgets, cached as an artifact
+        (:func:`attnpod.kvcache.run_cache_experiment`); the analysis-guided rules read training-split
+        snapshots, the losses ``n_windows`` fixed validation windows."""
+        t, P = self.trained(variant), self.profile
+        check_decodable(t.model)
+        scores, scales = self.allocation_scores(variant), self.top_scales(variant)
+        budgets = cache_budgets(P.block_size)
+        settings = {"weights_sha256": weights_digest(t.model), "scores": {k: v.tolist() for k, v in scores.items()},
+                    "top_scales": {k: v.tolist() for k, v in scales.items()}, "budgets": budgets,
+                    "n_random": n_random, "n_windows": n_windows, "seed": P.seed, "format": 1}
+        path = artifact_dir("kv_cache", t.name, settings) / "kv_cache.npz"
+        with artifact_lock(path):
+            if reusable(path):
+                return CacheResult.load(path)
+            x, y = self.cache_windows(n_windows)
+            result = run_cache_experiment(t.model, x, y, scores, scales, budgets, n_random, P.seed,
+                                          progress=self.progress)
             result.meta.update(settings)
             result.save(path)
         return result

@@ -1,0 +1,390 @@
+"""KV-cache budgets: does the attention-field analysis tell a layer how much cache it needs? (beyond the paper)
+
+Decoding runs token by token inside the model's context of T tokens. Layer l keeps
+a cache of at most k_l keys and values per head: query i attends to at most k_l
+keys, its own included. Budgets are equal in total, Σ_l k_l = L·B; rules differ in
+which keys a layer keeps (*selection*) and in how the total is split across layers
+(*allocation*).
+
+Selection, per head:
+
+* ``recent``: the last k tokens (a sliding window);
+* ``streaming`` (StreamingLLM, Xiao et al. 2023): the first ``min(4, k−1)`` tokens,
+  the attention sinks, plus the most recent ones;
+* ``h2o`` (Zhang et al. 2023): ⌈k/2⌉ recent tokens plus at most ⌊k/2⌋ heavy hitters.
+  A token that leaves the recent window becomes a candidate; when there are more
+  candidates than places, the one with the least attention accumulated so far is
+  evicted for good. The accumulated attention is the attention the cache actually
+  gave (queries see only cached keys), so eviction depends on earlier evictions.
+
+The simulation is exact, not an approximation: one forward pass with, per layer,
+head and query, a mask of the keys the cache holds. The H2O mask of query i
+depends only on the rows before it in the same layer, whose logits are known once
+the previous layer is done, so it is built row by row (:func:`h2o_keep`).
+:func:`decode_cached` is an independent, literal token-by-token decoder with a real
+cache; the tests hold the two together.
+
+Only causal models can be decoded token by token: BASE, and EGA with the causal
+gate. The published EGA gate normalises over the whole window (future tokens), and
+CONV-L4's lag multiplier depends on the window length, so for them a prefix has no
+well-defined attention (errata chapter).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .claims import allocate
+from .config import ParameterError, write_verified
+
+CACHE_BUDGETS = (8, 16, 32, 64)  # mean keys per layer at T = 256 (scaled to other T by cache_budgets)
+N_SINKS = 4  # StreamingLLM's attention sinks
+PYRAMID_BETA = 20  # PyramidKV: the top layer gets the mean budget / β
+SELECTIONS = ("recent", "streaming", "h2o")
+SELECTION_LABELS = {"recent": "recent window", "streaming": "StreamingLLM", "h2o": "H2O"}
+
+
+def decodable(config) -> bool:
+    """Whether a prefix of the window has a well-defined attention (token-by-token decoding)."""
+    return config.variant != "conv_l4" and (not config.gated or config.causal_gate)
+
+
+def check_decodable(model) -> None:
+    if not decodable(model.config):
+        why = ("CONV-L4's lag multiplier depends on the window length" if model.config.variant == "conv_l4"
+               else "the published EGA gate normalises over future tokens; use the causal gate")
+        raise ParameterError(f"{model.config.variant} cannot be decoded token by token: {why}")
+
+
+def cache_budgets(block_size: int) -> list[int]:
+    """The issue's budgets B ∈ {8, 16, 32, 64} at T = 256, scaled to ``block_size`` (at least 2 keys)."""
+    return [max(2, round(b * block_size / 256)) for b in CACHE_BUDGETS]
+
+
+# ----------------------------------------------------------------------------- allocation across layers
+
+def pyramid_scores(n_layer: int, mean: float, beta: float = PYRAMID_BETA) -> np.ndarray:
+    """PyramidKV's schedule: linear in depth from 2B − B/β (first layer) to B/β (last), mean B."""
+    top = mean / beta
+    return np.linspace(2 * mean - top, top, n_layer)
+
+
+def allocate_cache(scores, budget: int, block_size: int) -> np.ndarray:
+    """Keys per layer ∝ ``scores`` with Σ k_l = L·``budget``, each 1 ≤ k_l ≤ T (largest remainders)."""
+    return allocate(scores, len(scores) * int(budget), 1, block_size)
+
+
+def scale_window(top_scales, block_size: int) -> np.ndarray:
+    """The scale-selective window: each layer keeps a recent window as long as its dominant lag scale."""
+    return np.clip(np.rint(np.asarray(top_scales, dtype=float)), 1, block_size).astype(int)
+
+
+# ----------------------------------------------------------------------------- which keys a cache holds
+
+def _grid(T: int, device=None):
+    pos = torch.arange(T, device=device)
+    return pos[:, None], pos[None, :]  # query i (T, 1), key j (1, T)
+
+
+def recent_keep(k, T: int) -> torch.Tensor:
+    """Recent window: query i sees keys i−k+1 … i. ``k`` per example (N,); returns (N, 1, T, T)."""
+    k = torch.as_tensor(k).reshape(-1, 1, 1)
+    i, j = _grid(T, k.device)
+    return ((j <= i) & (j > i - k))[:, None]
+
+
+def streaming_keep(k, T: int, sinks: int = N_SINKS) -> torch.Tensor:
+    """StreamingLLM: the first s = min(``sinks``, k−1) keys plus the k−s most recent; (N, 1, T, T)."""
+    k = torch.as_tensor(k).reshape(-1, 1, 1)
+    s = torch.clamp(k - 1, max=sinks)
+    i, j = _grid(T, k.device)
+    return ((j <= i) & ((j < s) | (j > i - (k - s))))[:, None]
+
+
+def h2o_keep(logits: torch.Tensor, k) -> torch.Tensor:
+    """H2O's cache, per head, for causal ``logits[N, H, T, T]`` (−inf above the diagonal): (N, H, T, T).
+
+    Query i sees its r = ⌈k/2⌉ most recent keys and the heavy hitters kept so far (at
+    most k − r). After row i, each key's accumulated attention grows by the attention
+    row i gave it; the key leaving the recent window joins the candidates, and while
+    they outnumber k − r the one with the least accumulated attention is evicted.
+    """
+    N, H, T, _ = logits.shape
+    k = torch.as_tensor(k, device=logits.device).reshape(-1)
+    recent = (k + 1) // 2
+    heavy_places = (k - recent)[:, None]  # (N, 1)
+    pos = torch.arange(T, device=logits.device)
+    acc = torch.zeros(N, H, T, dtype=torch.float64, device=logits.device)
+    heavy = torch.zeros(N, H, T, dtype=torch.bool, device=logits.device)
+    keep = torch.zeros(N, H, T, T, dtype=torch.bool, device=logits.device)
+    for i in range(T):
+        n = i + 1  # keys 0…i; later keys play no part yet
+        window = pos[:n] > i - recent[:, None]  # (N, n)
+        row = heavy[..., :n] | window[:, None]
+        keep[:, :, i, :n] = row
+        acc[..., :n] += F.softmax(logits[:, :, i, :n].masked_fill(~row, float("-inf")).float(), dim=-1)
+        heavy[..., :n] |= (pos[:n] == (i - recent + 1)[:, None])[:, None]  # the key leaving the recent window
+        over = heavy[..., :n].sum(-1) > heavy_places  # (N, H): at most one too many
+        victim = acc[..., :n].masked_fill(~heavy[..., :n], math.inf).argmin(-1, keepdim=True)
+        heavy.scatter_(-1, victim, heavy.gather(-1, victim) & ~over[..., None])
+    return keep
+
+
+def selector(selection: str, budgets: torch.Tensor):
+    """``select(l, logits)`` for :meth:`attnpod.models.GPT.forward_explicit`: ``budgets[N, L]`` keys per layer."""
+    if selection not in SELECTIONS:
+        raise ParameterError(f"unknown cache selection {selection!r}; choose one of {SELECTIONS}")
+
+    def select(l, logits):
+        k = budgets[:, l].to(logits.device)
+        T = logits.shape[-1]
+        if selection == "h2o":
+            return h2o_keep(logits, k)
+        return recent_keep(k, T) if selection == "recent" else streaming_keep(k, T)
+
+    return select
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def scored_positions(block_size: int) -> slice:
+    """Positions whose loss is scored: the second half of the window, where every budget's cache is full."""
+    return slice(block_size // 2, block_size)
+
+
+@torch.inference_mode()
+def window_losses(model, x, y, selection: str | None = None, budgets=None, chunk: int = 64) -> np.ndarray:
+    """Mean NLL (nats per character) over the scored positions of each window, (N,).
+
+    ``budgets`` keys per layer, (L,) for every window or (N, L); ``selection`` None:
+    the full cache (the baseline).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    N, T = x.shape
+    scored = scored_positions(T)
+    if selection is not None:
+        check_decodable(model)
+        budgets = torch.as_tensor(np.broadcast_to(np.asarray(budgets), (N, model.config.n_layer)).copy())
+    out = []
+    for a in range(0, N, chunk):
+        xb = x[a:a + chunk].to(device)
+        if selection is None:
+            logits, _ = model(xb)
+        else:
+            logits, _ = model.forward_explicit(xb, select=selector(selection, budgets[a:a + chunk]))
+        ce = F.cross_entropy(logits[:, scored].transpose(1, 2).float(), y[a:a + chunk, scored].to(device),
+                             reduction="none")
+        out.append(ce.mean(-1).cpu().numpy())
+    return np.concatenate(out)
+
+
+@torch.inference_mode()
+def sink_mass(model, x) -> tuple[np.ndarray, float]:
+    """Attention on token 0 per layer (mean over windows, heads and scored queries), and what
+    uniform causal attention would give it there (the mean of 1/(i+1))."""
+    A = model.attention_maps(x)  # (N, L, H, T, T)
+    scored = scored_positions(x.shape[1])
+    mass = A[..., scored, 0].double().mean(dim=(0, 2, 3)).cpu().numpy()
+    uniform = float(np.mean(1.0 / (np.arange(x.shape[1])[scored] + 1)))
+    return mass, uniform
+
+
+def cache_cost(budgets, n_embd: int, n_head: int, block_size: int, selection: str, bytes_per_value: int = 4) -> dict:
+    """Per generated token at the scored positions: attention FLOPs (q·k and p·v over the cached keys,
+    mean over positions), the cache's keys and values in bytes (at the largest position), and H2O's
+    accumulated-attention bookkeeping in bytes."""
+    budgets = np.asarray(budgets)
+    positions = np.arange(block_size)[scored_positions(block_size)]
+    held = np.minimum(budgets[None, :], positions[:, None] + 1)  # keys each layer attends to, (P, L)
+    return {"attention FLOPs / token": float(4 * n_embd * held.sum(1).mean()),
+            "KV cache (KiB)": float(2 * n_embd * held[-1].sum() * bytes_per_value / 1024),
+            "H2O scores (KiB)": float(n_head * held[-1].sum() * 8 / 1024) if selection == "h2o" else 0.0}
+
+
+# ----------------------------------------------------------------------------- a literal decoder
+
+@dataclass
+class _Entry:
+    pos: int
+    key: torch.Tensor
+    value: torch.Tensor
+    bias: float
+    acc: float = 0.0
+
+
+def _evict(cache: list, i: int, k: int, selection: str) -> list:
+    """The entries a head keeps after step i, so that query i+1 sees them and itself (at most k keys)."""
+    nxt = i + 1
+    if selection == "recent":
+        return [e for e in cache if e.pos > nxt - k]
+    if selection == "streaming":
+        s = min(N_SINKS, k - 1)
+        return [e for e in cache if e.pos < s or e.pos > nxt - (k - s)]
+    recent = (k + 1) // 2
+    window = [e for e in cache if e.pos > nxt - recent]
+    heavy = [e for e in cache if e.pos <= nxt - recent]
+    while len(heavy) > k - recent:
+        heavy.remove(min(heavy, key=lambda e: e.acc))
+    return heavy + window
+
+
+@torch.inference_mode()
+def decode_cached(model, idx, budgets, selection: str) -> torch.Tensor:
+    """Logits (T, V) of one window ``idx`` (T,), decoded token by token with a real KV cache.
+
+    Each layer and head keeps a list of cached (key, value, gate bias) entries and
+    evicts by ``selection`` after every step; ``budgets[l]`` keys per layer. Written
+    independently of the mask simulation to check it.
+    """
+    check_decodable(model)
+    model.eval()
+    cfg = model.config
+    H, hs = cfg.n_head, cfg.n_embd // cfg.n_head
+    caches = [[[] for _ in range(H)] for _ in range(cfg.n_layer)]
+    gate_inputs = [[] for _ in range(cfg.n_layer)]
+    out = []
+    for i in range(len(idx)):
+        x = model._embed(idx[None, :i + 1])[0, -1]  # token i at position i
+        for l, block in enumerate(model.blocks):
+            attn = block.attn
+            h = block.ln1(x)
+            q, k, v = attn.qkv(h).view(3, H, hs)
+            bias = torch.zeros(H)
+            if attn.gate is not None:  # the causal gate of key i reads the prefix 0…i only
+                gate_inputs[l].append(h)
+                bias = attn.gate(torch.stack(gate_inputs[l])[None])[0, :, -1]
+            heads = []
+            for head, cache in enumerate(caches[l]):
+                cache.append(_Entry(i, k[head], v[head], float(bias[head])))
+                logits = torch.stack([q[head] @ e.key / math.sqrt(hs) + e.bias for e in cache])
+                p = F.softmax(logits.float(), dim=0)
+                heads.append(sum(pe * e.value for pe, e in zip(p, cache)))
+                for pe, e in zip(p.tolist(), cache):
+                    e.acc += pe
+                caches[l][head] = _evict(cache, i, int(budgets[l]), selection)
+            x = x + attn.proj(torch.cat(heads))
+            x = x + block.mlp(block.ln2(x))
+        out.append(model.lm_head(model.ln_f(x)))
+    return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+@dataclass
+class CacheResult:
+    """NLL of every cache rule at every mean budget B, per evaluation window.
+
+    losses[r, k, b] for ``rules[r]`` at ``budgets[k]`` on window b, with keys per layer
+    allocations[r, k, l] and selection ``selections[r]``; random_losses[d, k, b] and
+    random_allocations[d, k, l] for random splits (H2O selection); baseline[b] with the
+    full cache; window_* for the scale-selective windows (their own budgets), with
+    window_uniform[w, b] a uniform recent window of the same total; sinks[l]: the
+    attention on token 0, sink_uniform: what uniform attention would give it.
+    """
+
+    budgets: np.ndarray
+    rules: list
+    selections: list
+    losses: np.ndarray
+    allocations: np.ndarray
+    random_losses: np.ndarray
+    random_allocations: np.ndarray
+    baseline: np.ndarray
+    window_rules: list
+    window_allocations: np.ndarray
+    window_losses: np.ndarray
+    window_uniform: np.ndarray
+    sinks: np.ndarray
+    sink_uniform: float
+    meta: dict = field(default_factory=dict)
+
+    def loss(self, rule: str) -> np.ndarray:
+        return self.losses[self.rules.index(rule)]
+
+    def increase(self, rule: str) -> np.ndarray:
+        """Mean NLL increase over the full cache at each budget: (K,)."""
+        return (self.loss(rule) - self.baseline).mean(-1)
+
+    def random_median(self) -> np.ndarray:
+        """Per budget and window, the median NLL over the random draws: (K, n_windows)."""
+        return np.median(self.random_losses, axis=0)
+
+    def save(self, path: Path) -> None:
+        arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
+        meta = {k: v for k, v in self.__dict__.items() if not isinstance(v, np.ndarray)}
+        write_verified(path, lambda tmp: np.savez(open(tmp, "wb"), meta=np.array(json.dumps(meta)), **arrays))
+
+    @classmethod
+    def load(cls, path: Path) -> "CacheResult":
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+            meta = json.loads(str(data["meta"]))
+        return cls(**arrays, **meta)
+
+
+UNIFORM = "H2O"  # H2O with equal budgets: the allocation rules' baseline
+
+
+def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budgets, n_random: int = 50,
+                         seed: int = 0, chunk: int = 64, progress: bool = True) -> CacheResult:
+    """Every selection and allocation rule at every mean budget, on windows ``x``, ``y`` (N, T).
+
+    Selection rules (recent, StreamingLLM, H2O) split the budget equally. Allocation
+    rules keep H2O and split L·B ∝ ``layer_scores[rule]`` per layer, plus PyramidKV and
+    ``n_random`` Dirichlet draws. ``top_scales[name]`` (per-layer dominant lag scales)
+    give a rule ∝ the scale and a scale-selective window each.
+    """
+    check_decodable(model)
+    L, T = model.config.n_layer, x.shape[1]
+    budgets = [int(b) for b in budgets]
+    rules, selections, allocations = [], [], []
+
+    def add(rule, selection, alloc):
+        rules.append(rule)
+        selections.append(selection)
+        allocations.append(np.array(alloc))
+
+    for selection in SELECTIONS:
+        add(SELECTION_LABELS[selection], selection, [allocate_cache(np.ones(L), b, T) for b in budgets])
+    add("PyramidKV", "h2o", [allocate_cache(pyramid_scores(L, b), b, T) for b in budgets])
+    for rule, scores in layer_scores.items():
+        if rule != "uniform":
+            add(rule, "h2o", [allocate_cache(scores, b, T) for b in budgets])
+    for name, scales in top_scales.items():
+        add(f"∝ top scale ({name})", "h2o", [allocate_cache(scales, b, T) for b in budgets])
+    rng = np.random.default_rng(seed)
+    random_allocations = np.array([[allocate_cache(rng.dirichlet(np.ones(L)), b, T) for b in budgets]
+                                   for _ in range(n_random)])
+    windows = {f"scale window ({name})": scale_window(s, T) for name, s in top_scales.items()}
+    jobs = 1 + len(rules) * len(budgets) + n_random * len(budgets) + 2 * len(windows)
+    bar = tqdm(total=jobs, desc="cache evaluations", disable=not progress)
+    seen: dict = {}  # rules often choose the same split: evaluate each (selection, split) once
+
+    def evaluate(selection, alloc):
+        bar.update()
+        key = (selection, None if alloc is None else tuple(int(a) for a in alloc))
+        if key not in seen:
+            seen[key] = window_losses(model, x, y, selection, alloc, chunk)
+        return seen[key]
+
+    baseline = evaluate(None, None)
+    losses = np.array([[evaluate(s, a) for a in allocs] for s, allocs in zip(selections, allocations)])
+    random_losses = np.array([[evaluate("h2o", a) for a in draw] for draw in random_allocations])
+    window_losses_ = np.array([evaluate("recent", a) for a in windows.values()]).reshape(len(windows), -1)
+    window_uniform = np.array([evaluate("recent", allocate(np.ones(L), int(a.sum()), 1, T))
+                               for a in windows.values()]).reshape(len(windows), -1)
+    bar.close()
+    sinks, sink_uniform = sink_mass(model, x[:chunk])
+    return CacheResult(np.array(budgets), rules, selections, losses, np.array(allocations), random_losses,
+                       random_allocations, baseline, list(windows),
+                       np.array(list(windows.values())).reshape(len(windows), L), window_losses_, window_uniform,
+                       sinks, sink_uniform)
