@@ -67,7 +67,7 @@ import pandas as pd
 from myst_nb import glue
 
 from attnpod import claims
-from attnpod.figures import plot_head_maps, plot_pruning_curves
+from attnpod.figures import plot_budget_curves, plot_head_maps
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
@@ -80,7 +80,7 @@ glue("n_random", n_random, display=False)
 
 # %% tags=["hide-input"]
 results = {v: study.pruning(v, n_random=n_random, oracle=v in oracle_models) for v in study.models}
-fig = plot_pruning_curves({study.label(v): r for v, r in results.items()})
+fig = plot_budget_curves({study.label(v): r for v, r in results.items()})
 glue("fig_pruning", fig, display=False)
 
 # %% [markdown]

@@ -304,11 +304,14 @@ def plot_coherency(maps: dict, scale: float):
     return fig
 
 
-def plot_pruning_curves(results: dict, rules=None):
-    """Loss increase against heads kept, one panel per model, one line per rule; random counts as a band.
+def plot_budget_curves(results: dict, rules=None, xlabel: str = "heads kept", fewer_right: bool = True,
+                       band_label: str = "random counts"):
+    """Loss increase against the budget, one panel per model, one line per rule; random splits as a band.
 
-    ``results[label]`` is a :class:`attnpod.heads.PruningResult`; the band spans the 5–95 % range
-    of the random-count draws, the dashed line is their median.
+    ``results[label]`` is a :class:`attnpod.heads.PruningResult` or :class:`attnpod.kvcache.CacheResult`
+    (``budgets``, ``rules``, ``increase(rule)``, ``random_losses``, ``baseline``); the band spans the
+    5–95 % range of the random draws, the dashed line is their median. ``fewer_right``: the budget axis
+    decreases to the right (pruning), else it is logarithmic and increasing.
     """
     labels = list(results)
     fig, axes = _subplots(1, len(labels), figsize=(3.6 * len(labels), 3.6), sharey=True, squeeze=False)
@@ -317,17 +320,36 @@ def plot_pruning_curves(results: dict, rules=None):
         kept = res.budgets
         random_inc = (res.random_losses - res.baseline).mean(-1)  # (draws, K)
         lo, hi = np.percentile(random_inc, [5, 95], axis=0)
-        ax.fill_between(kept, lo, hi, color="0.8", label="random counts (5–95 %)")
-        ax.plot(kept, np.median(random_inc, axis=0), "--", color="0.4", lw=1, label="random median")
+        ax.fill_between(kept, lo, hi, color="0.8", label=f"{band_label} (5–95 %)")
+        ax.plot(kept, np.median(random_inc, axis=0), "--", color="0.4", lw=1, label=f"{band_label}, median")
         for i, rule in enumerate(rules or res.rules):
             if rule in res.rules:
                 ax.plot(kept, res.increase(rule), "o-", ms=3, lw=1.2, color=f"C{i}", label=rule)
-        ax.set(title=label, xlabel="heads kept")
+        ax.set(title=label, xlabel=xlabel)
         ax.set_yscale("symlog", linthresh=1e-2)
-        ax.invert_xaxis()
+        if fewer_right:
+            ax.invert_xaxis()
+        else:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(kept, [str(b) for b in kept])
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("validation loss increase (nats / char)")
     axes[0, -1].legend(fontsize=7)
+    return fig
+
+
+def plot_sinks(sinks: dict, uniform: float):
+    """Attention on token 0 per layer, one bar group per model; the line is what uniform causal attention gives."""
+    labels = list(sinks)
+    n_layer = len(next(iter(sinks.values())))
+    fig, ax = _subplots(figsize=(6, 3))
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        ax.bar(np.arange(n_layer) + i * width, sinks[label], width, label=label)
+    ax.axhline(uniform, color="k", ls="--", lw=1, label="uniform attention")
+    ax.set(xticks=np.arange(n_layer) + 0.4 - width / 2, xticklabels=[f"layer {l + 1}" for l in range(n_layer)],
+           ylabel="attention on token 0", yscale="log")
+    ax.legend(fontsize=7)
     return fig
 
 

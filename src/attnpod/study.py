@@ -67,7 +67,8 @@ class Study:
 
     @staticmethod
     def label(variant: str) -> str:
-        return MODEL_LABELS.get(variant, variant) + (" (causal gate)" if variant.endswith("_causal") else "")
+        base = variant.removesuffix("_causal")
+        return MODEL_LABELS.get(base, base) + (" (causal gate)" if variant != base else "")
 
     def trained(self, variant: str) -> Trained:
         """The trained model (``variant`` may end in ``_causal`` for the causal EGA gate)."""
@@ -174,6 +175,15 @@ class Study:
         return result
 
 
+CACHE_MODELS = ("base", "ega1_causal")  # the models that decode token by token (kvcache.decodable)
+CACHE_SELECTION_RULES = ("recent window", "StreamingLLM", "H2O")
+
+
+def cache_allocation_rules(result: CacheResult) -> list[str]:
+    """The allocation rules of a cache experiment (H2O selection), uniform first."""
+    return ["H2O"] + [r for r, s in zip(result.rules, result.selections) if s == "h2o" and r != "H2O"]
+
+
 # ----------------------------------------------------------------------------- the book's figures, by name
 
 def theorem1_check(study: "Study", r_max: int = 40):
@@ -252,8 +262,16 @@ def _figures() -> dict:
         "power_law_fits": ("power-law fits behind T_spec (05)", lambda s: f.plot_power_law_fits(s.analyses())),
         "rank_by_scale": ("H*(0.10) across scales (06)", lambda s: f.plot_rank_by_scale(s.analyses(), eps_index=0)),
         "coherency": ("Figure 3: cross-coherency maps (07)", _coherency),
-        "pruning_curves": ("head pruning curves (09)", lambda s: f.plot_pruning_curves(
+        "pruning_curves": ("head pruning curves (09)", lambda s: f.plot_budget_curves(
             {s.label(v): s.pruning(v, oracle=v == "base") for v in s.models})),
+        "cache_selection": ("KV cache: token selection rules (10)", lambda s: f.plot_budget_curves(
+            {s.label(v): s.kv_cache(v) for v in CACHE_MODELS}, rules=CACHE_SELECTION_RULES,
+            xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits")),
+        "cache_allocation": ("KV cache: budget allocation rules, H2O (10)", lambda s: f.plot_budget_curves(
+            {s.label(v): s.kv_cache(v) for v in CACHE_MODELS}, rules=cache_allocation_rules(s.kv_cache("base")),
+            xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits")),
+        "attention_sinks": ("attention on token 0 per layer (10)", lambda s: f.plot_sinks(
+            {s.label(v): s.kv_cache(v).sinks for v in CACHE_MODELS}, s.kv_cache("base").sink_uniform)),
     }
 
 
