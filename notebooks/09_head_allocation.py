@@ -64,6 +64,7 @@ per_head_models = ["base"]
 # %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
+from IPython.display import display
 from myst_nb import glue
 
 from attnpod import claims
@@ -132,7 +133,8 @@ n_hold = sum(v.verdict == "holds" for v in main)
 glue("h_verdict", f"{'holds' if n_hold > len(main) / 2 else 'does not hold'} ({n_hold} of {len(main)} models)",
      display=False)
 glue("h_measure", "; ".join(f"{study.label(v)}: {m.measurement}" for v, m in zip(results, main)), display=False)
-verdict_table
+with pd.option_context("display.max_colwidth", None):
+    display(verdict_table)
 
 # %% [markdown]
 # ## Rank correlations
