@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from attnpod.analysis import NonFiniteError, analyse_model, model_fields
+from attnpod.analysis import NonFiniteError
+from attnpod.pipeline import analyse_model, model_fields
 from attnpod.config import artifacts_root, get_profile, is_verified, write_verified
 from attnpod.models import GPT, GPTConfig, weights_digest
 

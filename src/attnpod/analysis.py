@@ -1,4 +1,6 @@
-"""Scale-selective POD (SPEC section 5) and the whole analysis of one model, cached as an artifact.
+"""Scale-selective POD (SPEC section 5) and the whole analysis of an ensemble of attention fields.
+
+The maths only: :mod:`attnpod.pipeline` runs it on a trained model and caches it.
 
 The Gaussian lag window w_a(τ) = exp(−τ²/(2a²)) depends on the lag only, so the
 centred Gram matrix at scale a is a weighted sum of per-lag Grams,
@@ -18,18 +20,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import AttnpodError, Profile, artifact_dir, artifact_lock, reusable, write_verified
-from .data import Corpus, sample_windows
-from .fields import collect_fields
-from .models import weights_digest
+from .config import AttnpodError, write_verified
 from .lag import as_numpy, gaussian_lag_window, lag_major, to_lag
 from .pod import (EPSILONS, bootstrap_eigenvalues, bootstrap_resamples, effective_rank, one_linalg_pool, sorted_eigh,
                   spectral_concentration)
 from .wavelet import (OMEGA0, dominant_scale_indices, paper_scales, rectified_dominant_scale_indices,
                       scalogram_from_moments, second_moment, snapshot_scale_energy)
 
-
-ANALYSIS_FORMAT = 3  # bump when FieldAnalysis changes content, so stored results are recomputed
 MAY_BE_NAN = ("spectral_concentration",)  # NaN marks a degenerate spectrum (SPEC 5.6); no other array may hold one
 
 
@@ -271,74 +268,6 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
         out["rank_by_scale"].append([[effective_rank(lam, e) for lam in eigenvalues] for e in epsilons])
     arrays = {k: np.asarray(v) for k, v in out.items()}
     return FieldAnalysis(scales=scales, epsilons=epsilons, orientation=orientation, resamples=resamples, **arrays)
-
-
-def ensemble_settings(profile: Profile, checkpoint_name: str, split: str, weights: str, heads: str = "mean") -> dict:
-    """What the fields depend on: the model (its checkpoint name and the SHA-256 of its weights), the windows,
-    and whether heads are averaged (``"mean"``) or kept (``"all"``)."""
-    return {"checkpoint": checkpoint_name, "weights_sha256": weights, "split": split,
-            "n_snapshots": profile.n_snapshots, "length": profile.block_size, "seed": profile.seed, "heads": heads}
-
-
-def fields_are_finite(path: Path, chunk: int = 64) -> bool:
-    """Every value of the ``.npy`` fields at ``path`` is finite (read ``chunk`` snapshots at a time)."""
-    fields = np.load(path, mmap_mode="r")
-    return all(np.isfinite(fields[n0:n0 + chunk]).all() for n0 in range(0, len(fields), chunk))
-
-
-def _analysis_is_finite(path: Path) -> bool:
-    return FieldAnalysis.load(path).is_finite()
-
-
-def model_fields(model, corpus: Corpus, profile: Profile, checkpoint_name: str, split: str = "val",
-                 device=None, progress: bool = True, heads: str = "mean") -> np.ndarray:
-    """The model's ensemble ``fields[n, l, i, j]`` (heads averaged) or ``fields[n, l, h, i, j]`` (``heads="all"``),
-    cached (memory-mapped on reuse).
-
-    Keyed by the settings and the weights' SHA-256; fields with NaN or inf are
-    never written, and a cached file holding them is recomputed with a warning.
-    """
-    settings = ensemble_settings(profile, checkpoint_name, split, weights_digest(model), heads)
-    path = artifact_dir("fields", checkpoint_name, settings) / "fields.npy"
-    with artifact_lock(path):
-        if not reusable(path, fields_are_finite):
-            windows = sample_windows(corpus, profile.n_snapshots, profile.block_size, split, profile.seed)
-
-            def write(tmp):
-                collect_fields(model, windows, heads=heads, device=device, out=tmp, progress=progress)
-                if not fields_are_finite(tmp):
-                    raise NonFiniteError(f"{checkpoint_name}: its attention fields hold NaN or inf "
-                                         f"(non-finite weights?); nothing was cached")
-
-            write_verified(path, write)
-    return np.load(path, mmap_mode="r")
-
-
-def analyse_model(model, corpus: Corpus, profile: Profile, name: str, split: str = "val", device=None,
-                  orientation: str = "causal", progress: bool = True, heads: str = "mean",
-                  **options) -> tuple[FieldAnalysis, Path]:
-    """Fields and :func:`analyse_fields` for one trained model, both cached under keys of every setting.
-
-    ``name`` identifies the trained model (its checkpoint folder name, which hashes
-    its settings); the weights' SHA-256 is part of the key as well, so another
-    model under the same name never reuses this one's results. ``heads="all"``
-    analyses every head's field on its own: the result's "layers" are the L·H
-    (layer, head) pairs in the order l·H + h.
-    """
-    fields_settings = ensemble_settings(profile, name, split, weights_digest(model), heads)
-    settings = {"fields": fields_settings, "orientation": orientation, "format": ANALYSIS_FORMAT, **options}
-    folder = artifact_dir("analysis", name, settings)
-    path = folder / "analysis.npz"
-    with artifact_lock(path):
-        if reusable(path, _analysis_is_finite):
-            return FieldAnalysis.load(path), folder
-        fields = model_fields(model, corpus, profile, name, split, device, progress, heads)
-        if heads == "all":  # (N, L, H, T, T) -> (N, L·H, T, T): each head's field is analysed as a layer
-            fields = fields.reshape(fields.shape[0], -1, *fields.shape[-2:])
-        result = analyse_fields(fields, orientation=orientation, progress=progress, **options)
-        result.meta.update(settings)
-        result.save(path)
-    return result, folder
 
 
 # ----------------------------------------------------------------------------- descriptive statistics of the fields

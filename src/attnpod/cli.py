@@ -94,7 +94,7 @@ def _run(args) -> int:
     print(f"{args.model} [{profile.name}]: step {history.step[-1]}, train {history.train[-1]:.4f}, "
           f"val {history.val[-1]:.4f}; checkpoint {path}")
     if args.command == "analyse":
-        from .analysis import analyse_model
+        from .pipeline import analyse_model
 
         result, folder = analyse_model(model, corpus, profile, split=args.split, device=args.device,
                                        name=path.parent.name)

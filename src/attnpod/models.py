@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VARIANTS = ("base", "ega1", "ega_morlet", "conv_l4")
+from .config import MODELS as VARIANTS  # the four variants, named once
+
 CONV_MAX_LAG = 4
 
 

@@ -11,7 +11,8 @@ from os import PathLike
 
 import numpy as np
 
-from .analysis import FieldAnalysis, analyse_model, model_fields
+from .analysis import FieldAnalysis
+from .pipeline import analyse_model, model_fields
 from .config import MODEL_LABELS, MODELS, ParameterError, Profile, artifact_dir, artifact_lock, get_profile, reusable
 from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
