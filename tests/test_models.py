@@ -119,6 +119,25 @@ def test_conv_lag_weights_never_train():
     assert all(b.attn.lag_logits.grad is None for b in model.blocks)
 
 
+def test_sizes_are_said_once():
+    """Profiles and model configs share one definition of the sizes, checked the same way."""
+    import dataclasses
+
+    from attnpod.config import PROFILES, ModelSize, ParameterError, Profile
+    from attnpod.train import model_config
+
+    sizes = {f.name for f in dataclasses.fields(ModelSize)}
+    own = {cls: {f.name for f in dataclasses.fields(cls)} - sizes for cls in (Profile, GPTConfig)}
+    assert sizes and not own[Profile] & own[GPTConfig]
+    for profile in PROFILES.values():
+        assert model_config(profile, "ega1").size() == profile.size()
+    for bad in (dict(n_layer=True), dict(n_embd=30, n_head=4), dict(dropout=1.0)):
+        with pytest.raises(ParameterError):
+            GPTConfig(**bad)
+        with pytest.raises(ParameterError):
+            PROFILES["smoke"].replace(**bad)
+
+
 def test_unknown_variant_and_too_long_input_fail_clearly():
     with pytest.raises(ValueError, match="unknown variant"):
         GPTConfig(variant="rope")

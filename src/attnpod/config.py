@@ -40,22 +40,51 @@ def _is_real(value) -> bool:
     return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
 
 
-@dataclass(frozen=True)
-class Profile:
-    """Sizes and protocol of one run of the whole book.
+@dataclass(frozen=True, kw_only=True)
+class ModelSize:
+    """The transformer's sizes and dropout (SPEC section 2), said once.
 
-    The model size (n_layer, n_head, n_embd, block_size) and the training
-    protocol of SPEC section 2; ``n_snapshots`` is N of the field ensemble
-    (section 3), whose windows have length ``block_size``. Every value is
-    checked by type and range on construction, before any work starts.
+    A profile has them, and so does every model config
+    (:class:`attnpod.models.GPTConfig`); the defaults are the paper's.
     """
 
-    name: str
     n_layer: int = 6
     n_head: int = 8
     n_embd: int = 256
     block_size: int = 256
     dropout: float = 0.1
+
+    def check_size(self, fail) -> None:
+        """Call ``fail(what, value)`` for the first size out of type or range."""
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                fail(f"{name} must be a positive integer", value)
+        if self.n_embd % self.n_head:
+            fail(f"n_embd={self.n_embd} must be divisible by n_head", self.n_head)
+        if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            fail("dropout must be a number in [0, 1)", self.dropout)
+
+    def size(self) -> dict:
+        """The size fields alone, to build a model config from a profile."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelSize)}
+
+    def as_dict(self) -> dict:
+        """Every field (sizes and the rest), as stored with a checkpoint and hashed into artifact keys."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Profile(ModelSize):
+    """Sizes and protocol of one run of the whole book.
+
+    The model size (:class:`ModelSize`) and the training protocol of SPEC
+    section 2; ``n_snapshots`` is N of the field ensemble (section 3), whose
+    windows have length ``block_size``. Every value is checked by type and
+    range on construction, before any work starts.
+    """
+
+    name: str
     steps: int = 5000
     warmup: int = 300
     batch_size: int = 64
@@ -69,17 +98,13 @@ class Profile:
         def fail(what: str, value) -> None:
             raise ParameterError(f"profile {self.name!r}: {what}, got {value!r}")
 
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "eval_interval",
-                     "eval_batches"):
+        self.check_size(fail)
+        for name in ("steps", "batch_size", "eval_interval", "eval_batches"):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
                 fail(f"{name} must be a positive integer", value)
-        if self.n_embd % self.n_head:
-            fail(f"n_embd={self.n_embd} must be divisible by n_head", self.n_head)
         if not _is_int(self.warmup) or not 0 <= self.warmup < self.steps:
             fail(f"warmup must be an integer in [0, steps={self.steps})", self.warmup)
-        if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
-            fail("dropout must be a number in [0, 1)", self.dropout)
         if not _is_real(self.lr) or not self.lr > 0:
             fail("lr must be a finite positive number", self.lr)
         if not _is_int(self.n_snapshots) or self.n_snapshots < 3:
@@ -92,11 +117,8 @@ class Profile:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ParameterError(f"unknown profile setting(s): {sorted(unknown)}; "
-                                 f"known: {[f.name for f in dataclasses.fields(self)][1:]}")
+                                 f"known: {[f.name for f in dataclasses.fields(self) if f.name != 'name']}")
         return dataclasses.replace(self, **overrides)
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 PROFILES = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -23,35 +23,32 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import MODELS as VARIANTS  # the four variants, named once
+from .config import ModelSize, ParameterError
 
 CONV_MAX_LAG = 4
 
 
-@dataclass
-class GPTConfig:
+@dataclass(frozen=True, kw_only=True)
+class GPTConfig(ModelSize):
+    """One model: the sizes (:class:`attnpod.config.ModelSize`, the paper's by default) and the variant."""
+
     vocab_size: int = 65
-    block_size: int = 256
-    n_layer: int = 6
-    n_head: int = 8
-    n_embd: int = 256
-    dropout: float = 0.1
     variant: str = "base"
     causal_gate: bool = False  # EGA only: prefix statistics instead of the whole window (errata 4)
 
     def __post_init__(self):
+        def fail(what: str, value) -> None:
+            raise ParameterError(f"model config: {what}, got {value!r}")
+
+        self.check_size(fail)
         if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; choose one of {VARIANTS}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+            raise ParameterError(f"unknown variant {self.variant!r}; choose one of {VARIANTS}")
         if self.causal_gate and not self.gated:
-            raise ValueError(f"causal_gate applies to EGA variants only, not {self.variant!r}")
+            raise ParameterError(f"causal_gate applies to EGA variants only, not {self.variant!r}")
 
     @property
     def gated(self) -> bool:
         return self.variant in ("ega1", "ega_morlet")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 # ----------------------------------------------------------------------------- attention pieces

@@ -57,9 +57,7 @@ def resolve_device(device: str | None = None) -> torch.device:
 
 
 def model_config(profile: Profile, variant: str, vocab_size: int = 65, causal_gate: bool = False) -> GPTConfig:
-    return GPTConfig(vocab_size=vocab_size, block_size=profile.block_size, n_layer=profile.n_layer,
-                     n_head=profile.n_head, n_embd=profile.n_embd, dropout=profile.dropout,
-                     variant=variant, causal_gate=causal_gate)
+    return GPTConfig(**profile.size(), vocab_size=vocab_size, variant=variant, causal_gate=causal_gate)
 
 
 def training_settings(profile: Profile, cfg: GPTConfig) -> dict:
