@@ -61,10 +61,10 @@ whole = Study.create(profile, seed=seed, device=device, data_path=data_path, ove
 
 # %% tags=["hide-input"]
 val, published, whole_file = study.analyses(), study.analyses("published"), whole.analyses()
-columns = {f"{claims.READINGS[r]}; validation": claims.reading_verdicts(val, r)
-           for r in ("tc", "rectified", "tc_fluct", "rectified_fluct")}
+ours = ("tc", "rectified", "tc_fluct", "rectified_fluct")
+columns = {f"{claims.READINGS[r]}; validation": claims.reading_verdicts(val, r) for r in ours}
 columns["published pipeline; validation"] = claims.reading_verdicts(published, "published")
-for r in ("tc", "rectified"):
+for r in ours:
     columns[f"{claims.READINGS[r]}; whole file"] = claims.reading_verdicts(whole_file, r)
 verdicts, measurements = claims.verdict_matrix(columns)
 glue("verdict_matrix", verdicts.T, display=False)

@@ -117,13 +117,19 @@ def test_reading_verdicts_and_the_matrix_on_small_analyses():
         A = np.exp(logits - logits.max(-1, keepdims=True))
         return A / A.sum(-1, keepdims=True)
 
-    analyses = {m: analyse_fields(fields(s), np.array([2.0, 4.0, 8.0, 16.0, 24.0]), n_dominant=2, n_boot=6,
-                                  progress=False) for m, s in (("base", 1), ("ega1", 2))}
-    columns = {name: claims.reading_verdicts(analyses, name) for name in claims.READINGS}
+    def analyses(orientation):
+        return {m: analyse_fields(fields(s), np.array([2.0, 4.0, 8.0, 16.0, 24.0]), n_dominant=2, n_boot=6,
+                                  orientation=orientation, progress=False) for m, s in (("base", 1), ("ega1", 2))}
+
+    ours, published = analyses("causal"), analyses("published")
+    columns = {name: claims.reading_verdicts(published if name == "published" else ours, name)
+               for name in claims.READINGS}
     for name, col in columns.items():
         assert set(col) == {"scale", "separates", "layer1", "ranks", "ega_energy"}
-        assert (col["scale"].stability is not None) == (name in ("tc", "rectified"))
-        assert (col["separates"].stability is not None) == (name == "tc")
+        assert col["scale"].stability is not None and "95 % CI" in col["scale"].measurement
+        assert (col["separates"].stability is not None) == (name in ("tc", "published"))
+    with pytest.raises(ValueError, match="orientation='published'"):
+        claims.reading_verdicts(ours, "published")
     # Torrence–Compo power on raw non-negative profiles ranks the coarsest scale first
     assert "fine early 0/4" in columns["tc"]["scale"].measurement
     verdicts, measurements = claims.verdict_matrix(columns)

@@ -3,7 +3,7 @@ per-snapshot energies and the snapshot bootstrap."""
 import numpy as np
 import pytest
 
-from attnpod.analysis import analyse_fields
+from attnpod.analysis import analyse_fields, resampled_fluctuation_energy
 from attnpod.lag import lag_major, to_lag
 from attnpod.pod import bootstrap_eigenvalues, bootstrap_resamples, pod
 from attnpod.wavelet import (dominant_scale_indices, exponential_peak_scale, morlet_cwt, paper_scales,
@@ -100,6 +100,20 @@ def test_snapshot_energies_average_to_the_ensemble_scale_energy():
     np.testing.assert_allclose(e.mean(0), scale_energy(scalogram(A, scales)), rtol=1e-5)
     direct = (np.abs(morlet_cwt(to_lag(A[3]), scales)) ** 2).sum(-1).mean(0)  # CWT of each profile
     np.testing.assert_allclose(e[3], direct, rtol=1e-5)
+
+
+def test_resampled_fluctuation_energy_equals_the_energy_of_the_recentred_resample():
+    A = causal_fields(N=9, T=16)
+    scales = np.array([2.0, 4.0, 8.0])
+    L = lag_major(A)  # (tau, n, i)
+    resamples = bootstrap_resamples(9, 4, seed=2)
+    boot = resampled_fluctuation_energy(L, snapshot_scale_energy(L, scales), resamples, scales)
+    for b, idx in enumerate(resamples):
+        X = L[:, idx]
+        direct = snapshot_scale_energy(X - X.mean(1, keepdims=True), scales).mean(0)  # centred on its own mean
+        np.testing.assert_allclose(boot[b], direct, rtol=1e-4, atol=1e-7)
+    everyone = resampled_fluctuation_energy(L, snapshot_scale_energy(L, scales), np.arange(9)[None], scales)[0]
+    np.testing.assert_allclose(everyone, scale_energy(scalogram(A - A.mean(0), scales)), rtol=1e-4)
 
 
 def test_bootstrap_eigenvalues_equal_pod_of_the_resampled_snapshots():

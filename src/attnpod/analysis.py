@@ -149,7 +149,9 @@ class FieldAnalysis:
     and corner[l] = ⟨A[T−1,T−1]²⟩ explain it (:func:`attnpod.wavelet.published_reading_kernels`);
     snapshot_energy[l, n, s] is each snapshot's scale energy (E(a) is its mean over n);
     resamples[b, n] are bootstrap resamples of the snapshots and boot_eigenvalues[l, b, k]
-    the POD eigenvalues of each resample at the layer's top dominant scale.
+    the POD eigenvalues of each resample at the layer's top dominant scale;
+    boot_fluctuation_energy[l, b, s] is each resample's fluctuation scale energy, the
+    resample centred on its own mean (:func:`resampled_fluctuation_energy`).
     """
 
     scales: np.ndarray
@@ -169,6 +171,7 @@ class FieldAnalysis:
     snapshot_energy: np.ndarray
     resamples: np.ndarray
     boot_eigenvalues: np.ndarray
+    boot_fluctuation_energy: np.ndarray
     orientation: str = "causal"
     meta: dict = field(default_factory=dict)
 
@@ -238,7 +241,8 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
     resamples = bootstrap_resamples(N, n_boot, boot_seed)
     out = {k: [] for k in ("scalogram", "dominant", "fluctuation_scalogram", "fluctuation_dominant", "eigenvalues",
                            "modes", "spectral_concentration", "effective_rank", "rank_by_scale", "published_scalogram",
-                           "diagonal_mass", "corner", "snapshot_energy", "boot_eigenvalues")}
+                           "diagonal_mass", "corner", "snapshot_energy", "boot_eigenvalues",
+                           "boot_fluctuation_energy")}
     for l in tqdm(range(n_layer), desc="analysis (layers)", disable=not progress):
         layer = np.ascontiguousarray(fields[:, l], dtype=np.float32)
         L, Lc = centred_lag_fields(layer, orientation)
@@ -249,6 +253,8 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
         S_fluct = scalogram_from_moments(second_moment(Lc.reshape(T, -1)), scales, omega0)
         out["published_scalogram"].append(scalogram_from_moments(second_moment(published.reshape(T, -1)), scales, omega0))
         out["snapshot_energy"].append(snapshot_scale_energy(profiles, scales, omega0))
+        out["boot_fluctuation_energy"].append(resampled_fluctuation_energy(profiles, out["snapshot_energy"][-1],
+                                                                           resamples, scales, omega0))
         diagonal = layer[:, np.arange(T), np.arange(T)].astype(np.float64) ** 2  # (N, T): A[b, b]²
         out["diagonal_mass"].append(diagonal[:, :-1].sum(-1).mean())
         out["corner"].append(diagonal[:, -1].mean())
@@ -268,6 +274,27 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
         out["rank_by_scale"].append([[effective_rank(lam, e) for lam in eigenvalues] for e in epsilons])
     arrays = {k: np.asarray(v) for k, v in out.items()}
     return FieldAnalysis(scales=scales, epsilons=epsilons, orientation=orientation, resamples=resamples, **arrays)
+
+
+def resample_weights(resamples: np.ndarray, N: int) -> np.ndarray:
+    """How often each snapshot is drawn in each resample, over N: weights[b, n], rows summing to 1."""
+    counts = np.stack([np.bincount(r, minlength=N) for r in resamples])
+    return counts / counts.sum(1, keepdims=True)
+
+
+def resampled_fluctuation_energy(lag_fields, snapshot_energy, resamples, scales, omega0: float = OMEGA0) -> np.ndarray:
+    """Scale energy of the fluctuations of each bootstrap resample, centred on its own mean: (B, S).
+
+    The wavelet transform is linear, so for weights w_n summing to 1 and the mean
+    x̄ = Σ w_n x_n, Σ w_n e[x_n − x̄] = Σ w_n e[x_n] − e[x̄]: the per-snapshot energies
+    ``snapshot_energy[n, s]`` of ``lag_fields[tau, n, i]`` and one transform per resample
+    mean, no snapshot transformed again.
+    """
+    T, N, I = lag_fields.shape
+    w = resample_weights(resamples, N)
+    X = torch.as_tensor(as_numpy(lag_fields, np.float32)).permute(1, 0, 2).reshape(N, T * I)
+    means = (torch.from_numpy(w.astype(np.float32)) @ X).reshape(len(w), T, I).permute(1, 0, 2)  # (tau, b, i)
+    return w @ snapshot_energy - snapshot_scale_energy(means, scales, omega0)
 
 
 # ----------------------------------------------------------------------------- descriptive statistics of the fields
@@ -305,16 +332,21 @@ def bootstrap_statistics(result: FieldAnalysis) -> dict[str, np.ndarray]:
 
     Returns arrays ``[l, b]`` (``effective_rank``: ``[l, e, b]``): the top dominant scale
     under Torrence–Compo power (``top_scale``) and rectified (``rectified_top_scale``),
-    from the resampled mean of the per-snapshot energies; and, at the layer's top scale,
-    𝒯_spec, H*(ε), the first-mode energy share and the total windowed variance Σλ.
+    from the resampled mean of the per-snapshot energies, and the same for the
+    fluctuations (``fluctuation_top_scale``, ``rectified_fluctuation_top_scale``); and, at
+    the layer's top scale, 𝒯_spec, H*(ε), the first-mode energy share and the total
+    windowed variance Σλ.
     """
-    weights = np.stack([np.bincount(r, minlength=result.resamples.shape[1]) for r in result.resamples])  # (B, N)
-    energy = np.einsum("bn,lns->lbs", weights / weights.sum(1, keepdims=True), result.snapshot_energy)
+    w = resample_weights(result.resamples, result.resamples.shape[1])
+    energy = np.einsum("bn,lns->lbs", w, result.snapshot_energy)
+    fluct = result.boot_fluctuation_energy  # (L, B, S)
     lam = result.boot_eigenvalues  # (L, B, N)
     total = lam.sum(-1)
     return {
         "top_scale": result.scales[np.argmax(energy, axis=-1)],
         "rectified_top_scale": result.scales[np.argmax(energy / result.scales, axis=-1)],
+        "fluctuation_top_scale": result.scales[np.argmax(fluct, axis=-1)],
+        "rectified_fluctuation_top_scale": result.scales[np.argmax(fluct / result.scales, axis=-1)],
         "spectral_concentration": np.array([[spectral_concentration(x) for x in layer] for layer in lam]),
         "effective_rank": np.array([[[effective_rank(x, e) for x in layer] for e in result.epsilons] for layer in lam]),
         "first_share": np.divide(lam[..., 0], total, out=np.zeros_like(total), where=total > 0),

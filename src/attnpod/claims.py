@@ -297,18 +297,23 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
 
     The POD numbers (𝒯_spec, λ₁ share, Σλ, H*(0.10)) are taken at each layer's top scale
     under that reading. Bootstrap replicates enter where they exist: the top scale under
-    Torrence–Compo and rectified power, and the POD numbers under Torrence–Compo power
-    (resamples are at that scale).
+    every reading, and the POD numbers where the resampled eigenvalues lie at the reading's
+    top scale (Torrence–Compo power; the published pipeline, given the analyses made with
+    ``orientation="published"``, whose top scale is the published one).
     """
     from .analysis import bootstrap_statistics
     from .pod import effective_rank, spectral_concentration
 
     models = list(analyses)
+    published = all(r.orientation == "published" for r in analyses.values())
+    if reading == "published" and not published:
+        raise ValueError("the published reading needs the analyses made with orientation='published'")
     tops = {m: top_scale_indices(r, reading) for m, r in analyses.items()}
     lam = {m: r.eigenvalues[np.arange(len(tops[m])), tops[m]] for m, r in analyses.items()}  # (L, N)
-    boot = {m: bootstrap_statistics(r) for m, r in analyses.items()} if reading in ("tc", "rectified") else None
-    key = {"tc": "top_scale", "rectified": "rectified_top_scale"}.get(reading)
-    pod_boot = reading == "tc"
+    boot = {m: bootstrap_statistics(r) for m, r in analyses.items()}
+    key = {"tc": "top_scale", "rectified": "rectified_top_scale", "tc_fluct": "fluctuation_top_scale",
+           "rectified_fluct": "rectified_fluctuation_top_scale", "published": "top_scale"}[reading]
+    pod_boot = reading in ("tc", "published")
 
     def stack(f):
         return np.array([f(m) for m in models])
@@ -318,7 +323,7 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
     share = stack(lambda m: lam[m][:, 0] / np.maximum(lam[m].sum(-1), 1e-300)).T
     ranks = stack(lambda m: [effective_rank(x, 0.10) for x in lam[m]])
     out = {
-        "scale": scale_contrast(top_scales, stack(lambda m: boot[m][key]) if boot else None, READINGS[reading]),
+        "scale": scale_contrast(top_scales, stack(lambda m: boot[m][key]), READINGS[reading]),
         "separates": index_separates_layers(index, np.stack([boot[m]["spectral_concentration"] for m in models], 1)
                                             if pod_boot else None),
         "layer1": layer1_degenerate(share, np.isnan(index), np.stack([boot[m]["first_share"] for m in models], 1)
