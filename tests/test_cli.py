@@ -34,6 +34,26 @@ def test_cli_trains_and_analyses_a_smoke_model(tmp_path, monkeypatch):
         fh.write(b"\x00garbage\x00")
     third = run()
     assert "corrupted" in third.stderr and npz.stat().st_mtime_ns != stamp
+    shipped = subprocess.run([sys.executable, "-m", "attnpod", "ship", "--profile", "smoke", "--model", "conv_l4",
+                              "--to", str(tmp_path / "ship")], env=env, capture_output=True, text=True)
+    assert shipped.returncode == 0, shipped.stderr[-3000:]
+    from attnpod.shipped import read_manifest
+
+    (entry,) = read_manifest(tmp_path / "ship")["entries"]
+    assert entry["file"] == "conv_l4-seed42.safetensors" and entry["steps"] == 30 and entry["device"] == "cpu"
+
+
+def test_paper_profile_without_a_gpu_stops_at_once_instead_of_training(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = _cli("train", "--profile", "paper", "--model", "ega1", "--seed", "12345",
+                env={"ATTNPOD_ARTIFACTS": str(tmp_path), "ATTNPOD_DATA": str(corpus_file())})
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "no shipped paper-profile checkpoint for ega1, seed 12345" in lines[0] and "--device cuda" in lines[0]
+    assert not list(tmp_path.rglob("checkpoint.pt"))
 
 
 def _cli(*args, env=None):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m attnpod train|analyse --profile P --model M``."""
+"""Command line: ``python -m attnpod train|analyse|ship --profile P --model M``, and ``figure NAME``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="EGA variants: normalise the gate energy with prefix statistics (no future leak)")
     parser.add_argument("--data", default=None, help="path to TinyShakespeare input.txt (else $ATTNPOD_DATA, else download)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the profile's, 42)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyse.add_argument("--split", choices=("val", "train", "all"), default="val",
                          help="where snapshot windows are drawn from (published: all)")
     analyse.add_argument("--snapshots", type=int, default=None, help="N, the ensemble size (default: the profile's)")
+    ship = sub.add_parser("ship", help="write a trained model's weights (float16 safetensors) and its manifest entry "
+                                       "into checkpoints/<profile>/, for machines that may not train it")
+    _common(ship)
+    ship.add_argument("--to", default=None, help="folder (default: checkpoints/<profile>/ of the checkout)")
     from .study import FIGURES
 
     names = "\n".join(f"  {name:24s} {what}" for name, (what, _) in FIGURES.items())
@@ -84,25 +89,53 @@ def _run(args) -> int:
         return _figure(args)
     from .config import get_profile
     from .data import load_corpus
-    from .train import resolve_device, train
+    from .shipped import trained_or_shipped
+    from .train import resolve_device
 
     overrides = {"n_snapshots": args.snapshots} if getattr(args, "snapshots", None) is not None else {}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     profile = get_profile(args.profile, **overrides)
-    resolve_device(args.device)  # fails before the corpus is read
+    device = resolve_device(args.device)  # fails before the corpus is read
     corpus = load_corpus(args.data)
-    model, history, path = train(profile, args.model, corpus, device=args.device, causal_gate=args.causal_gate)
-    print(f"{args.model} [{profile.name}]: step {history.step[-1]}, train {history.train[-1]:.4f}, "
-          f"val {history.val[-1]:.4f}; checkpoint {path}")
+    if args.command == "ship":
+        return _ship(args, profile, corpus, device)
+    model, history, name = trained_or_shipped(profile, args.model, corpus, device, args.causal_gate)
+    print(f"{args.model} [{profile.name}, seed {profile.seed}]: step {history.step[-1]}, train {history.train[-1]:.4f}, "
+          f"val {history.val[-1]:.4f}; {name}")
     if args.command == "analyse":
         from .pipeline import analyse_model
 
-        result, folder = analyse_model(model, corpus, profile, split=args.split, device=args.device,
-                                       name=path.parent.name)
+        result, folder = analyse_model(model, corpus, profile, split=args.split, device=device, name=name)
         print(f"analysis of {args.model} [{profile.name}] in {folder}")
         eps = ", ".join(f"{e:g}" for e in result.epsilons)
         for l, scales in enumerate(result.dominant_scales):
             print(f"  layer {l + 1}: dominant scales {', '.join(f'{a:.1f}' for a in scales)}; "
                   f"T_spec {result.spectral_concentration[l]:.3f}; H*(ε = {eps}) = {result.effective_rank[l].tolist()}")
+    return 0
+
+
+def _ship(args, profile, corpus, device) -> int:
+    """Ship a model trained to the end in the artifact store (never trains)."""
+    from pathlib import Path
+
+    import torch
+
+    from .shipped import ship, shipped_root
+    from .train import CheckpointError, History, checkpoint_path, load_model, model_config, training_settings
+
+    cfg = model_config(profile, args.model, corpus.vocab_size, args.causal_gate)
+    path = checkpoint_path(profile, cfg)
+    if not path.exists():
+        raise CheckpointError(f"nothing to ship: {args.model} [{profile.name}, seed {profile.seed}] is not trained "
+                              f"({path} missing); run python -m attnpod train with the same options first")
+    model, state = load_model(path, cfg, "cpu", profile)
+    if state["step"] < profile.steps:
+        raise CheckpointError(f"{path} stopped at step {state['step']} of {profile.steps}: finish the training first")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    folder = Path(args.to) if args.to else shipped_root(profile.name)
+    entry = ship(model, History(**state["history"]), training_settings(profile, cfg), profile.seed, folder, where)
+    print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB, sha256 {entry['sha256'][:12]}…) into {folder}")
     return 0
 
 

@@ -195,7 +195,7 @@ def artifact_dir(kind: str, name: str, settings: dict) -> Path:
     settings_file = folder / "settings.json"
     if not settings_file.exists():
         text = json.dumps(settings, sort_keys=True, indent=1, default=str)
-        _publish(settings_file, lambda tmp: tmp.write_text(text))
+        publish(settings_file, lambda tmp: tmp.write_text(text))
     return folder
 
 
@@ -227,7 +227,7 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _publish(path: Path, write) -> None:
+def publish(path: Path, write) -> None:
     """``write(tmp)`` then rename into place: readers see the old file or the new one, never a part."""
     tmp = temporary_path(path)
     try:
@@ -272,7 +272,7 @@ def write_verified(path: Path, write) -> None:
         try:
             write(tmp)
             digest = sha256_file(tmp)
-            _publish(_pending(path), lambda p: p.write_text(digest + "\n"))
+            publish(_pending(path), lambda p: p.write_text(digest + "\n"))
             tmp.replace(path)
             _pending(path).replace(_sidecar(path))
         finally:

@@ -18,7 +18,8 @@ from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest
 from .data import SPLITS, Corpus, load_corpus
-from .train import History, resolve_device, train
+from .shipped import trained_or_shipped
+from .train import History, resolve_device
 
 
 def check_parameters(profile="auto", split: str = "val", overrides=None, data_path="", seeds=()) -> None:
@@ -75,8 +76,9 @@ class Study:
         """The trained model (``variant`` may end in ``_causal`` for the causal EGA gate)."""
         if variant not in self._trained:
             base, causal = variant.removesuffix("_causal"), variant.endswith("_causal")
-            model, history, path = train(self.profile, base, self.corpus, self.device, causal, self.progress)
-            self._trained[variant] = Trained(model, history, path.parent.name)
+            model, history, name = trained_or_shipped(self.profile, base, self.corpus, self.device, causal,
+                                                      self.progress)
+            self._trained[variant] = Trained(model, history, name)
         return self._trained[variant]
 
     def fields(self, variant: str):
