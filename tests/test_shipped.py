@@ -94,3 +94,28 @@ def test_shipping_replaces_an_entry_and_keeps_the_others(tmp_path):
     assert [e["file"] for e in entries] == ["base-seed42.safetensors", "ega1_causal-seed42.safetensors",
                                             "base-seed43.safetensors"]
     assert entries[0]["val_loss"] == 1.5
+
+
+@pytest.mark.slow
+def test_the_gpu_runbook_trains_concurrently_and_ships(tmp_path):
+    """scripts/paper_gpu.sh at the smoke profile on the CPU: two models at once, both shipped and loadable."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .conftest import corpus_file
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "ATTNPOD_DATA": str(corpus_file()), "ATTNPOD_ARTIFACTS": str(tmp_path / "art"),
+           "PROFILE": "smoke", "DEVICE": "cpu", "SHIP_TO": str(tmp_path / "ship"), "LOGS": str(tmp_path / "logs"),
+           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(root / "scripts" / "paper_gpu.sh"), "7", "base", "ega1_causal"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "trained base ega1_causal (seed 7) concurrently" in done.stdout
+    entries = shipped.read_manifest(tmp_path / "ship")["entries"]
+    assert [(e["file"], e["seed"], e["steps"]) for e in entries] == [("base-seed7.safetensors", 7, 30),
+                                                                     ("ega1_causal-seed7.safetensors", 7, 30)]
+    for entry in entries:
+        shipped.load_shipped(tmp_path / "ship", entry)
