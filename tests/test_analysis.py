@@ -89,3 +89,19 @@ def test_collect_fields_rows_causal_and_batch_independent(variant, tmp_path):
     per_head = collect_fields(model, windows, heads="all", batch_size=2, out=tmp_path / "f.npy", progress=False)
     assert per_head.shape == (7, 2, 4, 20, 20) and isinstance(per_head, np.memmap)
     np.testing.assert_allclose(per_head.mean(axis=2), fields, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the device machine)")
+def test_analysis_on_the_gpu_matches_the_cpu():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(40, 2, 24, 24)) * 2
+    logits[..., np.triu(np.ones((24, 24), dtype=bool), 1)] = -np.inf
+    A = np.exp(logits - logits.max(-1, keepdims=True))
+    A /= A.sum(-1, keepdims=True)
+    scales = np.array([1.5, 3.0, 6.0, 12.0])
+    cpu = analyse_fields(A, scales, n_boot=8, progress=False)
+    gpu = analyse_fields(A, scales, n_boot=8, progress=False, device="cuda")
+    np.testing.assert_array_equal(gpu.dominant, cpu.dominant)
+    for name in ("eigenvalues", "scalogram", "snapshot_energy", "boot_eigenvalues", "boot_fluctuation_energy"):
+        a, b = getattr(gpu, name), getattr(cpu, name)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(), err_msg=name)

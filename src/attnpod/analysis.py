@@ -39,23 +39,25 @@ def _valid_rows(T: int, lag_start: int, orientation: str) -> slice:
     return slice(lag_start, T) if orientation == "causal" else slice(0, T - lag_start)
 
 
-def windowed_grams(lag_fields: np.ndarray, scales, orientation: str = "causal", chunk: int = 8) -> np.ndarray:
+def windowed_grams(lag_fields: np.ndarray, scales, orientation: str = "causal", chunk: int = 8,
+                   device=None) -> np.ndarray:
     """Centred Gram matrices C^a[n, m] of the windowed snapshots for every scale: (S, N, N) float64.
 
     ``lag_fields[tau, n, i]`` (lag-major, see :func:`attnpod.lag.lag_major`) must already
     be centred over n. Per-lag Grams are formed ``chunk`` lags at a time (float32
-    products, each summed over at most T rows) and combined with the squared windows.
+    products, each summed over at most T rows) and combined with the squared windows,
+    on ``device`` (default: the CPU).
     """
     T, N, _ = lag_fields.shape
-    w2 = torch.from_numpy(gaussian_lag_window(T, scales) ** 2).float()  # (S, T)
-    X = torch.from_numpy(np.ascontiguousarray(lag_fields, dtype=np.float32))
-    C = torch.zeros(len(w2), N * N, dtype=torch.float32)
+    w2 = torch.from_numpy(gaussian_lag_window(T, scales) ** 2).float().to(device)  # (S, T)
+    X = torch.from_numpy(np.ascontiguousarray(lag_fields, dtype=np.float32)).to(device)
+    C = torch.zeros(len(w2), N * N, dtype=torch.float32, device=device)
     for t0 in range(0, T, chunk):
         t1 = min(T, t0 + chunk)
         block = X[t0:t1, :, _valid_rows(T, t0, orientation)]  # (tc, N, R)
         G = torch.bmm(block, block.transpose(1, 2))  # (tc, N, N) per-lag Grams
         C.addmm_(w2[:, t0:t1], G.reshape(t1 - t0, N * N))
-    return (C.double() / N).reshape(-1, N, N).numpy()
+    return (C.double() / N).reshape(-1, N, N).cpu().numpy()
 
 
 @dataclass
@@ -77,20 +79,22 @@ class ScaleSelectivePOD:
         return np.divide(self.eigenvalues, total, out=np.zeros_like(self.eigenvalues), where=total > 0)
 
 
-def _pod_from_grams(Lc: np.ndarray, C: np.ndarray, scales, n_modes: int, mode_scales) -> tuple[np.ndarray, np.ndarray]:
+def _pod_from_grams(Lc: np.ndarray, C: np.ndarray, scales, n_modes: int, mode_scales,
+                    device=None) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues at every scale, and modes (lag coordinates) at the scale indices ``mode_scales``."""
     T, N, _ = Lc.shape
     mode_scales = list(mode_scales)
     others = [s for s in range(len(C)) if s not in mode_scales]
     eigenvalues = np.zeros((len(C), N))
     if others:
-        eigenvalues[others] = np.clip(torch.linalg.eigvalsh(torch.from_numpy(C[others])).numpy()[:, ::-1], 0, None)
+        lam = torch.linalg.eigvalsh(torch.from_numpy(C[others]).to(device)).cpu().numpy()
+        eigenvalues[others] = np.clip(lam[:, ::-1], 0, None)
     r = min(n_modes, N)
     modes = np.zeros((len(mode_scales), r, T, T), dtype=np.float32)
     X = torch.from_numpy(Lc)  # (tau, n, i)
     w = gaussian_lag_window(T, np.asarray(scales)[mode_scales])  # (M, T)
     for m, s in enumerate(mode_scales):
-        lam, V = sorted_eigh(C[s])
+        lam, V = sorted_eigh(C[s], device)
         eigenvalues[s] = lam
         keep = int(np.sum(lam[:r] > 1e-12))
         # φ_k = Ũ_cᵀ v_k / √(Nλ_k) with Ũ the windowed snapshots: project, then window along τ
@@ -229,11 +233,12 @@ class FieldAnalysis:
 @one_linalg_pool()
 def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, orientation: str = "causal",
                    epsilons=EPSILONS, omega0: float = OMEGA0, n_boot: int = 100, boot_seed: int = 0,
-                   progress: bool = True) -> FieldAnalysis:
+                   progress: bool = True, device=None) -> FieldAnalysis:
     """Ensemble scalogram, dominant scales, scale-selective POD at all scales, 𝒯_spec and H*(ε) for each layer,
     the published reading, and ``n_boot`` bootstrap resamples of the snapshots (seeded by ``boot_seed``).
 
     ``fields[n, l, i, j]`` head-averaged (a memory map is fine: one layer is read at a time).
+    ``device``: where the Grams, eigensolvers and scale energies run (default: the CPU).
     """
     scales = paper_scales() if scales is None else np.asarray(scales, dtype=np.float64)
     epsilons = np.asarray(epsilons, dtype=np.float64)
@@ -252,16 +257,16 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
         dominant = dominant_scale_indices(S, n_dominant)
         S_fluct = scalogram_from_moments(second_moment(Lc.reshape(T, -1)), scales, omega0)
         out["published_scalogram"].append(scalogram_from_moments(second_moment(published.reshape(T, -1)), scales, omega0))
-        out["snapshot_energy"].append(snapshot_scale_energy(profiles, scales, omega0))
+        out["snapshot_energy"].append(snapshot_scale_energy(profiles, scales, omega0, device=device))
         out["boot_fluctuation_energy"].append(resampled_fluctuation_energy(profiles, out["snapshot_energy"][-1],
-                                                                           resamples, scales, omega0))
+                                                                           resamples, scales, omega0, device))
         diagonal = layer[:, np.arange(T), np.arange(T)].astype(np.float64) ** 2  # (N, T): A[b, b]²
         out["diagonal_mass"].append(diagonal[:, :-1].sum(-1).mean())
         out["corner"].append(diagonal[:, -1].mean())
         del layer, L, profiles, published
-        C = windowed_grams(Lc, scales, orientation)
-        eigenvalues, modes = _pod_from_grams(Lc, C, scales, n_modes, dominant)
-        out["boot_eigenvalues"].append(bootstrap_eigenvalues(C[dominant[0]], resamples))
+        C = windowed_grams(Lc, scales, orientation, device=device)
+        eigenvalues, modes = _pod_from_grams(Lc, C, scales, n_modes, dominant, device)
+        out["boot_eigenvalues"].append(bootstrap_eigenvalues(C[dominant[0]], resamples, device=device))
         top = eigenvalues[dominant[0]]
         out["scalogram"].append(S)
         out["dominant"].append(dominant)
@@ -282,7 +287,8 @@ def resample_weights(resamples: np.ndarray, N: int) -> np.ndarray:
     return counts / counts.sum(1, keepdims=True)
 
 
-def resampled_fluctuation_energy(lag_fields, snapshot_energy, resamples, scales, omega0: float = OMEGA0) -> np.ndarray:
+def resampled_fluctuation_energy(lag_fields, snapshot_energy, resamples, scales, omega0: float = OMEGA0,
+                                 device=None) -> np.ndarray:
     """Scale energy of the fluctuations of each bootstrap resample, centred on its own mean: (B, S).
 
     The wavelet transform is linear, so for weights w_n summing to 1 and the mean
@@ -294,7 +300,7 @@ def resampled_fluctuation_energy(lag_fields, snapshot_energy, resamples, scales,
     w = resample_weights(resamples, N)
     X = torch.as_tensor(as_numpy(lag_fields, np.float32)).permute(1, 0, 2).reshape(N, T * I)
     means = (torch.from_numpy(w.astype(np.float32)) @ X).reshape(len(w), T, I).permute(1, 0, 2)  # (tau, b, i)
-    return w @ snapshot_energy - snapshot_scale_energy(means, scales, omega0)
+    return w @ snapshot_energy - snapshot_scale_energy(means, scales, omega0, device=device)
 
 
 # ----------------------------------------------------------------------------- descriptive statistics of the fields

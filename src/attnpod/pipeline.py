@@ -82,7 +82,7 @@ def analyse_model(model, corpus: Corpus, profile: Profile, name: str, split: str
         fields = model_fields(model, corpus, profile, name, split, device, progress, heads)
         if heads == "all":  # (N, L, H, T, T) -> (N, L·H, T, T): each head's field is analysed as a layer
             fields = fields.reshape(fields.shape[0], -1, *fields.shape[-2:])
-        result = analyse_fields(fields, orientation=orientation, progress=progress, **options)
+        result = analyse_fields(fields, orientation=orientation, progress=progress, device=device, **options)
         result.meta.update(settings)
         result.save(path)
     return result, folder

@@ -51,10 +51,10 @@ def one_linalg_pool():
         yield
 
 
-def sorted_eigh(C: np.ndarray):
+def sorted_eigh(C: np.ndarray, device=None):
     """Eigenvalues of a symmetric matrix in descending order, negatives clipped to 0, and the eigenvectors (float64, torch)."""
-    lam, V = torch.linalg.eigh(torch.as_tensor(np.asarray(C, dtype=np.float64)))
-    return np.clip(lam.numpy()[::-1], 0, None), V.numpy()[:, ::-1]
+    lam, V = torch.linalg.eigh(torch.as_tensor(np.asarray(C, dtype=np.float64)).to(device))
+    return np.clip(lam.cpu().numpy()[::-1], 0, None), V.cpu().numpy()[:, ::-1]
 
 
 @one_linalg_pool()
@@ -130,7 +130,7 @@ def bootstrap_resamples(N: int, n_boot: int, seed: int = 0) -> np.ndarray:
 
 
 @one_linalg_pool()
-def bootstrap_eigenvalues(C: np.ndarray, resamples: np.ndarray, chunk: int = 16) -> np.ndarray:
+def bootstrap_eigenvalues(C: np.ndarray, resamples: np.ndarray, chunk: int = 16, device=None) -> np.ndarray:
     """POD eigenvalues of each bootstrap resample from one centred Gram ``C = X_c X_cᵀ / N``: (B, N), descending.
 
     A resample's snapshots are rows ``resamples[b]`` of X; re-centred on the
@@ -141,13 +141,13 @@ def bootstrap_eigenvalues(C: np.ndarray, resamples: np.ndarray, chunk: int = 16)
     spread of the bootstrap distribution it estimates.
     """
     N = len(C)
-    Ct = torch.as_tensor(np.asarray(C, dtype=np.float64))
+    Ct = torch.as_tensor(np.asarray(C, dtype=np.float64)).to(device)
     out = np.empty((len(resamples), N))
     for b0 in range(0, len(resamples), chunk):
-        idx = torch.as_tensor(resamples[b0:b0 + chunk], dtype=torch.long)
+        idx = torch.as_tensor(resamples[b0:b0 + chunk], dtype=torch.long, device=device)
         G = Ct[idx[:, :, None], idx[:, None, :]]  # (c, N, N) = C of the resampled rows
         rows = G.mean(-1, keepdim=True)
         centred = G - rows - rows.transpose(1, 2) + rows.mean(-2, keepdim=True)  # J G J
         lam = torch.linalg.eigvalsh(centred.float()).double()
-        out[b0:b0 + len(idx)] = np.clip(lam.numpy()[:, ::-1], 0, None)
+        out[b0:b0 + len(idx)] = np.clip(lam.cpu().numpy()[:, ::-1], 0, None)
     return out

@@ -189,19 +189,19 @@ def scale_energy_matrices(scales, L: int, omega0: float = OMEGA0) -> np.ndarray:
     return np.einsum("atk,auk->atu", K, K.conj()).real
 
 
-def snapshot_scale_energy(lag_fields, scales, omega0: float = OMEGA0, chunk: int = 64) -> np.ndarray:
+def snapshot_scale_energy(lag_fields, scales, omega0: float = OMEGA0, chunk: int = 64, device=None) -> np.ndarray:
     """Per-snapshot scale energy e[n, a] = (1/T) Σ_i Σ_τ |W_{n,i}(a, τ)|², so that E(a) = mean_n e[n, a]: (N, S).
 
     ``lag_fields[tau, n, i]`` (lag-major). Through the snapshot's second moment
     R_n[t, t'] = Σ_i L[t, n, i] L[t', n, i]: e[n, a] = Σ_{t,t'} R_n[t,t'] P_a[t,t'] / T
     (:func:`scale_energy_matrices`), so the cost does not grow with the number of scales.
     """
-    X = torch.as_tensor(as_numpy(lag_fields, np.float32))  # (tau, n, i)
+    X = torch.as_tensor(as_numpy(lag_fields, np.float32)).to(device)  # (tau, n, i)
     T, N, I = X.shape
-    P = torch.from_numpy(scale_energy_matrices(scales, T, omega0).reshape(len(np.atleast_1d(scales)), -1).T)  # (T², S)
+    P = torch.from_numpy(scale_energy_matrices(scales, T, omega0).reshape(len(np.atleast_1d(scales)), -1).T).to(device)  # (T², S)
     out = np.empty((N, P.shape[1]))
     for n0 in range(0, N, chunk):
         x = X[:, n0:n0 + chunk].permute(1, 0, 2)  # (c, tau, i)
         R = torch.bmm(x, x.transpose(1, 2)).reshape(len(x), -1).double()  # (c, T²)
-        out[n0:n0 + len(x)] = (R @ P).numpy() / I
+        out[n0:n0 + len(x)] = (R @ P).cpu().numpy() / I
     return out
