@@ -98,12 +98,14 @@ pd.DataFrame([P.as_dict()]).T.rename(columns={0: "value"})
 # gradient clipping at 1.0, bf16 autocast on a GPU; {glue:text}`steps` steps of
 # {glue:text}`batch` random windows. A trained model is stored under a key of
 # every setting, so this cell trains only what is missing and resumes an
-# interrupted run from its last checkpoint.
+# interrupted run from its last checkpoint. Missing models train side by side,
+# each in its own process with its share of the cores (the training times below
+# are each model's wall time in that company).
 
 # %%
 glue("steps", P.steps, display=False)
 glue("batch", f"{P.batch_size} × {P.block_size}", display=False)
-runs = {v: study.trained(v) for v in study.models}
+runs = study.train_all(study.models)
 
 # %%
 fig = plot_loss_curves({v: r.history for v, r in runs.items()})

@@ -137,5 +137,8 @@ def test_analysis_carries_every_reading():
         np.testing.assert_allclose(result.published_scalogram[l], scalogram(A[:, l], scales, "published"), rtol=1e-6)
         np.testing.assert_allclose(result.snapshot_energy[l].mean(0), scale_energy(result.scalogram[l]), rtol=1e-5)
     assert result.boot_eigenvalues.shape == (2, 4, 10) and result.resamples.shape == (4, 10)
+    assert result.boot_fluctuation_energy.shape == (2, 4, 5)
+    no_boot = analyse_fields(A, scales, n_dominant=3, n_boot=0, progress=False)  # the per-head analyses skip it
+    assert no_boot.boot_fluctuation_energy.shape == (2, 0, 5) and no_boot.boot_eigenvalues.shape == (2, 0, 10)
     np.testing.assert_allclose(result.rectified_dominant_scales[:, 0],
                                scales[np.argmax(scale_energy(result.scalogram) / scales, axis=1)])

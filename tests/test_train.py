@@ -191,3 +191,29 @@ def test_devices_are_checked_up_front(monkeypatch):
     with pytest.raises(ParameterError, match="unknown device"):
         resolve_device("gpu0")
     assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.slow
+def test_models_train_side_by_side_in_processes(tmp_path, monkeypatch):
+    """Two smoke models trained at once, each in its own process, then reused by a study without training."""
+    from attnpod.data import load_corpus
+    from attnpod.study import Study
+    from attnpod.train import is_trained, train_in_processes
+
+    from .conftest import corpus_file
+
+    monkeypatch.setenv("ATTNPOD_ARTIFACTS", str(tmp_path / "art"))
+    profile = get_profile("smoke", seed=3)
+    with pytest.raises(ParameterError, match="overrides"):
+        train_in_processes(profile.replace(lr=5e-3), ["base"], str(corpus_file()))
+    seconds = train_in_processes(profile, ["base", "ega1_causal"], str(corpus_file()), "cpu", progress=False)
+    assert set(seconds) == {"base", "ega1_causal"}
+    assert is_trained(profile, "base") and is_trained(profile, "ega1", causal_gate=True)
+    assert not is_trained(profile, "ega1")
+    assert len(list((tmp_path / "art" / "logs").glob("train-smoke-*-seed3.log"))) == 2
+    study = Study(profile, load_corpus(corpus_file()), "cpu", progress=False)
+    runs = study.train_all(["base", "ega1_causal"])  # reuses the two checkpoints, trains nothing
+    assert runs["base"].history.step[-1] == profile.steps
+    same, _, _ = train(profile, "base", study.corpus, "cpu", progress=False)  # reloads the stored model
+    for a, b in zip(same.parameters(), runs["base"].model.parameters()):
+        assert torch.equal(a, b)

@@ -283,8 +283,10 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
 
 def resample_weights(resamples: np.ndarray, N: int) -> np.ndarray:
     """How often each snapshot is drawn in each resample, over N: weights[b, n], rows summing to 1."""
-    counts = np.stack([np.bincount(r, minlength=N) for r in resamples])
-    return counts / counts.sum(1, keepdims=True)
+    counts = np.zeros((len(resamples), N))
+    for b, r in enumerate(resamples):
+        counts[b] = np.bincount(r, minlength=N)
+    return counts / N
 
 
 def resampled_fluctuation_energy(lag_fields, snapshot_energy, resamples, scales, omega0: float = OMEGA0,

@@ -176,14 +176,27 @@ class CausalSelfAttention(nn.Module):
         return self.attn_drop(probs) @ v, probs
 
     def _fused(self, q, k, v, bias):
-        T, p = q.shape[-2], self.dropout if self.training else 0.0
+        p = self.dropout if self.training else 0.0
         if self.variant == "conv_l4":
             return self._fused_conv(q, k, v, p)
         if bias is None:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-        mask = bias.masked_fill(~causal, float("-inf")).to(q.dtype)  # (B, H, T, T)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self._fused_key_bias(q, k, v, bias, p)
+
+    @staticmethod
+    def _fused_key_bias(q, k, v, bias, p):
+        """Causal attention with a per-key bias b_j (EGA's log g_j) on the fast causal kernel.
+
+        The bias is one more coordinate of the scores: q'_i = [q_i, 1], k'_j = [k_j, b_j·√hs],
+        so q'_i·k'_j/√hs = q_i·k_j/√hs + b_j exactly, and no (B, H, T, T) mask is formed.
+        v gets a zero coordinate so that q, k and v share one head size (some kernels ask it).
+        """
+        hs = q.shape[-1]
+        q2 = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
+        k2 = torch.cat([k, (bias.transpose(-1, -2) * math.sqrt(hs)).to(k.dtype)], dim=-1)  # (B, H, T, hs + 1)
+        v2 = torch.cat([v, torch.zeros_like(v[..., :1])], dim=-1)
+        y = F.scaled_dot_product_attention(q2, k2, v2, dropout_p=p, is_causal=True, scale=1.0 / math.sqrt(hs))
+        return y[..., :hs]
 
     def _fused_conv(self, q, k, v, p):
         """CONV-L4 fused: on causal entries of rows 4…T−5, m_ij depends on j only,

@@ -18,8 +18,8 @@ from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest
 from .data import SPLITS, Corpus, load_corpus
-from .shipped import trained_or_shipped
-from .train import History, resolve_device
+from .shipped import trained_or_shipped, trains_only_on_gpu
+from .train import History, is_trained, resolve_device, train_in_processes
 
 
 def check_parameters(profile="auto", split: str = "val", overrides=None, data_path="", seeds=()) -> None:
@@ -52,6 +52,7 @@ class Study:
     device: str = "auto"
     split: str = "val"
     progress: bool = True
+    data_path: str = ""
     _trained: dict = field(default_factory=dict, repr=False)
     _analyses: dict = field(default_factory=dict, repr=False)
 
@@ -61,7 +62,8 @@ class Study:
         """Validate the notebook parameters and load the corpus; fails at once on a bad value."""
         check_parameters(profile=profile, split=split, overrides=overrides, data_path=data_path)
         chosen = get_profile(None if profile in ("", "auto", None) else profile, seed=seed, **(overrides or {}))
-        return cls(chosen, load_corpus(data_path or None), str(resolve_device(device)), split, progress)
+        return cls(chosen, load_corpus(data_path or None), str(resolve_device(device)), split, progress,
+                   str(data_path or ""))
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -80,6 +82,19 @@ class Study:
                                                       self.progress)
             self._trained[variant] = Trained(model, history, name)
         return self._trained[variant]
+
+    def train_all(self, variants) -> dict[str, Trained]:
+        """The trained models; those not trained yet are trained together, in parallel processes
+        (:func:`attnpod.train.train_in_processes`), where the profile is a preset and the machine
+        may train it."""
+        missing = [v for v in variants if v not in self._trained and not trains_only_on_gpu(self.profile.name, self.device)
+                   and not is_trained(self.profile, v.removesuffix("_causal"), self.corpus.vocab_size,
+                                      v.endswith("_causal"))]
+        preset = self.profile == get_profile(self.profile.name, seed=self.profile.seed,
+                                             n_snapshots=self.profile.n_snapshots)
+        if len(missing) > 1 and preset:
+            train_in_processes(self.profile, missing, self.data_path or None, self.device, progress=self.progress)
+        return {v: self.trained(v) for v in variants}
 
     def fields(self, variant: str):
         """Head-averaged ensemble ``fields[n, l, i, j]`` (memory-mapped)."""
