@@ -158,6 +158,25 @@ def test_ega_gradients_are_finite(causal_gate):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("causal_gate", [False, True])
+def test_fused_key_bias_gives_the_explicit_gradients(causal_gate):
+    """The fused path folds log g_j into the scores as one more key coordinate; the gate learns the same."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(4)
+    model = GPT(GPTConfig(variant="ega1", causal_gate=causal_gate, **SMALL)).double().eval()
+    idx = torch.randint(65, (2, 24))
+    grads = []
+    for explicit in (False, True):
+        model.zero_grad()
+        logits = model.forward_explicit(idx)[0] if explicit else model(idx)[0]
+        F.cross_entropy(logits.reshape(-1, 65), idx.reshape(-1)).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert any("gate" in n for n in grads[0]) and grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7, msg=name)  # explicit softmax: float32
+
+
 def _logit_change(variant, causal_gate, eps=1e-6, trials=8):
     """Largest change of the logits (float64) when the blocks' input moves by ``eps`` (per entry, random sign).
 
