@@ -39,13 +39,15 @@
 #     with the mask on);
 #   - random counts ({glue:text}`n_random` draws): the null band;
 #   - a greedy oracle that removes, one head at a time, the head whose removal
-#     costs least on the first evaluation batches (BASE only, for time).
+#     costs least on the first evaluation batch ({glue:text}`oracle_windows`
+#     windows; BASE only, to keep the laptop book within its time budget; it is
+#     still scored on every evaluation batch).
 #   Counts always sum exactly to the budget, each layer keeps 1 to $H$ heads
 #   (`attnpod.claims.allocate`). $H^*$ and $\mathcal{T}_\mathrm{spec}$ come from
 #   *training-split* snapshots, so the evaluation data never informs a rule.
 # - **Metric.** Increase in validation loss (nats per character) over the full
-#   model, on fixed validation batches, without fine-tuning; paired bootstrap
-#   intervals over batches.
+#   model, on {glue:text}`eval_windows` fixed validation windows, without
+#   fine-tuning; paired bootstrap intervals over windows.
 # - **Success criterion.** "$H^*$ guides allocation" holds if, at more than half
 #   the budgets, the $\propto H^*$ curve lies below uniform's *and* below the
 #   random median, with both paired 95 % intervals excluding 0
@@ -59,6 +61,8 @@ data_path = ""
 overrides = {}
 n_random = 50
 oracle_models = ["base"]
+eval_batches = 4
+oracle_batches = 1
 per_head_models = ["base"]
 
 # %% tags=["hide-input"]
@@ -75,12 +79,15 @@ study = Study.create(profile, seed=seed, device=device, data_path=data_path, ove
 P = study.profile
 layers = study.layer_labels
 glue("n_random", n_random, display=False)
+glue("eval_windows", eval_batches * P.batch_size, display=False)
+glue("oracle_windows", oracle_batches * P.batch_size, display=False)
 
 # %% [markdown]
 # ## Pruning curves
 
 # %% tags=["hide-input"]
-results = {v: study.pruning(v, n_random=n_random, oracle=v in oracle_models) for v in study.models}
+results = {v: study.pruning(v, n_random=n_random, oracle=v in oracle_models, n_eval=eval_batches,
+                            n_oracle=oracle_batches) for v in study.models}
 fig = plot_budget_curves({study.label(v): r for v, r in results.items()})
 glue("fig_pruning", fig, display=False)
 
@@ -94,7 +101,7 @@ glue("fig_pruning", fig, display=False)
 # ## At each budget
 #
 # Loss increase over the full model (nats per character) with its paired 95 %
-# interval over evaluation batches, BASE:
+# interval over evaluation windows, BASE:
 
 # %% tags=["hide-input"]
 def budget_table(result):

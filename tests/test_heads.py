@@ -5,6 +5,7 @@ import torch.nn.functional  # noqa: F401
 
 from attnpod.heads import (PruningResult, batch_losses, greedy_oracle, head_budgets, head_importance,
                            keep_by_importance, michel_iterative, prune_heads)
+from attnpod.config import ParameterError, get_profile
 from attnpod.models import GPT, GPTConfig
 
 SMALL = dict(vocab_size=65, block_size=12, n_layer=3, n_head=4, n_embd=16, dropout=0.0)
@@ -122,3 +123,23 @@ def test_prune_heads_runs_every_rule_and_round_trips(tmp_path):
 def test_head_budgets_scale_the_papers():
     assert head_budgets(6, 8) == [40, 32, 24, 16, 12, 8]
     assert head_budgets(2, 2) == [3, 2]  # 40/48 of 4 heads rounds to 3; every layer keeps at least one
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"n_eval": 0}, "n_eval must be a positive integer"),
+    ({"n_random": 1.5}, "n_random must be a non-negative integer"),
+    ({"n_oracle": True}, "n_oracle must be a positive integer"),
+    ({"n_eval": 2, "n_oracle": 3}, "cannot exceed n_eval"),
+])
+def test_pruning_counts_are_checked_before_any_work(options, message, tmp_path, monkeypatch):
+    """Bad counts stop at once: no model is trained or loaded first."""
+    from attnpod.data import load_corpus
+    from attnpod.study import Study
+
+    from .conftest import corpus_file
+
+    monkeypatch.setenv("ATTNPOD_ARTIFACTS", str(tmp_path))
+    study = Study(get_profile("smoke"), load_corpus(corpus_file()), "cpu", progress=False)
+    with pytest.raises(ParameterError, match=message):
+        study.pruning("base", **options)
+    assert not (tmp_path / "checkpoints").exists()

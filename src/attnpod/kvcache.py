@@ -180,7 +180,7 @@ def window_losses(model, x, y, selection: str | None = None, budgets=None, chunk
         if selection is None:
             logits, _ = model(xb)
         else:
-            logits, _ = model.forward_explicit(xb, select=selector(selection, budgets[a:a + chunk]))
+            logits, _ = model.forward_explicit(xb, select=selector(selection, budgets[a:a + chunk]), maps=False)
         ce = F.cross_entropy(logits[:, scored].transpose(1, 2).float(), y[a:a + chunk, scored].to(device),
                              reduction="none")
         out.append(ce.mean(-1).cpu().numpy())

@@ -13,7 +13,7 @@ import numpy as np
 
 from .analysis import FieldAnalysis
 from .pipeline import analyse_model, model_fields
-from .config import MODEL_LABELS, MODELS, ParameterError, Profile, artifact_dir, artifact_lock, get_profile, reusable
+from .config import MODEL_LABELS, MODELS, ParameterError, _is_int, Profile, artifact_dir, artifact_lock, get_profile, reusable
 from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest
@@ -131,13 +131,21 @@ class Study:
         scores["∝ T_spec"] = np.nan_to_num(index, nan=np.nanmean(index) if np.isfinite(index).any() else 1.0)
         return scores
 
-    def pruning(self, variant: str, n_random: int = 50, oracle: bool = False, n_eval: int = 6,
-                n_score: int = 4, n_oracle: int = 2) -> PruningResult:
+    def pruning(self, variant: str, n_random: int = 50, oracle: bool = False, n_eval: int = 4,
+                n_score: int = 4, n_oracle: int = 1) -> PruningResult:
         """Every head-allocation rule at the scaled budgets, cached as an artifact (:func:`attnpod.heads.prune_heads`).
 
         Importance comes from ``n_score`` training batches; losses from ``n_eval`` fixed validation
         batches; the greedy oracle (if asked for) measures on the first ``n_oracle`` of those.
         """
+        counts = {"n_random": n_random, "n_eval": n_eval, "n_score": n_score, "n_oracle": n_oracle}
+        for name, value in counts.items():
+            if not _is_int(value) or value < (0 if name == "n_random" else 1):
+                raise ParameterError(f"{name} must be a {'non-negative' if name == 'n_random' else 'positive'} "
+                                     f"integer, got {value!r}")
+        if n_oracle > n_eval:
+            raise ParameterError(f"n_oracle ({n_oracle}) cannot exceed n_eval ({n_eval}): the oracle measures on "
+                                 f"the first n_oracle evaluation batches")
         t, P = self.trained(variant), self.profile
         scores = self.allocation_scores(variant)
         budgets = head_budgets(P.n_layer, P.n_head)

@@ -260,14 +260,22 @@ def is_trained(profile: Profile, variant: str, vocab_size: int = 65, causal_gate
         return False
 
 
+def training_jobs(models: int, cores: int, cuda: bool = False) -> int:
+    """How many trainings run at once: every one on CUDA (one small model leaves the GPU mostly idle).
+    On a CPU one per core, in rounds, when the models fill every round; otherwise (5 models on 2
+    cores, say) all at once, up to 4 per core, so that no core idles through a last, partial round."""
+    if cuda or (models % cores and models <= 4 * cores):
+        return max(1, models)
+    return max(1, min(models, cores))
+
+
 def train_in_processes(profile: Profile, models: list[str], data_path: str | None = None, device="auto",
                        jobs: int | None = None, progress: bool = True) -> dict[str, float]:
     """Train several models at once, each in its own ``python -m attnpod train`` process; seconds per model.
 
     ``models`` are variants, ``_causal`` for the causal gate. ``jobs`` processes run at a
-    time (default: one per model, at most one per core on a CPU; on CUDA one small model
-    leaves the GPU mostly idle), each with an equal share of the cores as its thread
-    pool: on 2 cores, two single-threaded trainings do 1.2x the work of one
+    time (default :func:`training_jobs`), each with an equal share of the cores as its
+    thread pool: on 2 cores, two single-threaded trainings do 1.2x the work of one
     two-threaded (measured, laptop profile). Only a preset profile (any seed) can be handed to the command line.
     Logs go to ``<artifacts>/logs/``; a failed run raises with the path of its log.
     """
@@ -282,7 +290,7 @@ def train_in_processes(profile: Profile, models: list[str], data_path: str | Non
                              f"train these models one by one")
     device = resolve_device(device)
     cores = os.cpu_count() or 1
-    jobs = jobs or (len(models) if device.type == "cuda" else max(1, min(len(models), cores)))
+    jobs = jobs or training_jobs(len(models), cores, device.type == "cuda")
     threads = str(max(1, cores // min(jobs, len(models))))
     logs = artifacts_root() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
