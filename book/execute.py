@@ -36,7 +36,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = "attnpod"  # registered by `make env` in the project's .venv
 # Started first when no earlier build of the profile gives times: the two longest chapters at the
-# laptop profile (measured: 339 s and 236 s of 1629 s, one after the other, at 4c25313).
+# laptop profile (measured: 339 s and 236 s of 1629 s, one after the other, at 4c25313). Chapter 10
+# also trains the causal-gate EGA-1 if it is the first to ask for it (the store's lock makes any
+# other chapter that asks wait for that model, not train it again).
 LONGEST = ("notebooks/09_head_allocation", "notebooks/10_kv_cache")
 
 

@@ -100,14 +100,12 @@ pd.DataFrame([P.as_dict()]).T.rename(columns={0: "value"})
 # every setting, so this cell trains only what is missing and resumes an
 # interrupted run from its last checkpoint. Missing models train side by side,
 # each in its own process with its share of the cores (the training times below
-# are each model's wall time in that company). The EGA-1 with a causal gate that
-# the errata chapter needs trains with them.
+# are each model's wall time in that company).
 
 # %%
 glue("steps", P.steps, display=False)
 glue("batch", f"{P.batch_size} × {P.block_size}", display=False)
-trained = study.train_all([*study.models, "ega1_causal"])
-runs = {v: trained[v] for v in study.models}
+runs = study.train_all(study.models)
 
 # %%
 fig = plot_loss_curves({v: r.history for v, r in runs.items()})

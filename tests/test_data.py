@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from attnpod import data
-from attnpod.data import DataError, load_corpus, random_batch, sample_windows
+from attnpod.data import DataError, random_batch, sample_windows
 
 from .conftest import corpus_file
 

@@ -108,12 +108,13 @@ def test_the_gpu_runbook_trains_concurrently_and_ships(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "ATTNPOD_DATA": str(corpus_file()), "ATTNPOD_ARTIFACTS": str(tmp_path / "art"),
-           "PROFILE": "smoke", "DEVICE": "cpu", "SHIP_TO": str(tmp_path / "ship"), "LOGS": str(tmp_path / "logs"),
-           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+           "PROFILE": "smoke", "DEVICE": "cpu", "SHIP_TO": str(tmp_path / "ship"), "PYTHON": sys.executable,
+           "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", str(root / "scripts" / "paper_gpu.sh"), "7", "base", "ega1_causal"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "trained base ega1_causal (seed 7) concurrently" in done.stdout
+    assert "trained base, ega1_causal (seed 7) at once" in done.stdout
+    assert len(list((tmp_path / "art" / "logs").glob("train-smoke-*-seed7.log"))) == 2
     entries = shipped.read_manifest(tmp_path / "ship")["entries"]
     assert [(e["file"], e["seed"], e["steps"]) for e in entries] == [("base-seed7.safetensors", 7, 30),
                                                                      ("ega1_causal-seed7.safetensors", 7, 30)]

@@ -1,17 +1,29 @@
-"""Command line: ``python -m attnpod train|analyse|ship --profile P --model M``, and ``figure NAME``."""
+"""Command line: ``python -m attnpod train|ship --profile P --model M [M ...]``, ``analyse --profile P
+--model M``, and ``figure NAME``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .config import MODELS, PROFILES
+from .config import CAUSAL, MODELS, PROFILES, model_name, parse_model_name
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _model_name(text: str) -> str:
+    variant, _ = parse_model_name(text)
+    if variant not in MODELS:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(MODELS)} "
+                                         f"(an EGA variant may end in {CAUSAL} for the causal gate)")
+    return text
+
+
+def _common(parser: argparse.ArgumentParser, several: bool = False) -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
                         help="size/protocol preset (default: paper with CUDA, else laptop)")
-    parser.add_argument("--model", choices=MODELS, required=True, help="which of the paper's four variants")
+    parser.add_argument("--model", type=_model_name, required=True, nargs="+" if several else None,
+                        metavar="MODEL", help=f"one of the paper's four variants, {', '.join(MODELS)}, or an EGA "
+                        f"variant with {CAUSAL} for the causal gate" + ("; several train at once, each in its own "
+                                                                       "process" if several else ""))
     parser.add_argument("--causal-gate", action="store_true",
                         help="EGA variants: normalise the gate energy with prefix statistics (no future leak)")
     parser.add_argument("--data", default=None, help="path to TinyShakespeare input.txt (else $ATTNPOD_DATA, else download)")
@@ -27,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "in a checkout), keyed by every setting, so reruns reuse them and changes recompute.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train one model (resumes from its last checkpoint)")
-    _common(train)
+    train = sub.add_parser("train", help="train models (each resumes from its last checkpoint)")
+    _common(train, several=True)
     analyse = sub.add_parser("analyse", help="collect attention fields and analyse them (trains first if needed)")
     _common(analyse)
     analyse.add_argument("--split", choices=("val", "train", "all"), default="val",
@@ -36,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyse.add_argument("--snapshots", type=int, default=None, help="N, the ensemble size (default: the profile's)")
     ship = sub.add_parser("ship", help="write a trained model's weights (float16 safetensors) and its manifest entry "
                                        "into checkpoints/<profile>/, for machines that may not train it")
-    _common(ship)
+    _common(ship, several=True)
     ship.add_argument("--to", default=None, help="folder (default: checkpoints/<profile>/ of the checkout)")
     from .study import FIGURES
 
@@ -98,16 +110,30 @@ def _run(args) -> int:
     profile = get_profile(args.profile, **overrides)
     device = resolve_device(args.device)  # fails before the corpus is read
     corpus = load_corpus(args.data)
+    names = [model_name(variant, causal or args.causal_gate)
+             for variant, causal in map(parse_model_name, args.model if isinstance(args.model, list) else [args.model])]
     if args.command == "ship":
-        return _ship(args, profile, corpus, device)
-    model, history, name = trained_or_shipped(profile, args.model, corpus, device, args.causal_gate)
-    print(f"{args.model} [{profile.name}, seed {profile.seed}]: step {history.step[-1]}, train {history.train[-1]:.4f}, "
-          f"val {history.val[-1]:.4f}; {name}")
+        for name in names:
+            _ship(*parse_model_name(name), profile, corpus, device, args.to)
+        return 0
+    if len(names) > 1:
+        import time
+
+        from .train import train_in_processes
+
+        start = time.perf_counter()
+        train_in_processes(profile, names, args.data, device)
+        print(f"trained {', '.join(names)} (seed {profile.seed}) at once in {time.perf_counter() - start:.0f} s")
+    for name in names:
+        variant, causal = parse_model_name(name)
+        model, history, folder = trained_or_shipped(profile, variant, corpus, device, causal)
+        print(f"{name} [{profile.name}, seed {profile.seed}]: step {history.step[-1]}, train {history.train[-1]:.4f}, "
+              f"val {history.val[-1]:.4f}; {folder}")
     if args.command == "analyse":
         from .pipeline import analyse_model
 
-        result, folder = analyse_model(model, corpus, profile, split=args.split, device=device, name=name)
-        print(f"analysis of {args.model} [{profile.name}] in {folder}")
+        result, where = analyse_model(model, corpus, profile, split=args.split, device=device, name=folder)
+        print(f"analysis of {names[0]} [{profile.name}] in {where}")
         eps = ", ".join(f"{e:g}" for e in result.epsilons)
         for l, scales in enumerate(result.dominant_scales):
             print(f"  layer {l + 1}: dominant scales {', '.join(f'{a:.1f}' for a in scales)}; "
@@ -115,7 +141,7 @@ def _run(args) -> int:
     return 0
 
 
-def _ship(args, profile, corpus, device) -> int:
+def _ship(variant: str, causal_gate: bool, profile, corpus, device, to: str | None) -> None:
     """Ship a model trained to the end in the artifact store (never trains)."""
     from pathlib import Path
 
@@ -124,19 +150,19 @@ def _ship(args, profile, corpus, device) -> int:
     from .shipped import ship, shipped_root
     from .train import CheckpointError, History, checkpoint_path, load_model, model_config, training_settings
 
-    cfg = model_config(profile, args.model, corpus.vocab_size, args.causal_gate)
+    cfg = model_config(profile, variant, corpus.vocab_size, causal_gate)
     path = checkpoint_path(profile, cfg)
     if not path.exists():
-        raise CheckpointError(f"nothing to ship: {args.model} [{profile.name}, seed {profile.seed}] is not trained "
+        raise CheckpointError(f"nothing to ship: {model_name(variant, causal_gate)} [{profile.name}, seed "
+                              f"{profile.seed}] is not trained "
                               f"({path} missing); run python -m attnpod train with the same options first")
     model, state = load_model(path, cfg, "cpu", profile)
     if state["step"] < profile.steps:
         raise CheckpointError(f"{path} stopped at step {state['step']} of {profile.steps}: finish the training first")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    folder = Path(args.to) if args.to else shipped_root(profile.name)
+    folder = Path(to) if to else shipped_root(profile.name)
     entry = ship(model, History(**state["history"]), training_settings(profile, cfg), profile.seed, folder, where)
     print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB, sha256 {entry['sha256'][:12]}…) into {folder}")
-    return 0
 
 
 if __name__ == "__main__":

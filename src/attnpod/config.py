@@ -22,6 +22,23 @@ import numpy as np
 
 MODELS = ("base", "ega1", "ega_morlet", "conv_l4")
 MODEL_LABELS = {"base": "BASE", "ega1": "EGA-1", "ega_morlet": "EGA-MORLET", "conv_l4": "CONV-L4"}
+CAUSAL = "_causal"  # a model name's suffix for the causal EGA gate (the errata chapter's model)
+
+
+def model_name(variant: str, causal_gate: bool = False) -> str:
+    """A model's name in the store and the book: the variant, ``_causal`` added for the causal gate."""
+    return variant + (CAUSAL if causal_gate else "")
+
+
+def parse_model_name(name: str) -> tuple[str, bool]:
+    """(variant, causal_gate) of a model name: the inverse of :func:`model_name`."""
+    return name.removesuffix(CAUSAL), name.endswith(CAUSAL)
+
+
+def model_label(name: str) -> str:
+    """The paper's label of a model name, e.g. "EGA-1 (causal gate)"."""
+    variant, causal = parse_model_name(name)
+    return MODEL_LABELS.get(variant, variant) + (" (causal gate)" if causal else "")
 
 
 class AttnpodError(Exception):
@@ -112,6 +129,12 @@ class Profile(ModelSize):
         if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
             fail("seed must be an integer in [0, 2**32)", self.seed)
 
+    def is_preset(self) -> bool:
+        """A preset of :data:`PROFILES` with at most its seed and N changed: what the command line
+        can name (``--profile``, ``--seed``, ``--snapshots``)."""
+        preset = PROFILES.get(self.name)
+        return preset is not None and self == preset.replace(seed=self.seed, n_snapshots=self.n_snapshots)
+
     def replace(self, **overrides) -> "Profile":
         """A copy with some settings changed (validated like the presets)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
@@ -188,9 +211,14 @@ def settings_key(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def artifact_name(name: str, settings: dict) -> str:
+    """``<name>-<hash(settings)>``: an artifact's folder name, and a trained model's key in the caches."""
+    return f"{name}-{settings_key(settings)}"
+
+
 def artifact_dir(kind: str, name: str, settings: dict) -> Path:
     """``<root>/<kind>/<name>-<hash(settings)>/``, created, with the settings beside."""
-    folder = artifacts_root() / kind / f"{name}-{settings_key(settings)}"
+    folder = artifacts_root() / kind / artifact_name(name, settings)
     folder.mkdir(parents=True, exist_ok=True)
     settings_file = folder / "settings.json"
     if not settings_file.exists():

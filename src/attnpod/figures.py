@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .analysis import FieldAnalysis, mode_lag_profiles
-from .config import MODEL_LABELS
+from .config import model_label
 from .lag import gaussian_lag_window
 from .pod import power_law_fit
 from .wavelet import fourier_period, morlet_fourier, padded_length
@@ -34,8 +34,6 @@ def _scale_axis(ax, label: str = "scale a (tokens)"):
 COLORS = {"base": "C0", "ega1": "C1", "ega_morlet": "C2", "conv_l4": "C3", "ega1_causal": "C4", "ega_morlet_causal": "C5"}
 
 
-def _label(variant: str) -> str:
-    return MODEL_LABELS.get(variant.removesuffix("_causal"), variant) + (" (causal)" if variant.endswith("_causal") else "")
 
 
 def plot_loss_curves(histories: dict, smooth: int = 20):
@@ -47,7 +45,7 @@ def plot_loss_curves(histories: dict, smooth: int = 20):
         k = max(1, min(smooth, len(curve) // 5))
         smoothed = np.convolve(curve, np.ones(k) / k, mode="valid")
         ax.plot(np.arange(k, len(curve) + 1), smoothed, color=c, alpha=0.35, lw=1)
-        ax.plot(h.step, h.val, "o-", color=c, label=f"{_label(variant)} (val)")
+        ax.plot(h.step, h.val, "o-", color=c, label=f"{model_label(variant)} (val)")
         ax.plot(h.step, h.train, "s--", color=c, ms=3, lw=1)
     ax.set(xlabel="optimiser step", ylabel="cross-entropy (nats / char)",
            title="Loss: thin = training batches (smoothed), dashed = train eval, solid = validation eval")
@@ -75,7 +73,7 @@ def plot_fields(fields_by_model: dict, layers=None, lag: bool = False, max_len: 
             if r == 0:
                 ax.set_title(f"layer {l + 1}", fontsize=9)
             if c == 0:
-                ax.set_ylabel(f"{_label(variant)}\nquery i", fontsize=8)
+                ax.set_ylabel(f"{model_label(variant)}\nquery i", fontsize=8)
             if r == len(models) - 1:
                 ax.set_xlabel("lag τ" if lag else "key j", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.6, label="√A (probability)")
@@ -91,7 +89,7 @@ def plot_lag_profiles(profiles_by_model: dict, max_lag: int = 64, log: bool = Tr
         cmap = plt.get_cmap("viridis", len(prof))
         for l, p in enumerate(prof):
             ax.plot(np.arange(min(max_lag, len(p))), p[:max_lag], color=cmap(l), label=f"layer {l + 1}")
-        ax.set(xlabel="lag τ (tokens)", title=_label(variant))
+        ax.set(xlabel="lag τ (tokens)", title=model_label(variant))
         if log:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
@@ -145,7 +143,7 @@ def plot_scalogram_grid(analyses: dict, fluctuations: bool = False):
             if r == 0:
                 ax.set_title(f"layer {l + 1}", fontsize=9)
             if l == 0:
-                ax.set_ylabel(f"{_label(variant)}\nlog₂ a", fontsize=8)
+                ax.set_ylabel(f"{model_label(variant)}\nlog₂ a", fontsize=8)
             if r == len(models) - 1:
                 ax.set_xlabel("lag τ", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.7, label="log₁₀ S(a,τ)/max")
@@ -174,7 +172,7 @@ def plot_scale_energy(analyses: dict, fluctuations: bool = False, rectified: boo
         cmap = plt.get_cmap("viridis", len(E))
         for l, e in enumerate(E):
             ax.plot(res.scales, e / e.max(), "o-", ms=3, color=cmap(l), label=f"layer {l + 1}")
-        ax.set(yscale="log", title=_label(variant))
+        ax.set(yscale="log", title=model_label(variant))
         _scale_axis(ax)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("(E(a)/a) / max" if rectified else "E(a) / max E")
@@ -193,7 +191,7 @@ def plot_eigenvalue_spectra(analyses: dict, n: int = 60):
             frac = e / e.sum() if e.sum() > 0 else e
             k = np.arange(1, min(n, len(e)) + 1)
             ax.plot(k, frac[: len(k)], color=cmap(l), label=f"layer {l + 1}")
-        ax.set(xscale="log", yscale="log", xlabel="mode k", title=_label(variant))
+        ax.set(xscale="log", yscale="log", xlabel="mode k", title=model_label(variant))
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("λ_k / Σλ (top scale)")
     axes[0, -1].legend(fontsize=7)
@@ -261,7 +259,7 @@ def plot_power_law_fits(analyses: dict, k_fit: int = 30):
             else:
                 ax.set_title(f"L{l + 1}: degenerate", fontsize=8)
             if l == 0:
-                ax.set_ylabel(f"{_label(variant)}\nλ_k", fontsize=8)
+                ax.set_ylabel(f"{model_label(variant)}\nλ_k", fontsize=8)
             if r == len(models) - 1:
                 ax.set_xlabel("k", fontsize=8)
     return fig
@@ -277,7 +275,7 @@ def plot_rank_by_scale(analyses: dict, eps_index: int = 0):
         cmap = plt.get_cmap("viridis", len(ranks))
         for l, h in enumerate(ranks):
             ax.plot(res.scales, h, "o-", ms=3, color=cmap(l), label=f"layer {l + 1}")
-        ax.set(title=_label(variant))
+        ax.set(title=model_label(variant))
         _scale_axis(ax)
         ax.grid(alpha=0.3)
     eps = next(iter(analyses.values())).epsilons[eps_index]
@@ -297,7 +295,7 @@ def plot_coherency(maps: dict, scale: float):
         for c, l in enumerate(layers):
             ax = axes[r, c]
             im = ax.imshow(maps[(v, l)], cmap="viridis", vmin=0, vmax=1, origin="upper")
-            ax.set_title(f"{_label(v)}, layer {l + 1}", fontsize=8)
+            ax.set_title(f"{model_label(v)}, layer {l + 1}", fontsize=8)
             ax.set_xlabel("key j", fontsize=8)
             ax.set_ylabel("query i", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.7, label=f"|γ_ij(a = {scale:.1f})|")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .config import AttnpodError, artifact_lock, project_root, publish, sha256_file
+from .config import AttnpodError, artifact_lock, artifact_name, model_name, project_root, publish, sha256_file
 from .models import GPT, GPTConfig
 from .train import CheckpointError, History, training_settings
 
@@ -48,7 +48,7 @@ def shipped_root(profile_name: str, root: Path | None = None) -> Path:
 
 
 def file_name(variant: str, causal_gate: bool, seed: int) -> str:
-    return f"{variant}{'_causal' if causal_gate else ''}-seed{seed}.safetensors"
+    return f"{model_name(variant, causal_gate)}-seed{seed}.safetensors"
 
 
 def trains_only_on_gpu(profile_name: str, device) -> bool:
@@ -184,13 +184,11 @@ def trained_or_shipped(profile, variant: str, corpus, device=None, causal_gate: 
     only on a GPU (:func:`trains_only_on_gpu`) on a machine without one: then the
     shipped model, and never a training run.
     """
-    from .config import settings_key
-    from .train import model_config, resolve_device, train
+    from .train import resolve_device, train
 
     device = resolve_device(device)
     if trains_only_on_gpu(profile.name, device):
         model, history, entry = shipped_model(profile, variant, causal_gate, corpus.vocab_size, device, root)
-        name = variant + ("_causal" if causal_gate else "")
-        return model, history, f"{name}-{settings_key(entry['settings'])}"
+        return model, history, artifact_name(model_name(variant, causal_gate), entry["settings"])
     model, history, path = train(profile, variant, corpus, device, causal_gate, progress)
     return model, history, path.parent.name

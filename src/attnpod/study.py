@@ -13,7 +13,8 @@ import numpy as np
 
 from .analysis import FieldAnalysis
 from .pipeline import analyse_model, model_fields
-from .config import MODEL_LABELS, MODELS, ParameterError, _is_int, Profile, artifact_dir, artifact_lock, get_profile, reusable
+from .config import (MODELS, ParameterError, Profile, _is_int, artifact_dir, artifact_lock, get_profile, model_label,
+                     parse_model_name, reusable)
 from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest
@@ -69,15 +70,12 @@ class Study:
     def models(self) -> tuple[str, ...]:
         return MODELS
 
-    @staticmethod
-    def label(variant: str) -> str:
-        base = variant.removesuffix("_causal")
-        return MODEL_LABELS.get(base, base) + (" (causal gate)" if variant != base else "")
+    label = staticmethod(model_label)
 
     def trained(self, variant: str) -> Trained:
         """The trained model (``variant`` may end in ``_causal`` for the causal EGA gate)."""
         if variant not in self._trained:
-            base, causal = variant.removesuffix("_causal"), variant.endswith("_causal")
+            base, causal = parse_model_name(variant)
             model, history, name = trained_or_shipped(self.profile, base, self.corpus, self.device, causal,
                                                       self.progress)
             self._trained[variant] = Trained(model, history, name)
@@ -87,12 +85,13 @@ class Study:
         """The trained models; those not trained yet are trained together, in parallel processes
         (:func:`attnpod.train.train_in_processes`), where the profile is a preset and the machine
         may train it."""
-        missing = [v for v in variants if v not in self._trained and not trains_only_on_gpu(self.profile.name, self.device)
-                   and not is_trained(self.profile, v.removesuffix("_causal"), self.corpus.vocab_size,
-                                      v.endswith("_causal"))]
-        preset = self.profile == get_profile(self.profile.name, seed=self.profile.seed,
-                                             n_snapshots=self.profile.n_snapshots)
-        if len(missing) > 1 and preset:
+        def untrained(name: str) -> bool:
+            variant, causal = parse_model_name(name)
+            return not is_trained(self.profile, variant, self.corpus.vocab_size, causal)
+
+        missing = [v for v in variants if v not in self._trained
+                   and not trains_only_on_gpu(self.profile.name, self.device) and untrained(v)]
+        if len(missing) > 1 and self.profile.is_preset():
             train_in_processes(self.profile, missing, self.data_path or None, self.device, progress=self.progress)
         return {v: self.trained(v) for v in variants}
 
