@@ -20,8 +20,9 @@ import argparse
 import ast
 import concurrent.futures
 import datetime
-import multiprocessing
 import importlib.metadata
+import math
+import multiprocessing
 import os
 import platform
 import re
@@ -109,8 +110,8 @@ def run_chapter(root: Path, name: str, parameters: dict, threads: int | None) ->
     return name, time.perf_counter() - start, None
 
 
-def run_chapters(root: Path, names: list[str], parameters: dict, jobs: int, threads: int | None,
-                 profile: str) -> tuple[list[tuple[str, float]], str | None]:
+def run_chapters(root: Path, names: list[str], parameters: dict, jobs: int,
+                 threads: int | None) -> tuple[list[tuple[str, float]], str | None]:
     """Run ``names`` ``jobs`` at a time, in that order of start; the times and the first failure line.
     After a failure no other chapter starts (those running finish)."""
     timings, failure = [], None
@@ -126,7 +127,7 @@ def run_chapters(root: Path, names: list[str], parameters: dict, jobs: int, thre
                 pool.shutdown(wait=True, cancel_futures=True)
                 break
             timings.append((name, seconds))
-            print(f"[{profile}] {name}: {seconds:.1f} s", flush=True)
+            print(f"[{parameters['profile']}] {name}: {seconds:.1f} s", flush=True)
     return timings, failure
 
 
@@ -137,6 +138,12 @@ def previous_timings(root: Path, profile: str) -> dict[str, float]:
         return {}
     rows = re.findall(r"^\| `([^`]+)` \| ([0-9.]+) \|$", status.read_text(), flags=re.M)
     return {name: float(seconds) for name, seconds in rows}
+
+
+def start_order(names: list[str], previous: dict[str, float], longest=LONGEST) -> list[str]:
+    """Longest first, so that no long chapter starts last while the other workers idle: by the
+    ``previous`` build's times where known, ``longest`` before the rest where not, else in order."""
+    return sorted(names, key=lambda name: -previous.get(name, math.inf if name in longest else 0.0))
 
 
 def cuda_available() -> bool:
@@ -191,7 +198,7 @@ def main(argv=None) -> int:
         print(f"book/execute.py: {err}", file=sys.stderr)
         return 2
     cores = os.cpu_count() or 1
-    jobs = args.jobs or (1 if cuda_available() else min(2, cores))
+    jobs = args.jobs if args.jobs is not None else (1 if cuda_available() else min(2, cores))
     if jobs < 1:
         print(f"book/execute.py: --jobs must be at least 1, not {jobs}", file=sys.stderr)
         return 2
@@ -201,17 +208,15 @@ def main(argv=None) -> int:
     every = chapters(args.root)
     names = [name for name in every if not args.only or args.only in name]
     previous = previous_timings(args.root, profile)
-    rest = [name for name in names if name != every[0]]
-    # Longest first, so that no long chapter starts last while the other workers idle.
-    rest.sort(key=lambda name: -previous.get(name, 1e9 if name in LONGEST else 0.0))
+    rest = start_order([name for name in names if name != every[0]], previous)
     start = time.perf_counter()
     timings, failure = [], None
     if every[0] in names:  # the models every other chapter reads: alone, with every core
-        timings, failure = run_chapters(args.root, [every[0]], parameters, 1, None, profile)
+        timings, failure = run_chapters(args.root, [every[0]], parameters, 1, None)
     if rest and not failure:
         at_once = min(jobs, len(rest))
         more, failure = run_chapters(args.root, rest, parameters, at_once,
-                                     max(1, cores // at_once) if at_once > 1 else None, profile)
+                                     max(1, cores // at_once) if at_once > 1 else None)
         timings += more
     if failure:
         print(failure, file=sys.stderr)

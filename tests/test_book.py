@@ -44,7 +44,9 @@ def test_smoke_book_builds(smoke_book):
         for cell in json.loads(executed.read_text())["cells"]:
             for output in cell.get("outputs", []):
                 assert output["output_type"] != "error", (executed.name, output.get("evalue"))
-    assert "smoke" in (book / "book" / "status.md").read_text()
+    status = (book / "book" / "status.md").read_text()
+    assert "smoke" in status and "**wall time** (" in status
+    assert status.count("| `notebooks/") == len(list((book / "notebooks").glob("*.py")))
     html = book / "_build" / "html"
     assert (html / "index.html").is_file()
     chapter = (html / "notebooks" / "01_models_and_training.html").read_text()
@@ -111,3 +113,16 @@ def test_thebe_configuration_appears_once_per_page(smoke_book):
     """Jupyter Book 1 registers sphinx-thebe's inline script twice; book/_ext removes the duplicate."""
     page = (smoke_book / "_build" / "html" / "book" / "intro.html").read_text()
     assert page.count("const THEBE_JS_URL") == 1
+
+
+def test_chapters_start_longest_first():
+    """The last build's times order the chapters after the first; without them, the known long ones lead."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("execute", ROOT / "book" / "execute.py")
+    execute = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(execute)
+    names = ["a", "b", "c", "d"]
+    assert execute.start_order(names, {}, longest=("c",)) == ["c", "a", "b", "d"]
+    assert execute.start_order(names, {"a": 5.0, "b": 50.0, "c": 1.0, "d": 20.0}, longest=("c",)) == ["b", "d", "a", "c"]
+    assert execute.start_order(names, {"b": 9.0}, longest=()) == ["b", "a", "c", "d"]
