@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Paper-scale models on one GPU: one seed's models trained at once, each in its own
 # process (a 4.8 M-parameter model leaves a GPU mostly idle), then shipped as float16
-# safetensors with their manifest entries into checkpoints/paper/.
+# safetensors with their manifest entries into checkpoints/paper/. Then the head-pruning
+# and KV-cache experiments (hours on a CPU at this size) run on the shipped weights and
+# their results are shipped beside them (set EXPERIMENTS=0 to skip; they need all five).
 #
 #   ATTNPOD_DATA=path/to/input.txt bash scripts/paper_gpu.sh [SEED] [MODEL ...]
 #
@@ -25,3 +27,7 @@ profile=${PROFILE:-paper}
 options=(--profile "$profile" --seed "$seed" --device "${DEVICE:-cuda}" --model "${models[@]}")
 "$python" -m attnpod train "${options[@]}"
 "$python" -m attnpod ship "${options[@]}" --to "${SHIP_TO:-checkpoints/$profile}"
+if [ "${EXPERIMENTS:-1}" != 0 ]; then
+  "$python" -m attnpod experiments --profile "$profile" --seed "$seed" --device "${DEVICE:-cuda}" \
+    --to "${SHIP_TO:-checkpoints/$profile}"
+fi

@@ -98,7 +98,8 @@ def test_shipping_replaces_an_entry_and_keeps_the_others(tmp_path):
 
 @pytest.mark.slow
 def test_the_gpu_runbook_trains_concurrently_and_ships(tmp_path):
-    """scripts/paper_gpu.sh at the smoke profile on the CPU: two models at once, both shipped and loadable."""
+    """scripts/paper_gpu.sh at the smoke profile on the CPU: the five models at once, shipped and loadable,
+    then the experiments on the shipped weights, shipped beside them."""
     import os
     import subprocess
     import sys
@@ -110,13 +111,61 @@ def test_the_gpu_runbook_trains_concurrently_and_ships(tmp_path):
     env = {**os.environ, "ATTNPOD_DATA": str(corpus_file()), "ATTNPOD_ARTIFACTS": str(tmp_path / "art"),
            "PROFILE": "smoke", "DEVICE": "cpu", "SHIP_TO": str(tmp_path / "ship"), "PYTHON": sys.executable,
            "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(["bash", str(root / "scripts" / "paper_gpu.sh"), "7", "base", "ega1_causal"], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(["bash", str(root / "scripts" / "paper_gpu.sh"), "7"], env=env, capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "trained base, ega1_causal (seed 7) at once" in done.stdout
-    assert len(list((tmp_path / "art" / "logs").glob("train-smoke-*-seed7.log"))) == 2
-    entries = shipped.read_manifest(tmp_path / "ship")["entries"]
-    assert [(e["file"], e["seed"], e["steps"]) for e in entries] == [("base-seed7.safetensors", 7, 30),
-                                                                     ("ega1_causal-seed7.safetensors", 7, 30)]
-    for entry in entries:
+    assert "trained base, ega1, ega_morlet, conv_l4, ega1_causal (seed 7) at once" in done.stdout
+    assert len(list((tmp_path / "art" / "logs").glob("train-smoke-*-seed7.log"))) == 5
+    manifest = shipped.read_manifest(tmp_path / "ship")
+    assert [(e["file"], e["seed"], e["steps"]) for e in manifest["entries"]] == [
+        (f"{name}-seed7.safetensors", 7, 30) for name in ("base", "conv_l4", "ega1", "ega1_causal", "ega_morlet")]
+    for entry in manifest["entries"]:
         shipped.load_shipped(tmp_path / "ship", entry)
+    assert sorted(e["file"] for e in manifest["results"]) == sorted(
+        [f"results/pruning-{v}-seed7.npz" for v in ("base", "ega1", "ega_morlet", "conv_l4")]
+        + [f"results/kv_cache-{v}-seed7.npz" for v in ("base", "ega1_causal")])
+
+
+@pytest.mark.slow
+def test_a_cpu_reads_shipped_experiment_results_and_never_computes_them(tmp_path, monkeypatch):
+    """At a GPU-only profile on a CPU, head pruning comes from the shipped result (verified), computed
+    from the shipped weights; without one, a one-line error says how to make it on a GPU."""
+    import numpy as np
+
+    import attnpod.study as study_module
+    from attnpod.data import load_corpus
+    from attnpod.study import Study
+
+    from .conftest import corpus_file
+
+    monkeypatch.setenv("ATTNPOD_ARTIFACTS", str(tmp_path / "art"))
+    profile = get_profile("paper", n_snapshots=8, **TINY)
+    corpus = load_corpus(corpus_file())
+    folder = tmp_path / "ship"
+    torch.manual_seed(0)
+    cfg = model_config(profile, "base", corpus.vocab_size)
+    record = History(step=[4], train=[3.0], val=[3.1], curve=[3.0], seconds=1.0, tokens=64)
+    shipped.ship(GPT(cfg), record, training_settings(profile, cfg), profile.seed, folder)
+
+    reader = Study(profile, corpus, "cpu", progress=False, shipped_folder=str(folder))
+    with pytest.raises(shipped.MissingCheckpoint, match="python -m attnpod experiments --profile paper"):
+        reader.pruning("base", n_random=2)
+    with monkeypatch.context() as gpu_side:  # as on the GPU: computed, from the shipped weights, then shipped
+        gpu_side.setattr(study_module, "trains_only_on_gpu", lambda name, device: False)
+        gpu_side.setenv("ATTNPOD_ARTIFACTS", str(tmp_path / "gpu_art"))
+        gpu = Study(profile, corpus, "cpu", progress=False, shipped=True, shipped_folder=str(folder))
+        computed = gpu.pruning("base", n_random=2)
+        entry = shipped.ship_result("pruning", "base", profile.seed, gpu.experiment_files["pruning", "base"],
+                                    computed.meta, folder, "test-device")
+    assert entry["file"] == "results/pruning-base-seed42.npz"
+    assert shipped.read_manifest(folder)["results"] == [entry]
+
+    read = reader.pruning("base", n_random=2)
+    np.testing.assert_array_equal(read.losses, computed.losses)
+    assert reader.experiment_files["pruning", "base"] == folder / entry["file"]
+    assert not (tmp_path / "art" / "pruning").exists()  # nothing computed on the CPU side
+    with pytest.raises(shipped.MissingCheckpoint):
+        reader.pruning("base", n_random=3)  # another setting: not what was shipped
+    (folder / entry["file"]).write_bytes(b"replaced")
+    with pytest.raises(CheckpointError, match="does not match the manifest"):
+        reader.pruning("base", n_random=2)

@@ -1,5 +1,5 @@
 """Command line: ``python -m attnpod train|ship --profile P --model M [M ...]``, ``analyse --profile P
---model M``, and ``figure NAME``."""
+--model M``, ``experiments --profile P``, and ``figure NAME``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
                                        "into checkpoints/<profile>/, for machines that may not train it")
     _common(ship, several=True)
     ship.add_argument("--to", default=None, help="folder (default: checkpoints/<profile>/ of the checkout)")
+    experiments = sub.add_parser(
+        "experiments", help="run the head-pruning and KV-cache experiments on the shipped models (as the book's "
+                            "chapters 09 and 10 do, with their defaults) and ship the results beside them: what a "
+                            "CPU cannot do at the paper size")
+    experiments.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                             help="size/protocol preset (default: paper with CUDA, else laptop)")
+    experiments.add_argument("--seed", type=int, default=None, help="the shipped models' seed (default: 42)")
+    experiments.add_argument("--data", default=None, help="path to TinyShakespeare input.txt (else $ATTNPOD_DATA, "
+                                                          "else download)")
+    experiments.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    experiments.add_argument("--to", default=None, help="the shipped models' folder, where the results go too "
+                                                        "(default: checkpoints/<profile>/ of the checkout)")
     from .study import FIGURES
 
     names = "\n".join(f"  {name:24s} {what}" for name, (what, _) in FIGURES.items())
@@ -96,9 +108,30 @@ def _figure(args) -> int:
     return 0
 
 
+def _experiments(args) -> int:
+    """Both experiments on every model they apply to, on the shipped weights, then shipped."""
+    from .shipped import ship_result, shipped_root
+    from .study import CACHE_MODELS, Study
+
+    study = Study.create(args.profile or "auto", seed=42 if args.seed is None else args.seed, device=args.device,
+                         data_path=args.data or "")
+    folder = args.to or shipped_root(study.profile.name)
+    study.shipped, study.shipped_folder = True, str(folder)
+    runs = [("pruning", v, lambda v=v: study.pruning(v, oracle=v == "base")) for v in study.models]
+    runs += [("kv_cache", v, lambda v=v: study.kv_cache(v)) for v in CACHE_MODELS]
+    for kind, variant, run in runs:
+        result = run()
+        entry = ship_result(kind, variant, study.profile.seed, study.experiment_files[kind, variant], result.meta,
+                            folder, str(study.device))
+        print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
+    return 0
+
+
 def _run(args) -> int:
     if args.command == "figure":
         return _figure(args)
+    if args.command == "experiments":
+        return _experiments(args)
     from .config import get_profile
     from .data import load_corpus
     from .shipped import trained_or_shipped

@@ -19,7 +19,7 @@ from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest
 from .data import SPLITS, Corpus, load_corpus
-from .shipped import trained_or_shipped, trains_only_on_gpu
+from .shipped import shipped_result, trained_or_shipped, trains_only_on_gpu
 from .train import History, is_trained, resolve_device, train_in_processes
 
 
@@ -54,7 +54,10 @@ class Study:
     split: str = "val"
     progress: bool = True
     data_path: str = ""
+    shipped: bool = False  # the models from the shipped folder, even where they could be trained
+    shipped_folder: str = ""  # where shipped models and results live ('' : checkpoints/<profile>/ of the checkout)
     _trained: dict = field(default_factory=dict, repr=False)
+    experiment_files: dict = field(default_factory=dict, repr=False)  # (kind, model) -> the result file read
     _analyses: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -77,7 +80,8 @@ class Study:
         if variant not in self._trained:
             base, causal = parse_model_name(variant)
             model, history, name = trained_or_shipped(self.profile, base, self.corpus, self.device, causal,
-                                                      self.progress)
+                                                      self.progress, shipped=self.shipped,
+                                                      folder=self.shipped_folder or None)
             self._trained[variant] = Trained(model, history, name)
         return self._trained[variant]
 
@@ -151,14 +155,33 @@ class Study:
         settings = {"weights_sha256": weights_digest(t.model), "scores": {k: v.tolist() for k, v in scores.items()},
                     "budgets": budgets, "n_random": n_random, "oracle": oracle, "n_eval": n_eval, "n_score": n_score,
                     "n_oracle": n_oracle, "batch": [P.batch_size, P.block_size], "seed": P.seed, "format": 1}
-        path = artifact_dir("pruning", t.name, settings) / "pruning.npz"
-        with artifact_lock(path):
-            if reusable(path):
-                return PruningResult.load(path)
+
+        def compute():
             evaluation = evaluation_batches(self.corpus, n_eval, P.batch_size, P.block_size, "val", P.seed + 1000)
             scoring = evaluation_batches(self.corpus, n_score, P.batch_size, P.block_size, "train", P.seed + 2000)
-            result = prune_heads(t.model, evaluation, scoring, scores, budgets, n_random,
-                                 evaluation[:n_oracle] if oracle else None, P.seed, self.progress)
+            return prune_heads(t.model, evaluation, scoring, scores, budgets, n_random,
+                               evaluation[:n_oracle] if oracle else None, P.seed, self.progress)
+
+        return self._experiment("pruning", variant, settings, compute, PruningResult)
+
+    def _experiment(self, kind: str, variant: str, settings: dict, compute, result_class):
+        """The result of experiment ``kind`` on a model, cached in the store under its settings.
+
+        At a profile whose models are shipped because this machine may not train them
+        (:func:`attnpod.shipped.trains_only_on_gpu`), the experiment would take hours:
+        the result shipped with the models is read instead (verified), or
+        :class:`~attnpod.shipped.MissingCheckpoint` says how to compute it on a GPU.
+        """
+        if trains_only_on_gpu(self.profile.name, self.device):
+            path = shipped_result(self.profile.name, kind, variant, settings, folder=self.shipped_folder or None)
+            self.experiment_files[kind, variant] = path
+            return result_class.load(path)
+        path = artifact_dir(kind, self.trained(variant).name, settings) / f"{kind}.npz"
+        self.experiment_files[kind, variant] = path
+        with artifact_lock(path):
+            if reusable(path):
+                return result_class.load(path)
+            result = compute()
             result.meta.update(settings)
             result.save(path)
         return result
@@ -188,16 +211,13 @@ class Study:
         settings = {"weights_sha256": weights_digest(t.model), "scores": {k: v.tolist() for k, v in scores.items()},
                     "top_scales": {k: v.tolist() for k, v in scales.items()}, "budgets": budgets,
                     "n_random": n_random, "n_windows": n_windows, "seed": P.seed, "format": 1}
-        path = artifact_dir("kv_cache", t.name, settings) / "kv_cache.npz"
-        with artifact_lock(path):
-            if reusable(path):
-                return CacheResult.load(path)
+
+        def compute():
             x, y = self.cache_windows(n_windows)
-            result = run_cache_experiment(t.model, x, y, scores, scales, budgets, n_random, P.seed,
-                                          progress=self.progress)
-            result.meta.update(settings)
-            result.save(path)
-        return result
+            return run_cache_experiment(t.model, x, y, scores, scales, budgets, n_random, P.seed,
+                                        progress=self.progress)
+
+        return self._experiment("kv_cache", variant, settings, compute, CacheResult)
 
 
 CACHE_MODELS = ("base", "ega1_causal")  # the models that decode token by token (kvcache.decodable)
