@@ -115,7 +115,7 @@ def _experiments(args) -> int:
 
     study = Study.create(args.profile or "auto", seed=42 if args.seed is None else args.seed, device=args.device,
                          data_path=args.data or "")
-    folder = args.to or shipped_root(study.profile.name)
+    folder = shipped_root(study.profile.name, folder=args.to)
     study.shipped, study.shipped_folder = True, str(folder)
     runs = [("pruning", v, lambda v=v: study.pruning(v, oracle=v == "base")) for v in study.models]
     runs += [("kv_cache", v, lambda v=v: study.kv_cache(v)) for v in CACHE_MODELS]
@@ -143,11 +143,12 @@ def _run(args) -> int:
     profile = get_profile(args.profile, **overrides)
     device = resolve_device(args.device)  # fails before the corpus is read
     corpus = load_corpus(args.data)
-    names = [model_name(variant, causal or args.causal_gate)
-             for variant, causal in map(parse_model_name, args.model if isinstance(args.model, list) else [args.model])]
+    models = [(variant, causal or args.causal_gate)  # (variant, causal gate) of each model named
+              for variant, causal in map(parse_model_name, args.model if isinstance(args.model, list) else [args.model])]
+    names = [model_name(variant, causal) for variant, causal in models]
     if args.command == "ship":
-        for name in names:
-            _ship(*parse_model_name(name), profile, corpus, device, args.to)
+        for variant, causal in models:
+            _ship(variant, causal, profile, corpus, device, args.to)
         return 0
     if len(names) > 1:
         import time
@@ -157,8 +158,7 @@ def _run(args) -> int:
         start = time.perf_counter()
         train_in_processes(profile, names, args.data, device)
         print(f"trained {', '.join(names)} (seed {profile.seed}) at once in {time.perf_counter() - start:.0f} s")
-    for name in names:
-        variant, causal = parse_model_name(name)
+    for name, (variant, causal) in zip(names, models):
         model, history, folder = trained_or_shipped(profile, variant, corpus, device, causal)
         print(f"{name} [{profile.name}, seed {profile.seed}]: step {history.step[-1]}, train {history.train[-1]:.4f}, "
               f"val {history.val[-1]:.4f}; {folder}")
@@ -176,8 +176,6 @@ def _run(args) -> int:
 
 def _ship(variant: str, causal_gate: bool, profile, corpus, device, to: str | None) -> None:
     """Ship a model trained to the end in the artifact store (never trains)."""
-    from pathlib import Path
-
     import torch
 
     from .shipped import ship, shipped_root
@@ -193,7 +191,7 @@ def _ship(variant: str, causal_gate: bool, profile, corpus, device, to: str | No
     if state["step"] < profile.steps:
         raise CheckpointError(f"{path} stopped at step {state['step']} of {profile.steps}: finish the training first")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    folder = Path(to) if to else shipped_root(profile.name)
+    folder = shipped_root(profile.name, folder=to)
     entry = ship(model, History(**state["history"]), training_settings(profile, cfg), profile.seed, folder, where)
     print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB, sha256 {entry['sha256'][:12]}…) into {folder}")
 

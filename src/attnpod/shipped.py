@@ -23,6 +23,7 @@ machine without one, and stops with a clear message where one is missing.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 from pathlib import Path
 
@@ -42,8 +43,10 @@ class MissingCheckpoint(AttnpodError):
     """A model the book needs was neither shipped nor may it be trained here."""
 
 
-def shipped_root(profile_name: str, root: Path | None = None) -> Path:
-    """``checkpoints/<profile>/`` of the checkout (or of ``root``)."""
+def shipped_root(profile_name: str, root: Path | None = None, folder: Path | None = None) -> Path:
+    """``folder`` if given, else ``checkpoints/<profile>/`` of the checkout (or of ``root``)."""
+    if folder:
+        return Path(folder)
     base = root if root is not None else project_root()
     if base is None:
         raise MissingCheckpoint("shipped checkpoints live in a checkout of attnpod (checkpoints/<profile>/); "
@@ -165,7 +168,7 @@ def ship_result(kind: str, model: str, seed: int, source: Path, settings: dict, 
     (folder / "results").mkdir(parents=True, exist_ok=True)
     with artifact_lock(folder / MANIFEST):
         publish(folder / name, lambda tmp: tmp.write_bytes(data))
-        entry = {"file": name, "sha256": sha256_file(folder / name), "bytes": len(data), "kind": kind,
+        entry = {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "kind": kind,
                  "model": model, "seed": seed, "settings": settings, "device": device or "unknown",
                  "torch": torch.__version__,
                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -181,7 +184,7 @@ def shipped_result(profile_name: str, kind: str, model: str, settings: dict, roo
     """The verified file of a shipped experiment result run with these settings (the measured ones
     aside: the file brings its own), or :class:`MissingCheckpoint` saying how to compute it on a GPU.
     ``folder`` (else ``checkpoints/<profile>/`` of ``root`` or of the checkout) holds the manifest."""
-    folder = Path(folder) if folder else shipped_root(profile_name, root)
+    folder = shipped_root(profile_name, root, folder)
     for entry in read_manifest(folder)["results"]:
         if (entry["kind"], entry["model"]) == (kind, model) and _comparable(entry["settings"]) == _comparable(settings):
             return _verified(folder, entry)
@@ -226,7 +229,7 @@ def shipped_model(profile, variant: str, causal_gate: bool, vocab_size: int, dev
     from .train import model_config
 
     settings = training_settings(profile, model_config(profile, variant, vocab_size, causal_gate))
-    folder = Path(folder) if folder else shipped_root(profile.name, root)
+    folder = shipped_root(profile.name, root, folder)
     entry = find(folder, settings, profile.seed)
     if entry is None:
         gate = " --causal-gate" if causal_gate else ""
