@@ -5,11 +5,6 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?=
-# The artifact store: $ATTNPOD_ARTIFACTS when set and not empty (a relative path is taken from this
-# folder, as the package does), else ./artifacts. One absolute path for the CLI and the notebooks.
-ARTIFACTS := $(abspath $(or $(strip $(ATTNPOD_ARTIFACTS)),$(CURDIR)/artifacts))
-export ATTNPOD_ARTIFACTS := $(ARTIFACTS)
-
 .PHONY: book test env notebooks check-book lab clean-artifacts clean
 
 env: $(VENV)/.installed
@@ -39,9 +34,10 @@ lab: env
 test: env
 	$(PY) -m pytest -ra
 
-clean-artifacts:
-	@case "$(ARTIFACTS)" in /|"$(HOME)"|"$(CURDIR)") echo "refusing to remove $(ARTIFACTS): set ATTNPOD_ARTIFACTS to the artifact folder" >&2; exit 1;; esac
-	rm -rf -- "$(ARTIFACTS)"
+# Through the package, never a shell expansion of the path: only a folder marked as an artifact store
+# is removed, and in it only the store's own folders, each named first (python -m attnpod clean --help).
+clean-artifacts: env
+	$(PY) -m attnpod clean
 
 clean:
 	rm -rf _build notebooks/*.ipynb book/status.md

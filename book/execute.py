@@ -71,6 +71,36 @@ def parse_parameter(text: str) -> tuple[str, object]:
         return name.strip(), value
 
 
+def declared_parameters(source: Path) -> set[str]:
+    """The names a chapter's ``parameters`` cell assigns (what ``-p`` may set in it)."""
+    for cell in jupytext.read(source).cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            tree = ast.parse(cell.source)
+            return {target.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                    if isinstance(target, ast.Name)}
+    return set()
+
+
+def chapter_parameters(root: Path, names: list[str], given: dict) -> dict[str, dict]:
+    """Each chapter's share of the ``-p`` parameters (those its parameters cell declares); a name no
+    chosen chapter declares is an error, as is ``profile`` (``--profile`` sets it, for every chapter)."""
+    if "profile" in given:
+        raise ValueError("-p profile=... is refused: use --profile, which sets every chapter's profile")
+    declared = {name: declared_parameters(root / f"{name}.py") for name in names}
+    unknown = set(given) - set().union(*declared.values())
+    if unknown:
+        known = sorted(set().union(*declared.values()) - {"profile"})
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for the chapters run; known: {known}")
+    return {name: {k: v for k, v in given.items() if k in declared[name]} for name in names}
+
+
+def rerun_command(name: str, profile: str, given: dict) -> str:
+    """The command that reruns one chapter with this build's settings."""
+    extra = "".join(f" -p {k}={v!r}" if " " not in repr(v) else f" -p '{k}={v!r}'" for k, v in given.items())
+    return f"python book/execute.py --profile {profile} --only {Path(name).name[:2]}{extra}"
+
+
 def tag_injected_cell(path: Path) -> None:
     """Fold papermill's injected-parameters cell in the rendered book."""
     import nbformat
@@ -83,7 +113,7 @@ def tag_injected_cell(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def failure_line(name: str, err, target: Path) -> str:
+def failure_line(name: str, err, target: Path, rerun: str) -> str:
     """One line that says which chapter failed, why, and what to do (the full traceback is in the notebook)."""
     message = " ".join(str(err.evalue).split())
     if len(message) > 400:
@@ -91,10 +121,11 @@ def failure_line(name: str, err, target: Path) -> str:
     chapter = Path(name).name
     return (f"FAILED {chapter}: {err.ename}: {message}\n"
             f"  (cell {err.exec_count}; the executed notebook with the traceback: {target}; "
-            f"rerun this chapter alone: python book/execute.py --only {chapter[:2]})")
+            f"rerun this chapter alone: {rerun})")
 
 
-def run_chapter(root: Path, name: str, parameters: dict, threads: int | None) -> tuple[str, float, str | None]:
+def run_chapter(root: Path, name: str, parameters: dict, threads: int | None,
+                rerun: str = "") -> tuple[str, float, str | None]:
     """Execute one chapter (in a worker process); (name, seconds, None) or (name, seconds, failure line)."""
     if threads:  # the kernel inherits these: torch's and OpenBLAS's pools
         os.environ.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
@@ -105,21 +136,21 @@ def run_chapter(root: Path, name: str, parameters: dict, threads: int | None) ->
         papermill.execute_notebook(jupytext.read(source), str(target), parameters=parameters,
                                    kernel_name=KERNEL, cwd=str(source.parent), progress_bar=False)
     except papermill.PapermillExecutionError as err:
-        return name, time.perf_counter() - start, failure_line(name, err, target)
+        return name, time.perf_counter() - start, failure_line(name, err, target, rerun)
     tag_injected_cell(target)
     return name, time.perf_counter() - start, None
 
 
-def run_chapters(root: Path, names: list[str], parameters: dict, jobs: int,
-                 threads: int | None) -> tuple[list[tuple[str, float]], str | None]:
-    """Run ``names`` ``jobs`` at a time, in that order of start; the times and the first failure line.
-    After a failure no other chapter starts (those running finish)."""
+def run_chapters(root: Path, names: list[str], parameters: dict[str, dict], jobs: int, threads: int | None,
+                 reruns: dict[str, str] | None = None) -> tuple[list[tuple[str, float]], str | None]:
+    """Run ``names`` ``jobs`` at a time, in that order of start, each with ``parameters[name]``; the times
+    and the first failure line. After a failure no other chapter starts (those running finish)."""
     timings, failure = [], None
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no inherited threads
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         running = set()
         for name in names:
-            running.add(pool.submit(run_chapter, root, name, parameters, threads))
+            running.add(pool.submit(run_chapter, root, name, parameters[name], threads, (reruns or {}).get(name, "")))
         for future in concurrent.futures.as_completed(running):
             name, seconds, error = future.result()
             if error:
@@ -127,7 +158,7 @@ def run_chapters(root: Path, names: list[str], parameters: dict, jobs: int,
                 pool.shutdown(wait=True, cancel_futures=True)
                 break
             timings.append((name, seconds))
-            print(f"[{parameters['profile']}] {name}: {seconds:.1f} s", flush=True)
+            print(f"[{parameters[name]['profile']}] {name}: {seconds:.1f} s", flush=True)
     return timings, failure
 
 
@@ -192,9 +223,18 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "src"))
     from attnpod.config import AttnpodError, artifacts_root, get_profile
 
+    every = chapters(args.root)
+    names = [name for name in every if not args.only or args.only in name]
     try:
         profile = get_profile(args.profile).name  # fails fast on an unknown profile
-    except AttnpodError as err:
+        if not names:
+            raise ValueError(f"--only {args.only!r} matches no chapter; the chapters: "
+                             f"{', '.join(Path(n).name for n in every)}")
+        given = dict(parse_parameter(p) for p in args.parameter)
+        shares = chapter_parameters(args.root, names, given)
+        # Every kernel runs in notebooks/: hand them the store as one absolute path.
+        os.environ["ATTNPOD_ARTIFACTS"] = str(artifacts_root())
+    except (AttnpodError, ValueError) as err:
         print(f"book/execute.py: {err}", file=sys.stderr)
         return 2
     cores = os.cpu_count() or 1
@@ -202,21 +242,18 @@ def main(argv=None) -> int:
     if jobs < 1:
         print(f"book/execute.py: --jobs must be at least 1, not {jobs}", file=sys.stderr)
         return 2
-    # Every kernel runs in notebooks/: hand them the store as one absolute path.
-    os.environ["ATTNPOD_ARTIFACTS"] = str(artifacts_root())
-    parameters = {"profile": profile, **dict(parse_parameter(p) for p in args.parameter)}
-    every = chapters(args.root)
-    names = [name for name in every if not args.only or args.only in name]
+    parameters = {name: {"profile": profile, **shares[name]} for name in names}
+    reruns = {name: rerun_command(name, profile, given) for name in names}
     previous = previous_timings(args.root, profile)
     rest = start_order([name for name in names if name != every[0]], previous)
     start = time.perf_counter()
     timings, failure = [], None
     if every[0] in names:  # the models every other chapter reads: alone, with every core
-        timings, failure = run_chapters(args.root, [every[0]], parameters, 1, None)
+        timings, failure = run_chapters(args.root, [every[0]], parameters, 1, None, reruns)
     if rest and not failure:
         at_once = min(jobs, len(rest))
         more, failure = run_chapters(args.root, rest, parameters, at_once,
-                                     max(1, cores // at_once) if at_once > 1 else None)
+                                     max(1, cores // at_once) if at_once > 1 else None, reruns)
         timings += more
     if failure:
         print(failure, file=sys.stderr)

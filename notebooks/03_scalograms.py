@@ -34,6 +34,7 @@ from attnpod.study import Study
 from attnpod.wavelet import fourier_period, paper_scales
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
 P = study.profile
 
 # %% [markdown]

@@ -34,6 +34,7 @@ from attnpod.figures import plot_power_law_fits
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
 P = study.profile
 analyses = study.analyses()
 layers = study.layer_labels

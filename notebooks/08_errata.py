@@ -42,6 +42,7 @@ from attnpod.study import Study
 from attnpod.train import CheckpointError, checkpoint_path, load_model, model_config
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
 P = study.profile
 layers = study.layer_labels
 

@@ -76,6 +76,7 @@ from attnpod.figures import plot_budget_curves, plot_head_maps
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
 P = study.profile
 layers = study.layer_labels
 glue("n_random", n_random, display=False)

@@ -98,6 +98,7 @@ from attnpod.figures import plot_budget_curves, plot_sinks
 from attnpod.study import CACHE_SELECTION_RULES, Study, cache_allocation_rules
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
 P = study.profile
 results = {v: study.kv_cache(v, n_random=n_random, n_windows=n_windows) for v in models}
 labels = {v: study.label(v) for v in models}

@@ -41,6 +41,7 @@ from attnpod.study import Study, check_parameters
 
 check_parameters(seeds=seeds)
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
 whole = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides, split="all")
 
 # %% [markdown]

@@ -25,13 +25,20 @@ def copy_book(tmp_path) -> Path:
     return book
 
 
+def book_env(book: Path) -> dict:
+    """The environment of a test's book build: its own artifact store, never the developer's."""
+    import os
+
+    return {**os.environ, "ATTNPOD_ARTIFACTS": str(book / "artifacts")}
+
+
 @pytest.fixture(scope="module")
 def smoke_book(tmp_path_factory) -> Path:
     """Every chapter executed at the smoke profile and the book built with -W; the book root."""
     corpus_file()  # skip cleanly without data
     book = copy_book(tmp_path_factory.mktemp("smoke"))
     subprocess.run([sys.executable, str(ROOT / "book" / "execute.py"), "--profile", "smoke", "--root", str(book)],
-                   check=True)
+                   check=True, env=book_env(book))
     jb = Path(sys.executable).with_name("jupyter-book")
     subprocess.run([str(jb), "build", str(book), "--warningiserror", "--keep-going"], check=True)
     return book
@@ -126,3 +133,25 @@ def test_chapters_start_longest_first():
     assert execute.start_order(names, {}, longest=("c",)) == ["c", "a", "b", "d"]
     assert execute.start_order(names, {"a": 5.0, "b": 50.0, "c": 1.0, "d": 20.0}, longest=("c",)) == ["b", "d", "a", "c"]
     assert execute.start_order(names, {"b": 9.0}, longest=()) == ["b", "a", "c", "d"]
+
+
+@pytest.mark.slow
+def test_the_findings_page_follows_a_rerun_chapter(smoke_book):
+    """Rerun one chapter with another setting and rebuild: the findings page shows the new run and the
+    chapter's new values, never the previous build's (it glues only, so Sphinx would keep it)."""
+    import re
+
+    book = smoke_book
+    done = subprocess.run([sys.executable, str(ROOT / "book" / "execute.py"), "--profile", "smoke", "--root",
+                           str(book), "--only", "04", "-p", 'overrides={"n_snapshots": 12}'], capture_output=True,
+                          text=True, env=book_env(book))
+    assert done.returncode == 0, done.stderr[-3000:]
+    jb = Path(sys.executable).with_name("jupyter-book")
+    subprocess.run([str(jb), "build", str(book), "--warningiserror", "--keep-going"], check=True,
+                   capture_output=True)
+    html = book / "_build" / "html"
+    findings = (html / "book" / "findings.html").read_text()
+    chapter = (html / "notebooks" / "04_scale_selective_pod.html").read_text()
+    assert "smoke profile, seed 42, n_snapshots = 12" in findings
+    theorem = re.search(r"largest gap\s*(?:<[^>]+>\s*)*([0-9.e+-]+)", findings).group(1)
+    assert theorem in chapter, (theorem, "is not chapter 04's value")

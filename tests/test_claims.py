@@ -100,6 +100,15 @@ def test_allocate_never_misses_the_budget_on_random_scores():
         claims.allocate([1, 1], 20, hi=8)
 
 
+@pytest.mark.parametrize("scores, budget, hi, expected", [([0, 0, 1], 20, 8, [6, 6, 8]), ([0, 0, 1], 21, 8, [7, 6, 8]),
+                                                          ([0, 2, 1, 0], 30, 8, [7, 8, 8, 7]), ([0, 0, 1], 6, 8, [1, 1, 4])])
+def test_allocate_meets_the_budget_when_some_scores_are_zero(scores, budget, hi, expected):
+    """Scored items saturate at hi; the rest of the budget goes to the unscored ones, tied, in turn."""
+    counts = claims.allocate(scores, budget, lo=1, hi=hi)
+    assert counts.sum() == budget and counts.max() <= hi
+    np.testing.assert_array_equal(counts, expected)
+
+
 def test_the_old_rounding_rule_misses_the_budget():
     """Chapter 06's former max(1, round(budget·h/Σh)) gives 51 for a budget of 48."""
     h = np.array([1, 1, 1, 1, 1, 100.0])

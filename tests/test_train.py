@@ -36,9 +36,9 @@ def test_schedule_warmup_then_cosine():
 
 
 def test_artifact_keys_change_with_settings():
-    a = artifact_dir("x", "m", {"lr": 1e-3})
-    assert a == artifact_dir("x", "m", {"lr": 1e-3})
-    assert a != artifact_dir("x", "m", {"lr": 2e-3})
+    a = artifact_dir("fields", "m", {"lr": 1e-3})
+    assert a == artifact_dir("fields", "m", {"lr": 1e-3})
+    assert a != artifact_dir("fields", "m", {"lr": 2e-3})
     assert settings_key({"a": 1, "b": 2}) == settings_key({"b": 2, "a": 1})
 
 

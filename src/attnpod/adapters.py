@@ -22,14 +22,26 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .analysis import CAUSAL_TOL, FieldInputError
 from .config import AttnpodError, ParameterError
+from .data import token_windows
 
-ROW_SUM_TOL = 1e-3  # rows of float32 (or bf16-cast) softmax sum to 1 within this
-CAUSAL_TOL = 1e-6  # largest attention allowed above the diagonal
+ROW_SUM_TOL = 1e-3  # rows of float32 softmax sum to 1 within this
 
 
-class AttentionInputError(AttnpodError, ValueError):
+
+class AttentionInputError(FieldInputError):
     """Attention handed to an adapter is not what the analysis needs."""
+
+
+def row_sum_tolerance(dtype) -> float:
+    """How far from 1 a softmax row may sum in ``dtype``: :data:`ROW_SUM_TOL`, or four units of the
+    dtype's rounding where that is coarser (bf16 rows sum to 1 ± 0.004, float16 to 1 ± 0.001)."""
+    if isinstance(dtype, torch.dtype):
+        eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+    else:
+        eps = float(np.finfo(dtype).eps) if np.dtype(dtype).kind == "f" else 0.0
+    return max(ROW_SUM_TOL, 4 * eps)
 
 
 def _as_numpy(tensor) -> np.ndarray:
@@ -38,8 +50,9 @@ def _as_numpy(tensor) -> np.ndarray:
     return np.asarray(tensor, dtype=np.float32)
 
 
-def check_attention(A: np.ndarray, where: str = "attention") -> None:
-    """``A[..., T, T]`` must be causal (zero above the diagonal) and row-stochastic; a clear error if not."""
+def check_attention(A: np.ndarray, where: str = "attention", row_tol: float = ROW_SUM_TOL) -> None:
+    """``A[..., T, T]`` must be causal (zero above the diagonal) and row-stochastic (rows summing to 1
+    within ``row_tol``: see :func:`row_sum_tolerance`); a clear error if not."""
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
         raise AttentionInputError(f"{where} must end in a square (T, T) map per head, got shape {A.shape}")
     if not np.isfinite(A).all():
@@ -50,7 +63,7 @@ def check_attention(A: np.ndarray, where: str = "attention") -> None:
         raise AttentionInputError(f"{where} is not causal: {np.abs(above).max():.2g} of attention above the diagonal "
                                   f"(the analysis is for decoder attention; a bidirectional model does not fit)")
     sums = A.sum(-1)
-    if np.abs(sums - 1).max() > ROW_SUM_TOL or (A < -CAUSAL_TOL).any():
+    if np.abs(sums - 1).max() > row_tol or (A < -CAUSAL_TOL).any():
         raise AttentionInputError(f"{where} is not row-stochastic: rows sum to {sums.min():.4g}…{sums.max():.4g} "
                                   f"(pass softmax probabilities, not logits or scores)")
 
@@ -62,6 +75,7 @@ def fields_from_attentions(attentions, heads: str = "mean") -> np.ndarray:
         raise ParameterError(f"heads must be 'mean' or 'all', got {heads!r}")
     if attentions is None or len(attentions) == 0:
         raise AttentionInputError("no attention maps: run the model with output_attentions=True (eager attention)")
+    tolerance = max(row_sum_tolerance(getattr(a, "dtype", np.float32)) for a in attentions)
     layers = [_as_numpy(a) for a in attentions]
     shapes = {a.shape for a in layers}
     if len(shapes) != 1:
@@ -70,7 +84,7 @@ def fields_from_attentions(attentions, heads: str = "mean") -> np.ndarray:
     if len(shape) != 4:
         raise AttentionInputError(f"each layer's attention must be (N, H, T, T), got {shape}")
     for l, a in enumerate(layers):
-        check_attention(a, f"layer {l}'s attention")
+        check_attention(a, f"layer {l}'s attention", tolerance)
     stacked = np.stack(layers, axis=1)  # (N, L, H, T, T)
     return stacked.mean(axis=2) if heads == "mean" else stacked
 
@@ -82,9 +96,7 @@ def hf_fields(model, windows, heads: str = "mean", batch_size: int = 8, progress
     attention (``attn_implementation="eager"`` when loading), since fused kernels
     return no probabilities.
     """
-    windows = torch.as_tensor(windows, dtype=torch.long)
-    if windows.ndim != 2:
-        raise AttentionInputError(f"windows must be (N, T) token ids, got shape {tuple(windows.shape)}")
+    windows = token_windows(windows)
     implementation = getattr(getattr(model, "config", None), "_attn_implementation", "eager")
     if implementation not in (None, "eager"):
         raise AttentionInputError(f"the model uses {implementation!r} attention, which returns no probabilities; "

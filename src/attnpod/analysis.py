@@ -12,7 +12,6 @@ with L̃ the centred lag fields. Every scale then costs about one POD.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import AttnpodError, write_verified
+from .config import AttnpodError, CorruptFile, check_arrays, load_npz, save_npz
 from .lag import as_numpy, gaussian_lag_window, lag_major, to_lag
 from .pod import (EPSILONS, bootstrap_eigenvalues, bootstrap_resamples, effective_rank, one_linalg_pool, sorted_eigh,
                   spectral_concentration)
@@ -32,6 +31,33 @@ MAY_BE_NAN = ("spectral_concentration",)  # NaN marks a degenerate spectrum (SPE
 
 class NonFiniteError(AttnpodError, FloatingPointError):
     """Fields or an analysis came out NaN or infinite: never cached."""
+
+
+class FieldInputError(AttnpodError, ValueError):
+    """Fields handed to the analysis are not an ensemble of causal attention fields."""
+
+
+CAUSAL_TOL = 1e-6  # largest attention allowed above the diagonal of a field
+
+
+def check_field_shape(fields) -> None:
+    """``fields[n, l, i, j]``: four axes, square maps, T ≥ 2 (lags to analyse), N ≥ 2 snapshots."""
+    shape = tuple(getattr(fields, "shape", ()))
+    if len(shape) != 4 or shape[-1] != shape[-2]:
+        raise FieldInputError(f"fields must be fields[n, l, i, j] with square (T, T) maps, got shape {shape}")
+    if shape[-1] < 2:
+        raise FieldInputError(f"fields of T = {shape[-1]} token have no lags to analyse: T must be at least 2")
+    if shape[0] < 2:
+        raise FieldInputError(f"an ensemble needs at least 2 snapshots, got N = {shape[0]}")
+
+
+def check_causal(layer: np.ndarray, where: str) -> None:
+    """``layer[n, i, j]`` must be zero above the diagonal (decoder attention): a clear error if not."""
+    T = layer.shape[-1]
+    above = np.abs(layer[:, *np.triu_indices(T, 1)]).max(initial=0.0)
+    if not above <= CAUSAL_TOL:
+        raise FieldInputError(f"{where} is not causal: {above:.2g} of attention above the diagonal (the analysis is "
+                              f"for decoder attention; a bidirectional model does not fit)")
 
 
 def _valid_rows(T: int, lag_start: int, orientation: str) -> slice:
@@ -215,18 +241,28 @@ class FieldAnalysis:
         return all(np.isfinite(v).all() if k not in MAY_BE_NAN else not np.isinf(v).any()
                    for k, v in self.arrays().items() if v.dtype.kind == "f")
 
+    # Axes of every array: L layers, S scales, T lags (rows i too), E thresholds ε, D dominant scales,
+    # K modes, N snapshots, B resamples.
+    SHAPES = {"scales": ("S",), "epsilons": ("E",), "scalogram": ("L", "S", "T"), "dominant": ("L", "D"),
+              "fluctuation_scalogram": ("L", "S", "T"), "fluctuation_dominant": ("L", "D"),
+              "eigenvalues": ("L", "S", "N"), "modes": ("L", "D", "K", "T", "T"), "spectral_concentration": ("L",),
+              "effective_rank": ("L", "E"), "rank_by_scale": ("L", "E", "S"), "published_scalogram": ("L", "S", "T"),
+              "diagonal_mass": ("L",), "corner": ("L",), "snapshot_energy": ("L", "N", "S"), "resamples": ("B", "N"),
+              "boot_eigenvalues": ("L", "B", "N"), "boot_fluctuation_energy": ("L", "B", "S")}
+
     def save(self, path: Path) -> None:
         """Write as ``.npz`` with a verified sidecar; a result with NaN or inf is refused."""
         if not self.is_finite():
             raise NonFiniteError(f"the analysis for {path} holds NaN or infinite values; not saved")
-        meta = json.dumps({"orientation": self.orientation, "meta": self.meta})
-        write_verified(path, lambda tmp: np.savez(open(tmp, "wb"), meta=np.array(meta), **self.arrays()))
+        save_npz(path, {"orientation": self.orientation, "meta": self.meta}, self.arrays())
 
     @classmethod
     def load(cls, path: Path) -> "FieldAnalysis":
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files if k != "meta"}
-            meta = json.loads(str(data["meta"]))
+        """The analysis stored at ``path``, checked (every array, its shape and finiteness), or :class:`CorruptFile`."""
+        meta, arrays = load_npz(path)
+        if not {"orientation", "meta"} <= set(meta):
+            raise CorruptFile(f"{path}: its meta lacks the orientation")
+        check_arrays(path, arrays, cls.SHAPES, may_be_nan=MAY_BE_NAN)
         return cls(**arrays, orientation=meta["orientation"], meta=meta["meta"])
 
 
@@ -242,6 +278,7 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
     """
     scales = paper_scales() if scales is None else np.asarray(scales, dtype=np.float64)
     epsilons = np.asarray(epsilons, dtype=np.float64)
+    check_field_shape(fields)
     N, n_layer, T = fields.shape[0], fields.shape[1], fields.shape[-1]
     resamples = bootstrap_resamples(N, n_boot, boot_seed)
     out = {k: [] for k in ("scalogram", "dominant", "fluctuation_scalogram", "fluctuation_dominant", "eigenvalues",
@@ -250,6 +287,7 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
                            "boot_fluctuation_energy")}
     for l in tqdm(range(n_layer), desc="analysis (layers)", disable=not progress):
         layer = np.ascontiguousarray(fields[:, l], dtype=np.float32)
+        check_causal(layer, f"layer {l + 1}'s fields")
         L, Lc = centred_lag_fields(layer, orientation)
         published = lag_major(layer, "published_clamped")
         profiles = L if orientation == "causal" else published

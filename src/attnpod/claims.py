@@ -267,6 +267,13 @@ def allocate(scores, budget: int, lo: int = 1, hi: int | None = None) -> np.ndar
             break
         if counts[i] < hi:
             counts[i] += 1
+    # Where the scored items all sit at hi, the rest of the budget cannot follow the scores: it goes
+    # to the unscored items (tied), one each in turn, so that the counts always sum to the budget.
+    order = np.argsort(-scores, kind="stable")
+    while counts.sum() < budget:
+        for i in order:
+            if counts.sum() < budget and counts[i] < hi:
+                counts[i] += 1
     return counts
 
 

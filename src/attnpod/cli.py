@@ -1,9 +1,10 @@
 """Command line: ``python -m attnpod train|ship --profile P --model M [M ...]``, ``analyse --profile P
---model M``, ``experiments --profile P``, and ``figure NAME``."""
+--model M``, ``experiments --profile P``, ``figure NAME`` and ``clean``."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .config import CAUSAL, MODELS, PROFILES, model_name, parse_model_name
@@ -17,18 +18,34 @@ def _model_name(text: str) -> str:
     return text
 
 
-def _common(parser: argparse.ArgumentParser, several: bool = False) -> None:
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def _debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after the subcommand too (it only sets the flag where given)."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+
+
+def _common(parser: argparse.ArgumentParser, several: str = "") -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
                         help="size/protocol preset (default: paper with CUDA, else laptop)")
     parser.add_argument("--model", type=_model_name, required=True, nargs="+" if several else None,
                         metavar="MODEL", help=f"one of the paper's four variants, {', '.join(MODELS)}, or an EGA "
-                        f"variant with {CAUSAL} for the causal gate" + ("; several train at once, each in its own "
-                                                                       "process" if several else ""))
+                        f"variant with {CAUSAL} for the causal gate" + (f"; several {several}" if several else ""))
     parser.add_argument("--causal-gate", action="store_true",
                         help="EGA variants: normalise the gate energy with prefix statistics (no future leak)")
     parser.add_argument("--data", default=None, help="path to TinyShakespeare input.txt (else $ATTNPOD_DATA, else download)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=None, help="training seed (default: the profile's, 42)")
+    _debug(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,15 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train models (each resumes from its last checkpoint)")
-    _common(train, several=True)
+    _common(train, several="train at once, each in its own process")
     analyse = sub.add_parser("analyse", help="collect attention fields and analyse them (trains first if needed)")
     _common(analyse)
     analyse.add_argument("--split", choices=("val", "train", "all"), default="val",
                          help="where snapshot windows are drawn from (published: all)")
-    analyse.add_argument("--snapshots", type=int, default=None, help="N, the ensemble size (default: the profile's)")
+    analyse.add_argument("--snapshots", type=int, default=None,
+                         help="N, the ensemble size (default: the profile's); its disk and memory are checked first")
     ship = sub.add_parser("ship", help="write a trained model's weights (float16 safetensors) and its manifest entry "
                                        "into checkpoints/<profile>/, for machines that may not train it")
-    _common(ship, several=True)
+    _common(ship, several="are shipped one after the other (each must be trained to its last step)")
     ship.add_argument("--to", default=None, help="folder (default: checkpoints/<profile>/ of the checkout)")
     experiments = sub.add_parser(
         "experiments", help="run the head-pruning and KV-cache experiments on the shipped models (as the book's "
@@ -62,10 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     experiments.add_argument("--to", default=None, help="the shipped models' folder, where the results go too "
                                                         "(default: checkpoints/<profile>/ of the checkout)")
+    _debug(experiments)
     from .study import FIGURES
 
     names = "\n".join(f"  {name:24s} {what}" for name, (what, _) in FIGURES.items())
-    fig = sub.add_parser("figure", help="write one of the book's figures (PNG, PDF or SVG) from the cached artifacts",
+    what = ("write one of the book's figures (PNG, PDF or SVG): from the cached artifacts, training and "
+            "analysing first what is not cached")
+    fig = sub.add_parser("figure", help=what, description=what,
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"figures:\n{names}")
     fig.add_argument("name", choices=sorted(FIGURES), metavar="NAME", help="which figure (listed below)")
     fig.add_argument("--out", required=True, help="output file; the suffix picks the format (.png, .pdf, .svg)")
@@ -73,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="size/protocol preset (default: paper with CUDA, else laptop)")
     fig.add_argument("--data", default=None, help="path to TinyShakespeare input.txt (else $ATTNPOD_DATA, else download)")
     fig.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    fig.add_argument("--dpi", type=int, default=200, help="resolution of raster formats")
+    fig.add_argument("--dpi", type=_positive, default=200, help="resolution of raster formats (dots per inch)")
+    _debug(fig)
+    clean = sub.add_parser("clean", help="remove the artifact store ($ATTNPOD_ARTIFACTS, default ./artifacts in a "
+                                         "checkout): only a folder marked as a store, and in it only the store's "
+                                         "own folders, each named first")
+    clean.add_argument("--dry-run", action="store_true", help="name what would be removed, remove nothing")
+    _debug(clean)
     return parser
 
 
@@ -82,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import AttnpodError
 
+    # A terminated run unwinds like an interrupted one, so every temporary file is removed on the way out.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return _run(args)
     except AttnpodError as err:
@@ -91,19 +120,44 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _clean(args) -> int:
+    from .config import clean_store, store_contents, store_root
+
+    root = store_root(create=False)
+    if args.dry_run:
+        found = store_contents(root)
+        print("\n".join(f"would remove {path}" for path in found) or f"nothing to remove at {root}")
+        return 0
+    removed = clean_store(root, report=lambda line: print(line, flush=True))
+    print(f"removed the artifact store {root}" if removed else f"no artifact store at {root}: nothing removed")
+    return 0
+
+
 def _figure(args) -> int:
+    import errno
+    import os
     from pathlib import Path
 
-    from .config import ParameterError
+    from .config import ParameterError, writing
     from .study import Study, figure
 
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ParameterError(f"--out {out}: the suffix must be .png, .pdf or .svg")
+    with writing(out.parent, "write the figure into", "choose another --out"):  # known before the work starts
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "it is a folder")
+        if not os.access(out.parent, os.W_OK):
+            raise PermissionError(errno.EACCES, "Permission denied")
     study = Study.create(args.profile or "auto", device=args.device, data_path=args.data or "")
     fig = figure(study, args.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=args.dpi, bbox_inches="tight")
+    with writing(out, "write the figure to", "choose another --out"):
+        fig.savefig(out, dpi=args.dpi, bbox_inches="tight")
     print(f"{args.name} [{study.profile.name}] -> {out}")
     return 0
 
@@ -128,6 +182,8 @@ def _experiments(args) -> int:
 
 
 def _run(args) -> int:
+    if args.command == "clean":
+        return _clean(args)
     if args.command == "figure":
         return _figure(args)
     if args.command == "experiments":
@@ -142,6 +198,10 @@ def _run(args) -> int:
         overrides["seed"] = args.seed
     profile = get_profile(args.profile, **overrides)
     device = resolve_device(args.device)  # fails before the corpus is read
+    if args.command == "analyse":  # the ensemble must fit on disk and in memory: known before any work
+        from .pipeline import check_resources
+
+        check_resources(profile)
     corpus = load_corpus(args.data)
     models = [(variant, causal or args.causal_gate)  # (variant, causal gate) of each model named
               for variant, causal in map(parse_model_name, args.model if isinstance(args.model, list) else [args.model])]
@@ -192,7 +252,8 @@ def _ship(variant: str, causal_gate: bool, profile, corpus, device, to: str | No
         raise CheckpointError(f"{path} stopped at step {state['step']} of {profile.steps}: finish the training first")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     folder = shipped_root(profile.name, folder=to)
-    entry = ship(model, History(**state["history"]), training_settings(profile, cfg), profile.seed, folder, where)
+    entry = ship(model, History(**state["history"]), training_settings(profile, cfg), profile.seed, folder, corpus,
+                 where)
     print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB, sha256 {entry['sha256'][:12]}…) into {folder}")
 
 

@@ -9,6 +9,7 @@ changed setting never reuses a stale result and an unchanged one is reused.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -186,23 +187,113 @@ def project_root(start: Path | None = None) -> Path | None:
     return None
 
 
+class StoreError(AttnpodError):
+    """The artifact store cannot be used as asked: not a folder, not writable, not a store, too small."""
+
+
+class CorruptFile(AttnpodError):
+    """A file that should hold an attnpod result cannot be read as one (a cache recomputes it)."""
+
+
 def artifacts_root() -> Path:
     """The folder that holds every artifact, as one absolute path for every entry point.
 
     ``$ATTNPOD_ARTIFACTS`` if set (a relative path is taken from the checkout's
     root, so the CLI at the root and notebooks in ``notebooks/`` share one store);
     else ``artifacts/`` of the enclosing checkout; else a per-user cache.
+    A path that exists but is not a folder is a :class:`StoreError`.
     """
     env = os.environ.get("ATTNPOD_ARTIFACTS", "").strip()
     project = project_root()
     if env:
         root = Path(env).expanduser()
-        return (root if root.is_absolute() else (project or Path.cwd()) / root).resolve()
-    if project is not None:
-        return project / "artifacts"
-    import pooch
+        root = (root if root.is_absolute() else (project or Path.cwd()) / root).resolve()
+    elif project is not None:
+        root = project / "artifacts"
+    else:
+        import pooch
 
-    return Path(pooch.os_cache("attnpod")) / "artifacts"
+        root = Path(pooch.os_cache("attnpod")) / "artifacts"
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"the artifact store {root} is a file, not a folder: point ATTNPOD_ARTIFACTS at a folder")
+    return root
+
+
+# The store's own marker, written when the store is created: `clean` removes only a folder that
+# carries it, and in it only the subfolders of KINDS (every artifact lives in one of them).
+STORE_MARKER = ".attnpod-store"
+KINDS = ("checkpoints", "fields", "analysis", "pruning", "kv_cache", "logs")
+
+
+def _read_only(err: OSError) -> bool:
+    return err.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def store_root(create: bool = True) -> Path:
+    """:func:`artifacts_root`, created with its :data:`STORE_MARKER` when ``create`` (a read-only
+    store that exists is used as it is; one that must be created here and cannot is a :class:`StoreError`)."""
+    root = artifacts_root()
+    if not create:
+        return root
+    marker = root / STORE_MARKER
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not marker.is_file():
+            text = json.dumps({"attnpod_store": 1, "created": _now()}) + "\n"
+            publish(marker, lambda tmp: tmp.write_text(text))
+    except OSError as err:
+        if not (root.is_dir() and _read_only(err)):
+            raise StoreError(f"cannot create the artifact store at {root} ({err.strerror}): set ATTNPOD_ARTIFACTS "
+                             f"to a writable folder") from None
+    return root
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def is_store(folder: Path) -> bool:
+    """True if ``folder`` carries the store marker written by :func:`store_root`."""
+    marker = Path(folder) / STORE_MARKER
+    try:
+        return marker.is_file() and not marker.is_symlink() and json.loads(marker.read_text()).get("attnpod_store") == 1
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def store_contents(folder: Path) -> list[Path]:
+    """What :func:`clean_store` removes from the store at ``folder``: its :data:`KINDS` subfolders that exist
+    (a symlink among them is removed as a link, never followed), then the marker itself."""
+    folder = Path(folder)
+    if not folder.exists():
+        return []
+    if not folder.is_dir():
+        raise StoreError(f"{folder} is not a folder; nothing removed")
+    if not is_store(folder):
+        raise StoreError(f"{folder} is not an attnpod artifact store (it has no {STORE_MARKER} marker); nothing "
+                         f"removed. Point ATTNPOD_ARTIFACTS at the store to clean")
+    found = [folder / kind for kind in KINDS if (folder / kind).is_symlink() or (folder / kind).exists()]
+    return found + [folder / STORE_MARKER]
+
+
+def clean_store(folder: Path, report=print) -> list[Path]:
+    """Remove the store at ``folder`` (only what :func:`store_contents` lists, each ``report``-ed first);
+    the folder itself goes too if nothing else is left in it. Returns what was removed."""
+    import shutil
+
+    folder = Path(folder)
+    removed = store_contents(folder)
+    for path in removed:
+        report(f"removing {path}")
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+    if removed and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return removed
 
 
 def settings_key(settings: dict) -> str:
@@ -217,14 +308,39 @@ def artifact_name(name: str, settings: dict) -> str:
 
 
 def artifact_dir(kind: str, name: str, settings: dict) -> Path:
-    """``<root>/<kind>/<name>-<hash(settings)>/``, created, with the settings beside."""
-    folder = artifacts_root() / kind / artifact_name(name, settings)
-    folder.mkdir(parents=True, exist_ok=True)
+    """``<root>/<kind>/<name>-<hash(settings)>/``, created, with the settings beside (``kind`` one of
+    :data:`KINDS`). In a read-only store, a folder that exists is returned as it is."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}; the store holds {KINDS}")
+    folder = store_root() / kind / artifact_name(name, settings)
     settings_file = folder / "settings.json"
     if not settings_file.exists():
         text = json.dumps(settings, sort_keys=True, indent=1, default=str)
-        publish(settings_file, lambda tmp: tmp.write_text(text))
+        with writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            publish(settings_file, lambda tmp: tmp.write_text(text))
     return folder
+
+
+class writing:
+    """Context manager: an :class:`OSError` while writing under ``where`` becomes a one-line
+    :class:`StoreError` that names it (read-only, full, or not a folder) and says ``fix``."""
+
+    def __init__(self, where: Path, what: str = "write to", fix: str = "set ATTNPOD_ARTIFACTS to a writable folder"):
+        self.where, self.what, self.fix = Path(where), what, fix
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if isinstance(err, OSError):
+            reason = err.strerror or type(err).__name__
+            hint = (f": it is not writable here; {self.fix}" if _read_only(err)
+                    else ": no space left on the device" if err.errno == errno.ENOSPC
+                    else ": a file stands where a folder should be" if err.errno in (errno.EEXIST, errno.ENOTDIR)
+                    else "")
+            raise StoreError(f"cannot {self.what} {self.where} ({reason}){hint}") from None
+        return False
 
 
 def sha256_file(path: Path) -> str:
@@ -265,17 +381,68 @@ def publish(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def artifact_lock(path: Path):
-    """An inter-process lock for one artifact (re-entrant within a process); use as a context manager."""
-    from filelock import FileLock
+class artifact_lock:
+    """An inter-process lock for one artifact (re-entrant within a process); use as a context manager.
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path.with_name(path.name + ".lock")), is_singleton=True)
+    In a store this process may not write to (a read-only checkout, a shared store),
+    no lock file can be made and none is needed: nobody can write there either, so
+    reading goes ahead unlocked, and a write fails with a :class:`StoreError`.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = None
+
+    def __enter__(self):
+        from filelock import FileLock
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.path.with_name(self.path.name + ".lock")), is_singleton=True)
+            lock.acquire()
+            self._lock = lock
+        except OSError as err:
+            if not (_read_only(err) and self.path.parent.is_dir()):
+                raise StoreError(f"cannot lock {self.path} ({err.strerror or type(err).__name__})") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def sweep_orphans(folder: Path) -> list[Path]:
+    """Remove temporary files (:func:`temporary_path`) in ``folder`` whose process is gone: what a killed
+    run leaves behind (a half-written ensemble can be many GB). Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob("*.tmp"):
+        parts = tmp.name.rsplit(".", 3)  # <name>.<pid>.<hex>.tmp
+        if len(parts) == 4 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
 
 
 def _recover(path: Path) -> None:
-    """Finish or roll back a publication a crash interrupted, and remove stray temporary files."""
+    """Finish or roll back a publication a crash interrupted, and remove stray temporary files
+    (nothing to do, and nothing done, in a store this process may not write to)."""
+    if not os.access(path.parent, os.W_OK):
+        return
     pending = _pending(path)
     if pending.is_file():
         digest = pending.read_text().strip()
@@ -285,6 +452,7 @@ def _recover(path: Path) -> None:
             pending.unlink()
     for stray in path.parent.glob(f"{path.name}.*.tmp"):
         stray.unlink(missing_ok=True)
+    sweep_orphans(path.parent)
 
 
 def write_verified(path: Path, write) -> None:
@@ -294,7 +462,7 @@ def write_verified(path: Path, write) -> None:
     repairs it), never a mismatch; two processes never share a temporary file.
     """
     path = Path(path)
-    with artifact_lock(path):
+    with artifact_lock(path), writing(path):
         _recover(path)
         tmp = temporary_path(path)
         try:
@@ -321,14 +489,76 @@ def is_verified(path: Path) -> bool | None:
 def reusable(path: Path, sound=None) -> bool:
     """True if ``path`` is a verified artifact and ``sound(path)`` holds; a corrupt one is reported and False.
 
-    Call it holding :func:`artifact_lock` when the artifact is then recomputed, so
-    that two processes never compute the same artifact at once.
+    ``sound`` may also raise :class:`CorruptFile` (a file that cannot be read as what it
+    should be, such as a planted pickle): that is reported and False as well. Call it
+    holding :func:`artifact_lock` when the artifact is then recomputed, so that two
+    processes never compute the same artifact at once.
     """
     state = is_verified(path)
     if state is False:
         warnings.warn(f"{path} is corrupted (hash mismatch); recomputing it", RuntimeWarning, stacklevel=2)
-    elif state and sound is not None and not sound(path):
-        warnings.warn(f"{path} holds NaN or infinite values, a corrupt cache; recomputing it", RuntimeWarning,
-                      stacklevel=2)
-        state = False
+    elif state and sound is not None:
+        try:
+            fine = sound(path)
+        except CorruptFile as err:
+            warnings.warn(f"{err}; recomputing it", RuntimeWarning, stacklevel=2)
+            return False
+        if not fine:
+            warnings.warn(f"{path} holds NaN or infinite values, a corrupt cache; recomputing it", RuntimeWarning,
+                          stacklevel=2)
+            state = False
     return bool(state)
+
+
+# ----------------------------------------------------------------------------- result files
+
+def save_npz(path: Path, meta, arrays: dict) -> None:
+    """Write ``arrays`` and the JSON ``meta`` as one ``.npz`` with a verified sidecar (:func:`write_verified`)."""
+    text = json.dumps(meta)
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(text), **arrays)
+
+    write_verified(path, write)
+
+
+def load_npz(path: Path) -> tuple[dict, dict]:
+    """``(meta, arrays)`` of a file written by :func:`save_npz`; anything else (truncated, garbled, pickled,
+    without its meta) is a :class:`CorruptFile` that names the file. Never unpickles."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeError) as err:
+        raise CorruptFile(f"{path} cannot be read as an attnpod result ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:160]})") from None
+    if not isinstance(meta, dict):
+        raise CorruptFile(f"{path}: its meta is not a JSON object")
+    return meta, arrays
+
+
+def check_arrays(path: Path, arrays: dict, shapes: dict, sizes: dict | None = None,
+                 may_be_nan: tuple = ()) -> dict:
+    """Check ``arrays`` against ``shapes``: name -> axes, each an int or a letter that must take one
+    value throughout (``sizes`` fixes some in advance). Every array must be there, numeric, finite
+    (NaN allowed in ``may_be_nan``), with no names beyond these; a mismatch is a :class:`CorruptFile`."""
+    sizes = dict(sizes or {})
+    if set(arrays) != set(shapes):
+        raise CorruptFile(f"{path}: holds arrays {sorted(arrays)}, expected {sorted(shapes)}")
+    for name, axes in shapes.items():
+        value = arrays[name]
+        if value.dtype.kind not in "fiu" or value.ndim != len(axes):
+            raise CorruptFile(f"{path}: {name} is {value.dtype} of shape {value.shape}, expected numbers of "
+                              f"{len(axes)} axes")
+        for axis, (size, want) in enumerate(zip(value.shape, axes)):
+            want = sizes.setdefault(want, size) if isinstance(want, str) else want
+            if size != want:
+                raise CorruptFile(f"{path}: {name} has shape {value.shape}; axis {axis} should be {want}")
+        if value.dtype.kind == "f":
+            bad = np.isinf(value) if name in may_be_nan else ~np.isfinite(value)
+            if bad.any():
+                raise CorruptFile(f"{path}: {name} holds NaN or infinite values")
+    return sizes

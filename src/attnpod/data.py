@@ -116,6 +116,20 @@ def random_batch(tokens: torch.Tensor, batch_size: int, block_size: int,
     return x, y
 
 
+def token_windows(windows) -> torch.Tensor:
+    """``windows[n, t]`` as int64 token ids; floats, booleans or anything not integer are refused
+    (a float id would be cut to an integer silently)."""
+    kind = windows.dtype if isinstance(windows, (torch.Tensor, np.ndarray)) else np.asarray(windows).dtype
+    integer = (not kind.is_floating_point and not kind.is_complex and kind != torch.bool) if isinstance(
+        kind, torch.dtype) else np.dtype(kind).kind in "iu"
+    if not integer:
+        raise ParameterError(f"token windows must hold integer ids, not {kind}")
+    windows = torch.as_tensor(windows, dtype=torch.long)
+    if windows.ndim != 2:
+        raise ParameterError(f"windows must be (N, T) token ids, got shape {tuple(windows.shape)}")
+    return windows
+
+
 def sample_windows(corpus: Corpus, n: int, length: int, split: str = "val", seed: int = 42) -> torch.Tensor:
     """N windows ``windows[n, t]`` of T consecutive tokens, start offsets uniform with a seed.
 

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import temporary_path
+from .data import token_windows
 
 IN_MEMORY_LIMIT = 4 * 2**30  # bytes; larger per-head ensembles must stream to disk
 
@@ -24,7 +25,7 @@ def collect_fields(model, windows, heads: str = "mean", batch_size: int = 16, de
     """
     if heads not in ("mean", "all"):
         raise ValueError(f"heads must be 'mean' or 'all', got {heads!r}")
-    windows = torch.as_tensor(windows, dtype=torch.long)
+    windows = token_windows(windows)
     N, T = windows.shape
     cfg = model.config
     shape = (N, cfg.n_layer, T, T) if heads == "mean" else (N, cfg.n_layer, cfg.n_head, T, T)

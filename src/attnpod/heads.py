@@ -9,7 +9,6 @@ loss (nats per character) on fixed batches, without fine-tuning.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .claims import allocate
-from .config import write_verified
+from .config import CorruptFile, check_arrays, load_npz, save_npz
 from .data import Corpus, random_batch
 
 BUDGETS = (40, 32, 24, 16, 12, 8)  # heads kept of the paper model's 48; scaled to other sizes by head_budgets
@@ -164,17 +163,23 @@ class PruningResult:
         """Per budget and window, the median loss over the random draws: (K, n_windows)."""
         return np.median(self.random_losses, axis=0)
 
+    # Axes: R rules, K budgets, W evaluation batches, D random draws, L layers, H heads.
+    SHAPES = {"budgets": ("K",), "losses": ("R", "K", "W"), "masks": ("R", "K", "L", "H"),
+              "random_losses": ("D", "K", "W"), "baseline": ("W",), "importance": ("L", "H"), "cut_to_one": ("L", "W")}
+
     def save(self, path: Path) -> None:
         arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
-        meta = json.dumps({"rules": self.rules, "meta": self.meta})
-        write_verified(path, lambda tmp: np.savez(open(tmp, "wb"), meta=np.array(meta), **arrays))
+        save_npz(path, {"rules": self.rules, "meta": self.meta}, arrays)
 
     @classmethod
     def load(cls, path: Path) -> "PruningResult":
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files if k != "meta"}
-            meta = json.loads(str(data["meta"]))
-        return cls(rules=meta["rules"], meta=meta["meta"], **arrays)
+        """The result stored at ``path``, checked (every array, its shape and finiteness), or :class:`CorruptFile`."""
+        meta, arrays = load_npz(path)
+        rules = meta.get("rules")
+        if not (isinstance(rules, list) and all(isinstance(r, str) for r in rules)) or "meta" not in meta:
+            raise CorruptFile(f"{path}: its meta lacks the rule names")
+        check_arrays(path, arrays, cls.SHAPES, {"R": len(rules)})
+        return cls(rules=rules, meta=meta["meta"], **arrays)
 
 
 def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets, n_random: int = 50,

@@ -32,7 +32,6 @@ well-defined attention (errata chapter).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .claims import allocate
-from .config import ParameterError, write_verified
+from .config import CorruptFile, ParameterError, check_arrays, load_npz, save_npz
 
 CACHE_BUDGETS = (8, 16, 32, 64)  # mean keys per layer at T = 256 (scaled to other T by cache_budgets)
 N_SINKS = 4  # StreamingLLM's attention sinks
@@ -318,16 +317,28 @@ class CacheResult:
         """Per budget and window, the median NLL over the random draws: (K, n_windows)."""
         return np.median(self.random_losses, axis=0)
 
+    # Axes: R rules, K budgets, W windows, D random draws, L layers, V scale-selective windows.
+    SHAPES = {"budgets": ("K",), "losses": ("R", "K", "W"), "allocations": ("R", "K", "L"),
+              "random_losses": ("D", "K", "W"), "random_allocations": ("D", "K", "L"), "baseline": ("W",),
+              "window_allocations": ("V", "L"), "window_losses": ("V", "W"), "window_uniform": ("V", "W"),
+              "sinks": ("L",)}
+
     def save(self, path: Path) -> None:
         arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
         meta = {k: v for k, v in self.__dict__.items() if not isinstance(v, np.ndarray)}
-        write_verified(path, lambda tmp: np.savez(open(tmp, "wb"), meta=np.array(json.dumps(meta)), **arrays))
+        save_npz(path, meta, arrays)
 
     @classmethod
     def load(cls, path: Path) -> "CacheResult":
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files if k != "meta"}
-            meta = json.loads(str(data["meta"]))
+        """The result stored at ``path``, checked (every array, its shape and finiteness), or :class:`CorruptFile`."""
+        meta, arrays = load_npz(path)
+        lists = ("rules", "selections", "window_rules")
+        if (set(meta) != {*lists, "sink_uniform", "meta"} or not all(isinstance(meta[k], list) for k in lists)
+                or not isinstance(meta["sink_uniform"], (int, float))):
+            raise CorruptFile(f"{path}: its meta is not a cache result's")
+        check_arrays(path, arrays, cls.SHAPES, {"R": len(meta["rules"]), "V": len(meta["window_rules"])})
+        if len(meta["selections"]) != len(meta["rules"]):
+            raise CorruptFile(f"{path}: {len(meta['selections'])} selections for {len(meta['rules'])} rules")
         return cls(**arrays, **meta)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import FieldAnalysis, NonFiniteError, analyse_fields
-from .config import Profile, artifact_dir, artifact_lock, reusable, write_verified
+from .config import CorruptFile, Profile, StoreError, artifact_dir, artifact_lock, reusable, store_root, write_verified
 from .data import Corpus, sample_windows
 from .fields import collect_fields
 from .models import weights_digest
@@ -27,9 +27,56 @@ def ensemble_settings(profile: Profile, checkpoint_name: str, split: str, weight
             "n_snapshots": profile.n_snapshots, "length": profile.block_size, "seed": profile.seed, "heads": heads}
 
 
+# The analysis holds one layer's fields and a few arrays of the same size at once (the fields in
+# float32, the lag fields and their centred copy, the published reading): budget this many copies.
+LAYER_COPIES = 6
+
+
+def ensemble_bytes(profile: Profile, heads: str = "mean") -> tuple[int, int]:
+    """(disk, memory) in bytes that an ensemble of the profile's N windows needs: the fields file
+    ``fields[n, l, (h,) i, j]`` in float32, and the analysis's working set for one layer."""
+    N, T, L, H = profile.n_snapshots, profile.block_size, profile.n_layer, profile.n_head
+    layer = 4 * N * T * T * (H if heads == "all" else 1)
+    return layer * L, layer * LAYER_COPIES
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_resources(profile: Profile, heads: str = "mean") -> None:
+    """Refuse, before any work, an ensemble that does not fit the artifact store's disk or this machine's
+    memory (:func:`ensemble_bytes`): a :class:`~attnpod.config.StoreError` that gives both sizes."""
+    import shutil
+
+    disk, memory = ensemble_bytes(profile, heads)
+    root = store_root(create=False)
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    free = shutil.disk_usage(existing).free if existing is not None else None
+    if free is not None and disk > free:
+        raise StoreError(f"N = {profile.n_snapshots} windows of {profile.block_size} tokens need {disk / 1e9:.1f} GB "
+                         f"of attention fields in {root}, which has {free / 1e9:.1f} GB free: lower N (--snapshots)")
+    available = _available_memory()
+    if available is not None and memory > available:
+        raise StoreError(f"N = {profile.n_snapshots} windows of {profile.block_size} tokens need about "
+                         f"{memory / 1e9:.1f} GB of memory to analyse, {available / 1e9:.1f} GB are available: "
+                         f"lower N (--snapshots)")
+
+
 def fields_are_finite(path: Path, chunk: int = 64) -> bool:
-    """Every value of the ``.npy`` fields at ``path`` is finite (read ``chunk`` snapshots at a time)."""
-    fields = np.load(path, mmap_mode="r")
+    """Every value of the ``.npy`` fields at ``path`` is finite (read ``chunk`` snapshots at a time);
+    a file that is no float ``.npy`` is a :class:`~attnpod.config.CorruptFile`."""
+    try:
+        fields = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise CorruptFile(f"{path} cannot be read as attention fields ({type(err).__name__})") from None
+    if not isinstance(fields, np.ndarray) or fields.dtype.kind != "f" or fields.ndim not in (4, 5):
+        raise CorruptFile(f"{path} does not hold attention fields")
     return all(np.isfinite(fields[n0:n0 + chunk]).all() for n0 in range(0, len(fields), chunk))
 
 
@@ -49,6 +96,7 @@ def model_fields(model, corpus: Corpus, profile: Profile, checkpoint_name: str, 
     path = artifact_dir("fields", checkpoint_name, settings) / "fields.npy"
     with artifact_lock(path):
         if not reusable(path, fields_are_finite):
+            check_resources(profile, heads)
             windows = sample_windows(corpus, profile.n_snapshots, profile.block_size, split, profile.seed)
 
             def write(tmp):

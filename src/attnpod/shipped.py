@@ -25,18 +25,32 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from pathlib import Path
+import math
+import os
+from pathlib import Path, PurePosixPath
 
 import torch
 
-from .config import AttnpodError, artifact_lock, artifact_name, model_name, project_root, publish, sha256_file
+from .config import (MODELS, AttnpodError, artifact_lock, artifact_name, model_name, project_root, publish,
+                     sha256_file, writing)
+from .data import random_batch
 from .models import GPT, GPTConfig
 from .train import CheckpointError, History, training_settings
 
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: every entry carries its check loss; file names are fixed by what an entry holds
+WEIGHTS_FORMAT = "attnpod-shipped-2"  # the safetensors header names the model it holds
 MAX_BYTES = 10_000_000  # a file of at most 10 MB: the repository stays light
 GPU_ONLY_PROFILES = ("paper",)
+RESULT_KINDS = ("pruning", "kv_cache")
+# The weights' own fingerprint: their mean loss on CHECK_WINDOWS fixed validation windows (float32 on a
+# CPU), written when shipped and recomputed on every load. Another model, or these weights under another
+# variant, misses it by far more than CHECK_TOLERANCE; the same weights on another CPU agree to ~1e-6.
+CHECK_WINDOWS, CHECK_SEED, CHECK_TOLERANCE = 32, 20260606, 1e-3
+# The training record's final validation loss and the check loss are two samples of the same split
+# (and the record may be bf16 on a GPU): they must agree within this many nats, or the record is
+# not this model's. At the smoke size the two differ by a few hundredths (see the tests).
+RECORD_TOLERANCE = 0.2
 
 
 class MissingCheckpoint(AttnpodError):
@@ -58,21 +72,96 @@ def file_name(variant: str, causal_gate: bool, seed: int) -> str:
     return f"{model_name(variant, causal_gate)}-seed{seed}.safetensors"
 
 
+def result_name(kind: str, model: str, seed: int) -> str:
+    return f"results/{kind}-{model}-seed{seed}.npz"
+
+
 def trains_only_on_gpu(profile_name: str, device) -> bool:
     """True where a profile's models must come from shipped files: the paper profile on a machine without CUDA."""
     return profile_name in GPU_ONLY_PROFILES and torch.device(device).type != "cuda"
 
 
+# ----------------------------------------------------------------------------- the manifest, checked
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers(value) -> bool:
+    return isinstance(value, list) and all(_number(v) for v in value)
+
+
+_TEXT, _DICT = (lambda v: isinstance(v, str)), (lambda v: isinstance(v, dict))
+_COMMON = {"file": _TEXT, "sha256": lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+           "bytes": _integer, "seed": lambda v: _integer(v) and 0 <= v < 2**32, "settings": _DICT, "device": _TEXT,
+           "torch": _TEXT, "date": _TEXT}
+_ENTRY = _COMMON | {
+    "variant": lambda v: v in MODELS, "causal_gate": lambda v: isinstance(v, bool), "steps": _integer,
+    "train_loss": _number, "val_loss": _number, "seconds": _number, "tokens": _integer,
+    "tokens_per_s": lambda v: v is None or _number(v), "config": _DICT,
+    "curve": lambda v: (isinstance(v, dict) and set(v) == {"step", "train", "val", "per_step"}
+                        and all(_numbers(x) for x in v.values()) and len(v["step"]) == len(v["train"]) == len(v["val"])),
+    "check": lambda v: (isinstance(v, dict) and set(v) == {"windows", "seed", "val_loss"} and _integer(v["windows"])
+                        and _integer(v["seed"]) and _number(v["val_loss"]))}
+_RESULT = _COMMON | {"kind": lambda v: v in RESULT_KINDS, "model": _TEXT}
+
+
+def _problem(entry, schema: dict) -> str | None:
+    """What is wrong with one manifest entry, or None: its keys, their types, and whether its file
+    name says what it holds."""
+    if not isinstance(entry, dict):
+        return "is not an object"
+    if set(entry) != set(schema):
+        missing, extra = sorted(set(schema) - set(entry)), sorted(set(entry) - set(schema))
+        return f"has keys missing {missing} / unexpected {extra}"
+    for key, fits in schema.items():
+        if not fits(entry[key]):
+            return f"{key} = {str(entry[key])[:60]!r} is not valid"
+    if schema is _RESULT:
+        expected = result_name(entry["kind"], entry["model"], entry["seed"])
+    else:
+        expected = file_name(entry["variant"], entry["causal_gate"], entry["seed"])
+        config = entry["config"]
+        if (config.get("variant"), config.get("causal_gate")) != (entry["variant"], entry["causal_gate"]):
+            return f"its config is {config.get('variant')!r} (causal gate {config.get('causal_gate')}), not the entry's"
+        if entry["settings"].get("model") != config:
+            return "its config differs from the config in its training settings"
+        curve = entry["curve"]
+        if not curve["step"] or (curve["step"][-1], curve["val"][-1], curve["train"][-1]) != (
+                entry["steps"], entry["val_loss"], entry["train_loss"]):
+            return "its steps and final losses differ from its loss curves"
+    if entry["file"] != expected:
+        return f"names file {entry['file'][:80]!r}; an entry for what it claims to hold names {expected!r}"
+    return None
+
+
 def read_manifest(folder: Path) -> dict:
-    """``{"format": 1, "entries": [...], "results": [...]}``; an empty manifest if the folder has none."""
+    """``{"format": 2, "entries": [...], "results": [...]}``, every entry checked (keys, types, and a file name
+    that says what it holds); an empty manifest if the folder has none. A damaged manifest is a one-line
+    :class:`CheckpointError` that names it."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return {"format": MANIFEST_FORMAT, "entries": [], "results": []}
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise CheckpointError(f"{path}: manifest format {manifest.get('format')!r}, this attnpod reads "
-                              f"{MANIFEST_FORMAT}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, ValueError) as err:
+        raise CheckpointError(f"{path} cannot be read as JSON ({' '.join(str(err).split())[:120]}): restore it "
+                              f"(git checkout -- {path})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise CheckpointError(f"{path}: manifest format {str(found)[:40]!r}, this attnpod reads {MANIFEST_FORMAT}")
     manifest.setdefault("results", [])
+    for key, schema in (("entries", _ENTRY), ("results", _RESULT)):
+        if not isinstance(manifest.get(key), list):
+            raise CheckpointError(f"{path}: {key!r} must be a list")
+        for i, entry in enumerate(manifest[key]):
+            problem = _problem(entry, schema)
+            if problem:
+                raise CheckpointError(f"{path}: {key[:-1] if key == 'results' else 'entry'} {i} {problem}")
     return manifest
 
 
@@ -81,17 +170,38 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     publish(folder / MANIFEST, lambda tmp: tmp.write_text(text + "\n"))
 
 
+def _inside(folder: Path, name: str) -> Path:
+    """``folder/name`` for a relative path that stays inside ``folder`` (no ``..``, not absolute, no link out)."""
+    rel = PurePosixPath(name)
+    if not name or rel.is_absolute() or ".." in rel.parts or "\\" in name:
+        raise CheckpointError(f"{Path(folder) / MANIFEST}: file {name[:80]!r} is not a relative path inside the folder")
+    path = Path(folder) / rel
+    if (path.exists() or path.is_symlink()) and not path.resolve().is_relative_to(Path(folder).resolve()):
+        raise CheckpointError(f"{path} links out of {folder}: a shipped file must lie in the manifest's folder")
+    return path
+
+
 def _verified(folder: Path, entry: dict) -> Path:
     """The path of a manifest entry's file, after checking it against the entry's SHA-256."""
-    path = Path(folder) / entry["file"]
+    path = _inside(folder, entry["file"])
     if not path.is_file():
         raise MissingCheckpoint(f"{path} is listed in the manifest but missing: restore it (git checkout -- {path})")
     digest = sha256_file(path)
     if digest != entry["sha256"]:
-        raise CheckpointError(f"{path}: SHA-256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…; "
-                              f"the file is corrupted or was replaced: restore it (git checkout -- {path})")
+        raise CheckpointError(f"{path}: its SHA-256 does not match the manifest's; the file is corrupted or was "
+                              f"replaced: restore it (git checkout -- {path})")
     return path
 
+
+def _publish_readable(path: Path, write) -> None:
+    """:func:`publish`, then readable like the rest of a checkout (0644 under the usual umask)."""
+    publish(path, write)
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
+# ----------------------------------------------------------------------------- weights
 
 def _tied_names(state: dict) -> set[str]:
     """Names whose tensor shares storage with an earlier name (stored once)."""
@@ -104,41 +214,98 @@ def _tied_names(state: dict) -> set[str]:
     return tied
 
 
-def ship(model: GPT, history: History, settings: dict, seed: int, folder: Path, device: str = "") -> dict:
+@torch.no_grad()
+def check_loss(model: GPT, corpus) -> float:
+    """The model's mean loss on :data:`CHECK_WINDOWS` fixed validation windows, in float32 on a CPU."""
+    model = model.to("cpu").float().eval()
+    gen = torch.Generator().manual_seed(CHECK_SEED)
+    x, y = random_batch(corpus.split("val"), CHECK_WINDOWS, model.config.block_size, gen)
+    return float(model(x, y)[1])
+
+
+def _read_weights(path: Path, cfg: GPTConfig) -> GPT:
+    """The model of ``cfg`` with the weights in ``path``, which must be exactly that model's: the header
+    names it; every tensor name, shape and kind fits; every value is finite."""
+    from safetensors import safe_open
+
+    model = GPT(cfg)
+    state = model.state_dict()
+    wanted = {k: v for k, v in state.items() if k not in _tied_names(state)}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+            names = set(fh.keys())
+            tensors = {k: fh.get_tensor(k) for k in names & set(wanted)}
+    except Exception as err:  # safetensors raises its own error types for a damaged file
+        raise CheckpointError(f"{path} cannot be read as safetensors ({type(err).__name__}: "
+                              f"{' '.join(str(err).split())[:120]})") from None
+    if header.get("format") != WEIGHTS_FORMAT or header.get("model") != json.dumps(cfg.as_dict(), sort_keys=True):
+        raise CheckpointError(f"{path} does not hold {model_name(cfg.variant, cfg.causal_gate)} at these sizes "
+                              f"(its header names another model or format)")
+    if names != set(wanted):
+        raise CheckpointError(f"{path}: tensors missing {sorted(set(wanted) - names)[:3]}, unexpected "
+                              f"{sorted(names - set(wanted))[:3]}")
+    for name, tensor in tensors.items():
+        want = wanted[name]
+        kind_fits = tensor.is_floating_point() if want.is_floating_point() else tensor.dtype == want.dtype
+        if tuple(tensor.shape) != tuple(want.shape) or not kind_fits:
+            raise CheckpointError(f"{path}: {name} is {tensor.dtype} {tuple(tensor.shape)}, the model needs "
+                                  f"{want.dtype} {tuple(want.shape)}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: {name} holds NaN or infinite values")
+    model.load_state_dict({k: v.to(wanted[k].dtype) for k, v in tensors.items()}, strict=False)
+    return model
+
+
+def ship(model: GPT, history: History, settings: dict, seed: int, folder: Path, corpus, device: str = "") -> dict:
     """Write ``model``'s weights (float16) and its manifest entry into ``folder``; returns the entry.
 
     ``settings`` are the training settings (:func:`attnpod.train.training_settings`);
-    an entry for the same file is replaced.
+    the entry carries the float16 weights' :func:`check_loss` on ``corpus``, and a
+    record whose final validation loss misses it by more than :data:`RECORD_TOLERANCE`
+    is refused. An entry for the same file is replaced.
     """
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder, "ship into", "choose a writable folder with --to"):
+        folder.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     name = file_name(cfg.variant, cfg.causal_gate, seed)
+    if not history.step:
+        raise CheckpointError(f"{name}: the model has no training record to ship")
     state = model.state_dict()
     tied = _tied_names(state)
     weights = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in state.items() if k not in tied}
     path = folder / name
-    with artifact_lock(folder / MANIFEST):
-        publish(path, lambda tmp: save_file(weights, str(tmp), metadata={"format": "attnpod-shipped-1"}))
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            path.unlink()
-            raise CheckpointError(f"{name} would be {size / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit")
+    header = {"format": WEIGHTS_FORMAT, "model": json.dumps(cfg.as_dict(), sort_keys=True), "seed": str(seed)}
+    with artifact_lock(folder / MANIFEST), writing(folder, "ship into", "choose a writable folder with --to"):
+        tmp = folder / f".{name}.checking"
+        try:
+            save_file(weights, str(tmp), metadata=header)
+            size = tmp.stat().st_size
+            if size > MAX_BYTES:
+                raise CheckpointError(f"{name} would be {size / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit")
+            check = check_loss(_read_weights(tmp, cfg), corpus)
+            if abs(check - history.val[-1]) > RECORD_TOLERANCE:
+                raise CheckpointError(f"{name}: the record's final validation loss {history.val[-1]:.4f} is not this "
+                                      f"model's (its check windows give {check:.4f}); not shipped")
+            _publish_readable(path, lambda dest: tmp.replace(dest))
+        finally:
+            tmp.unlink(missing_ok=True)
         seconds = history.seconds
         entry = {
             "file": name, "sha256": sha256_file(path), "bytes": size, "variant": cfg.variant,
-            "causal_gate": cfg.causal_gate, "seed": seed, "steps": history.step[-1] if history.step else 0,
-            "train_loss": history.train[-1] if history.train else None,
-            "val_loss": history.val[-1] if history.val else None,
+            "causal_gate": cfg.causal_gate, "seed": seed, "steps": history.step[-1],
+            "train_loss": history.train[-1], "val_loss": history.val[-1],
             "curve": {"step": history.step, "train": history.train, "val": history.val,
                       "per_step": [round(x, 4) for x in history.curve]},
             "seconds": seconds, "tokens": history.tokens,
             "tokens_per_s": history.tokens / seconds if seconds > 0 else None,
             "config": cfg.as_dict(), "settings": settings, "device": device or "unknown",
             "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "check": {"windows": CHECK_WINDOWS, "seed": CHECK_SEED, "val_loss": check},
         }
         manifest = read_manifest(folder)
         manifest["entries"] = [e for e in manifest["entries"] if e["file"] != name] + [entry]
@@ -156,18 +323,35 @@ def _comparable(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in MEASURED_SETTINGS}
 
 
+def result_misfit(result, settings: dict, windows: int) -> str | None:
+    """What in an experiment ``result`` disagrees with the ``settings`` it should come from, or None:
+    the stored settings (measured ones aside), the budgets, the random draws, and the number of
+    evaluation ``windows``."""
+    stored = {k: result.meta.get(k) for k in _comparable(settings)}
+    if stored != _comparable(settings):
+        return "its stored settings differ"
+    if result.budgets.tolist() != list(settings["budgets"]) or len(result.random_losses) != settings["n_random"]:
+        return f"it has budgets {result.budgets.tolist()} and {len(result.random_losses)} random draws"
+    if result.baseline.shape[0] != windows:
+        return f"it has {result.baseline.shape[0]} evaluation windows, the settings ask for {windows}"
+    return None
+
+
 def ship_result(kind: str, model: str, seed: int, source: Path, settings: dict, folder: Path,
                 device: str = "") -> dict:
     """Copy an experiment's result file (``kind`` "pruning" or "kv_cache", of ``model`` at ``seed``)
     into ``folder/results/`` and list it in the manifest; returns the entry (one per kind, model, seed)."""
+    if kind not in RESULT_KINDS:
+        raise CheckpointError(f"unknown result kind {kind!r}; one of {RESULT_KINDS}")
     folder = Path(folder)
-    name = f"results/{kind}-{model}-seed{seed}.npz"
+    name = result_name(kind, model, seed)
     data = Path(source).read_bytes()
     if len(data) > MAX_BYTES:
         raise CheckpointError(f"{name} would be {len(data) / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit")
-    (folder / "results").mkdir(parents=True, exist_ok=True)
-    with artifact_lock(folder / MANIFEST):
-        publish(folder / name, lambda tmp: tmp.write_bytes(data))
+    with writing(folder, "ship into", "choose a writable folder with --to"):
+        (folder / "results").mkdir(parents=True, exist_ok=True)
+    with artifact_lock(folder / MANIFEST), writing(folder, "ship into", "choose a writable folder with --to"):
+        _publish_readable(folder / name, lambda tmp: tmp.write_bytes(data))
         entry = {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "kind": kind,
                  "model": model, "seed": seed, "settings": settings, "device": device or "unknown",
                  "torch": torch.__version__,
@@ -186,7 +370,8 @@ def shipped_result(profile_name: str, kind: str, model: str, settings: dict, roo
     ``folder`` (else ``checkpoints/<profile>/`` of ``root`` or of the checkout) holds the manifest."""
     folder = shipped_root(profile_name, root, folder)
     for entry in read_manifest(folder)["results"]:
-        if (entry["kind"], entry["model"]) == (kind, model) and _comparable(entry["settings"]) == _comparable(settings):
+        if ((entry["kind"], entry["model"], entry["seed"]) == (kind, model, settings.get("seed"))
+                and _comparable(entry["settings"]) == _comparable(settings)):
             return _verified(folder, entry)
     raise MissingCheckpoint(
         f"no shipped {profile_name}-profile {kind} result for {model}, seed {settings.get('seed')}, with these "
@@ -209,36 +394,49 @@ def history_of(entry: dict) -> History:
                    curve=list(curve["per_step"]), seconds=float(entry["seconds"]), tokens=int(entry["tokens"]))
 
 
-def load_shipped(folder: Path, entry: dict, device="cpu") -> GPT:
-    """The shipped model of ``entry`` in float32, after checking its file against the manifest's SHA-256."""
-    from safetensors.torch import load_file
-
+def load_shipped(folder: Path, entry: dict, corpus, device="cpu") -> GPT:
+    """The shipped model of ``entry`` in float32, after checking its file against the manifest's SHA-256,
+    its tensors against the entry's model, and its loss on the check windows against the entry's."""
     path = _verified(folder, entry)
-    model = GPT(GPTConfig(**entry["config"]))
-    weights = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or set(missing) != _tied_names(model.state_dict()):
-        raise CheckpointError(f"{path}: weights do not fit {entry['variant']} (missing {missing}, "
-                              f"unexpected {unexpected})")
+    try:
+        cfg = GPTConfig(**entry["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: the manifest's config is invalid ({err})") from None
+    model = _read_weights(path, cfg)
+    if getattr(corpus, "vocab_size", cfg.vocab_size) != cfg.vocab_size:
+        raise CheckpointError(f"{path}: a vocabulary of {cfg.vocab_size}, the corpus has {corpus.vocab_size}")
+    loss = check_loss(model, corpus)
+    if abs(loss - entry["check"]["val_loss"]) > CHECK_TOLERANCE:
+        raise CheckpointError(f"{path}: these weights give {loss:.4f} on the check windows, the manifest says "
+                              f"{entry['check']['val_loss']:.4f}: the manifest does not describe this file")
+    if abs(entry["check"]["val_loss"] - entry["val_loss"]) > RECORD_TOLERANCE:
+        raise CheckpointError(f"{path}: the manifest's final validation loss {entry['val_loss']:.4f} is not these "
+                              f"weights' (check windows: {loss:.4f}, tolerance {RECORD_TOLERANCE})")
     return model.to(device).eval()
 
 
-def shipped_model(profile, variant: str, causal_gate: bool, vocab_size: int, device="cpu",
+def shipped_model(profile, variant: str, causal_gate: bool, corpus, device="cpu",
                   root: Path | None = None, folder: Path | None = None) -> tuple[GPT, History, dict]:
     """The shipped model for this profile, variant, gate and seed, or :class:`MissingCheckpoint` saying what to do."""
     from .train import model_config
 
-    settings = training_settings(profile, model_config(profile, variant, vocab_size, causal_gate))
+    cfg = model_config(profile, variant, corpus.vocab_size, causal_gate)
+    settings = training_settings(profile, cfg)
     folder = shipped_root(profile.name, root, folder)
     entry = find(folder, settings, profile.seed)
     if entry is None:
         gate = " --causal-gate" if causal_gate else ""
+        why = (f"the {profile.name} profile is not trained on a CPU (hours per model). On a GPU: "
+               if profile.name in GPU_ONLY_PROFILES else "train it (minutes at this size): ")
         raise MissingCheckpoint(
             f"no shipped {profile.name}-profile checkpoint for {variant}{' (causal gate)' if causal_gate else ''}, "
-            f"seed {profile.seed}, in {folder}: the {profile.name} profile is not trained on a CPU (hours per model). "
-            f"On a GPU: python -m attnpod train --profile {profile.name} --model {variant}{gate} --seed "
-            f"{profile.seed} --device cuda, then python -m attnpod ship with the same options")
-    return load_shipped(folder, entry, device), history_of(entry), entry
+            f"seed {profile.seed}, in {folder}: {why}python -m attnpod train --profile {profile.name} --model "
+            f"{variant}{gate} --seed {profile.seed}{' --device cuda' if profile.name in GPU_ONLY_PROFILES else ''}, "
+            f"then python -m attnpod ship with the same options")
+    if entry["config"] != cfg.as_dict() or entry["steps"] != profile.steps:
+        raise CheckpointError(f"{folder / MANIFEST}: the entry for {entry['file']} holds another model than its "
+                              f"settings say (config or steps differ from profile {profile.name!r})")
+    return load_shipped(folder, entry, corpus, device), history_of(entry), entry
 
 
 def trained_or_shipped(profile, variant: str, corpus, device=None, causal_gate: bool = False, progress: bool = True,
@@ -254,7 +452,7 @@ def trained_or_shipped(profile, variant: str, corpus, device=None, causal_gate: 
 
     device = resolve_device(device)
     if shipped or trains_only_on_gpu(profile.name, device):
-        model, history, entry = shipped_model(profile, variant, causal_gate, corpus.vocab_size, device, root, folder)
+        model, history, entry = shipped_model(profile, variant, causal_gate, corpus, device, root, folder)
         return model, history, artifact_name(model_name(variant, causal_gate), entry["settings"])
     model, history, path = train(profile, variant, corpus, device, causal_gate, progress)
     return model, history, path.parent.name

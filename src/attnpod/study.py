@@ -13,13 +13,13 @@ import numpy as np
 
 from .analysis import FieldAnalysis
 from .pipeline import analyse_model, model_fields
-from .config import (MODELS, ParameterError, Profile, _is_int, artifact_dir, artifact_lock, get_profile, model_label,
+from .config import (CorruptFile, MODELS, ParameterError, Profile, _is_int, artifact_dir, artifact_lock, get_profile, model_label,
                      parse_model_name, reusable)
 from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest
 from .data import SPLITS, Corpus, load_corpus
-from .shipped import shipped_result, trained_or_shipped, trains_only_on_gpu
+from .shipped import result_misfit, shipped_result, trained_or_shipped, trains_only_on_gpu
 from .train import History, is_trained, resolve_device, train_in_processes
 
 
@@ -68,6 +68,21 @@ class Study:
         chosen = get_profile(None if profile in ("", "auto", None) else profile, seed=seed, **(overrides or {}))
         return cls(chosen, load_corpus(data_path or None), str(resolve_device(device)), split, progress,
                    str(data_path or ""))
+
+    @property
+    def run_stamp(self) -> str:
+        """Which run a chapter shows: profile, seed, any changed setting, and when it was computed (UTC)."""
+        import datetime
+
+        from .config import PROFILES
+
+        P = self.profile
+        preset = PROFILES.get(P.name)
+        changed = {k: v for k, v in P.as_dict().items()
+                   if preset is not None and k not in ("seed", "name") and getattr(preset, k) != v}
+        extra = "".join(f", {k} = {v}" for k, v in changed.items())
+        return (f"{P.name} profile, seed {P.seed}{extra}; executed "
+                f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -175,11 +190,16 @@ class Study:
         if trains_only_on_gpu(self.profile.name, self.device):
             path = shipped_result(self.profile.name, kind, variant, settings, folder=self.shipped_folder or None)
             self.experiment_files[kind, variant] = path
-            return result_class.load(path)
+            result = result_class.load(path)
+            windows = settings["n_eval"] * settings["batch"][0] if kind == "pruning" else settings["n_windows"]
+            problem = result_misfit(result, settings, windows)
+            if problem:
+                raise CorruptFile(f"{path}: {problem}: the manifest lists it for settings it was not made with")
+            return result
         path = artifact_dir(kind, self.trained(variant).name, settings) / f"{kind}.npz"
         self.experiment_files[kind, variant] = path
         with artifact_lock(path):
-            if reusable(path):
+            if reusable(path, lambda p: result_class.load(p) is not None):  # a damaged file is recomputed
                 return result_class.load(path)
             result = compute()
             result.meta.update(settings)
