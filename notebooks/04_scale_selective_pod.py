@@ -31,7 +31,8 @@ import numpy as np
 from myst_nb import glue
 
 from attnpod.figures import plot_eigenvalue_spectra, plot_lag_windows, plot_pod_modes, plot_theorem1
-from attnpod.study import Study, theorem1_check
+from attnpod.book import theorem1_check
+from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)

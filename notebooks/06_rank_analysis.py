@@ -55,6 +55,7 @@ layers = study.layer_labels
 
 # %% tags=["hide-input"]
 from attnpod import claims
+from attnpod.allocation import allocate
 from attnpod.analysis import bootstrap_statistics
 
 eps = analyses["base"].epsilons
@@ -101,12 +102,12 @@ glue("fig_rank_scale_001", fig, display=False)
 # be shared in proportion to $H^*(\varepsilon)$ instead of uniformly. The
 # allocation below does that for $\varepsilon = 0.10$, keeping at least one
 # head per layer and at most the layer's $H$ heads, with counts that sum exactly to
-# the budget (`attnpod.claims.allocate`, largest remainders). Whether such an
+# the budget (`attnpod.allocation.allocate`, largest remainders). Whether such an
 # allocation keeps the loss is a question for an experiment, not for this table.
 
 # %% tags=["hide-input"]
 budget = P.n_layer * P.n_head
-alloc = pd.DataFrame({study.label(v): claims.allocate(r.effective_rank[:, 0], budget, lo=1, hi=P.n_head)
+alloc = pd.DataFrame({study.label(v): allocate(r.effective_rank[:, 0], budget, lo=1, hi=P.n_head)
                       for v, r in analyses.items()}, index=layers)
 ranks = np.array([r.effective_rank[:, 0] for r in analyses.values()])
 nonuniform = claims.ranks_non_uniform(ranks, np.array([boot[v]["effective_rank"][:, 0] for v in analyses]))

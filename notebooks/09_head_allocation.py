@@ -43,7 +43,7 @@
 #     windows; BASE only, to keep the laptop book within its time budget; it is
 #     still scored on every evaluation batch).
 #   Counts always sum exactly to the budget, each layer keeps 1 to $H$ heads
-#   (`attnpod.claims.allocate`). $H^*$ and $\mathcal{T}_\mathrm{spec}$ come from
+#   (`attnpod.allocation.allocate`). $H^*$ and $\mathcal{T}_\mathrm{spec}$ come from
 #   *training-split* snapshots, so the evaluation data never informs a rule.
 # - **Metric.** Increase in validation loss (nats per character) over the full
 #   model, on {glue:text}`eval_windows` fixed validation windows, without

@@ -95,7 +95,8 @@ from myst_nb import glue
 
 from attnpod import claims, kvcache
 from attnpod.figures import plot_budget_curves, plot_sinks
-from attnpod.study import CACHE_SELECTION_RULES, Study, cache_allocation_rules
+from attnpod.book import CACHE_SELECTION_RULES, cache_allocation_rules
+from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)

@@ -12,8 +12,8 @@
 # store's logs/ folder. PROFILE, DEVICE, SHIP_TO (default checkpoints/$PROFILE/)
 # and PYTHON change the defaults paper, cuda, the checkout's folder and python3
 # (the tests run it on a CPU). Needs torch with CUDA, numpy, safetensors, tqdm,
-# filelock, threadpoolctl, pandas and matplotlib; no pooch (the corpus is given
-# by path), no jupyter.
+# filelock and threadpoolctl; no matplotlib or pandas (nothing here draws), no
+# pooch (the corpus is given by path), no jupyter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seed=${1:-42}

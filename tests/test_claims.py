@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from attnpod import claims
+from attnpod.allocation import allocate
 
 
 def test_scale_contrast_agree_disagree_partly():
@@ -84,7 +85,7 @@ def test_ega_gain_and_leak_and_published_and_conv():
     ([0, 0, 0], 7, 3, [3, 2, 2]),
 ])
 def test_allocate_sums_exactly_within_bounds(scores, budget, hi, expected):
-    counts = claims.allocate(scores, budget, lo=1, hi=hi)
+    counts = allocate(scores, budget, lo=1, hi=hi)
     assert counts.sum() == budget and counts.min() >= 1 and (hi is None or counts.max() <= hi)
     np.testing.assert_array_equal(counts, expected)
 
@@ -94,17 +95,17 @@ def test_allocate_never_misses_the_budget_on_random_scores():
     for _ in range(200):
         n, hi = rng.integers(1, 9), rng.integers(1, 9)
         budget = int(rng.integers(n, n * hi + 1))
-        counts = claims.allocate(rng.random(n) ** 3, budget, lo=1, hi=hi)
+        counts = allocate(rng.random(n) ** 3, budget, lo=1, hi=hi)
         assert counts.sum() == budget and counts.min() >= 1 and counts.max() <= hi
     with pytest.raises(ValueError, match="cannot be split"):
-        claims.allocate([1, 1], 20, hi=8)
+        allocate([1, 1], 20, hi=8)
 
 
 @pytest.mark.parametrize("scores, budget, hi, expected", [([0, 0, 1], 20, 8, [6, 6, 8]), ([0, 0, 1], 21, 8, [7, 6, 8]),
                                                           ([0, 2, 1, 0], 30, 8, [7, 8, 8, 7]), ([0, 0, 1], 6, 8, [1, 1, 4])])
 def test_allocate_meets_the_budget_when_some_scores_are_zero(scores, budget, hi, expected):
     """Scored items saturate at hi; the rest of the budget goes to the unscored ones, tied, in turn."""
-    counts = claims.allocate(scores, budget, lo=1, hi=hi)
+    counts = allocate(scores, budget, lo=1, hi=hi)
     assert counts.sum() == budget and counts.max() <= hi
     np.testing.assert_array_equal(counts, expected)
 
@@ -113,7 +114,7 @@ def test_the_old_rounding_rule_misses_the_budget():
     """Chapter 06's former max(1, round(budget·h/Σh)) gives 51 for a budget of 48."""
     h = np.array([1, 1, 1, 1, 1, 100.0])
     assert np.maximum(1, np.round(48 * h / h.sum())).sum() == 51
-    assert claims.allocate(h, 48).sum() == 48
+    assert allocate(h, 48).sum() == 48
 
 
 def test_reading_verdicts_and_the_matrix_on_small_analyses():

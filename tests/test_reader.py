@@ -49,9 +49,22 @@ def test_lab_opens_a_py_chapter_as_a_notebook(tmp_path):
         proc.wait(timeout=30)
 
 
+def test_the_command_line_starts_without_torch_or_matplotlib():
+    """Naming the commands and figures imports neither (a command that does not draw never pays for them);
+    every named figure has its recipe."""
+    code = ("import sys; from attnpod.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'pandas') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    from attnpod.book import FIGURES, _recipes
+
+    assert set(_recipes()) == set(FIGURES)
+
+
 @pytest.mark.slow
 def test_every_figure_of_the_book_is_written(tmp_path, monkeypatch):
-    from attnpod.study import FIGURES, Study, figure
+    from attnpod.book import FIGURES, figure
+    from attnpod.study import Study
 
     monkeypatch.setenv("ATTNPOD_DATA", str(corpus_file()))
     study = Study.create("smoke", overrides={"n_snapshots": 8}, progress=False)

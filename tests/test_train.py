@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnpod.config import PROFILES, ParameterError, artifact_dir, get_profile, settings_key, write_verified
+from attnpod.config import PROFILES, AttnpodError, ParameterError, artifact_dir, get_profile, settings_key, write_verified
 from attnpod.train import (CheckpointError, TrainingDiverged, checkpoint_path, load_model, lr_at, model_config,
                            resolve_device, train)
 
@@ -203,9 +203,7 @@ def test_models_train_side_by_side_in_processes(tmp_path, monkeypatch):
     from .conftest import corpus_file
 
     monkeypatch.setenv("ATTNPOD_ARTIFACTS", str(tmp_path / "art"))
-    profile = get_profile("smoke", seed=3)
-    with pytest.raises(ParameterError, match="overrides"):
-        train_in_processes(profile.replace(lr=5e-3), ["base"], str(corpus_file()))
+    profile = get_profile("smoke", seed=3, lr=2e-3)  # any profile travels, overrides included
     seconds = train_in_processes(profile, ["base", "ega1_causal"], str(corpus_file()), "cpu", progress=False)
     assert set(seconds) == {"base", "ega1_causal"}
     assert is_trained(profile, "base") and is_trained(profile, "ega1", causal_gate=True)
@@ -217,6 +215,9 @@ def test_models_train_side_by_side_in_processes(tmp_path, monkeypatch):
     same, _, _ = train(profile, "base", study.corpus, "cpu", progress=False)  # reloads the stored model
     for a, b in zip(same.parameters(), runs["base"].model.parameters()):
         assert torch.equal(a, b)
+    with pytest.raises(AttnpodError, match=r"training base failed: .*lr.*\(log: .*train-smoke-base-seed3.log\)"):
+        train_in_processes(profile.replace(lr=1e9, steps=40), ["base", "ega1"], str(corpus_file()), "cpu",
+                           progress=False)
 
 
 @pytest.mark.parametrize("models, cores, cuda, expected", [

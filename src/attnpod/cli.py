@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_argument("--to", default=None, help="the shipped models' folder, where the results go too "
                                                         "(default: checkpoints/<profile>/ of the checkout)")
     _debug(experiments)
-    from .study import FIGURES
+    from .book import FIGURES
 
-    names = "\n".join(f"  {name:24s} {what}" for name, (what, _) in FIGURES.items())
+    names = "\n".join(f"  {name:24s} {what}" for name, what in FIGURES.items())
     what = ("write one of the book's figures (PNG, PDF or SVG): from the cached artifacts, training and "
             "analysing first what is not cached")
     fig = sub.add_parser("figure", help=what, description=what,
@@ -143,7 +143,8 @@ def _figure(args) -> int:
     from pathlib import Path
 
     from .config import ParameterError, writing
-    from .study import Study, figure
+    from .book import figure
+    from .study import Study
 
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):

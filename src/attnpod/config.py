@@ -130,12 +130,6 @@ class Profile(ModelSize):
         if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
             fail("seed must be an integer in [0, 2**32)", self.seed)
 
-    def is_preset(self) -> bool:
-        """A preset of :data:`PROFILES` with at most its seed and N changed: what the command line
-        can name (``--profile``, ``--seed``, ``--snapshots``)."""
-        preset = PROFILES.get(self.name)
-        return preset is not None and self == preset.replace(seed=self.seed, n_snapshots=self.n_snapshots)
-
     def replace(self, **overrides) -> "Profile":
         """A copy with some settings changed (validated like the presets)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}

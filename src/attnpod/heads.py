@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .claims import allocate
+from .allocation import allocate
 from .config import CorruptFile, check_arrays, load_npz, save_npz
 from .data import Corpus, random_batch
 
@@ -187,7 +187,7 @@ def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets,
     """Every allocation rule at every budget, evaluated on ``eval_batches``.
 
     ``layer_scores[rule]`` gives per-layer scores; the rule's counts are
-    :func:`attnpod.claims.allocate` of them (1 ≤ count ≤ H, summing to the budget).
+    :func:`attnpod.allocation.allocate` of them (1 ≤ count ≤ H, summing to the budget).
     Michel's iterative pruning and random counts (``n_random`` draws, seeded) are
     always added; the greedy oracle when ``oracle_batches`` is given. Importance is
     measured on ``score_batches`` (training windows), never on the evaluation batches.

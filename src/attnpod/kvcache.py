@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .claims import allocate
+from .allocation import allocate
 from .config import CorruptFile, ParameterError, check_arrays, load_npz, save_npz
 
 CACHE_BUDGETS = (8, 16, 32, 64)  # mean keys per layer at T = 256 (scaled to other T by cache_budgets)

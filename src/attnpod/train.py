@@ -268,57 +268,77 @@ def training_jobs(models: int, cores: int, cuda: bool = False) -> int:
     return max(1, models if cuda else min(models, cores))
 
 
+def _train_in_process(profile: Profile, name: str, data_path: str | None, device: str, threads: int,
+                      log: str) -> None:
+    """One training in a spawned process: ``threads`` threads, its output in ``log``, an error as its last line."""
+    import sys
+    import traceback
+
+    from threadpoolctl import threadpool_limits
+
+    from .data import load_corpus
+
+    torch.set_num_threads(threads)
+    with open(log, "w", buffering=1) as out, threadpool_limits(1):
+        sys.stdout = sys.stderr = out
+        try:
+            variant, causal = parse_model_name(name)
+            train(profile, variant, load_corpus(data_path), device, causal)
+        except BaseException as err:
+            traceback.print_exc(file=out)
+            print(f"{type(err).__name__}: {' '.join(str(err).split())}", file=out)
+            raise SystemExit(1) from None
+
+
 def train_in_processes(profile: Profile, models: list[str], data_path: str | None = None, device="auto",
                        jobs: int | None = None, progress: bool = True) -> dict[str, float]:
-    """Train several models at once, each in its own ``python -m attnpod train`` process; seconds per model.
+    """Train several models at once, each in its own spawned process; seconds per model.
 
-    ``models`` are variants, ``_causal`` for the causal gate. ``jobs`` processes run at a
-    time (default :func:`training_jobs`), each with an equal share of the cores as its
-    thread pool: on 2 cores, two single-threaded trainings do 1.2x the work of one
-    two-threaded (measured, laptop profile). Only a preset profile (any seed) can be handed to the command line.
-    Logs go to ``<artifacts>/logs/``; a failed run raises with the path of its log.
+    ``models`` are variants, ``_causal`` for the causal gate; ``profile`` travels to each
+    process as it is (any settings). ``jobs`` processes run at a time (default
+    :func:`training_jobs`), each with an equal share of the cores as its thread pool: on
+    2 cores, two single-threaded trainings do 1.2x the work of one two-threaded
+    (measured, laptop profile). Logs go to ``<artifacts>/logs/``; a failed run raises
+    with its last line and the path of its log, and stops the others.
     """
+    import multiprocessing
     import os
-    import subprocess
-    import sys
 
-    from .config import artifacts_root
+    from .config import store_root
 
-    if not profile.is_preset():
-        raise ParameterError(f"profile {profile.name!r} has overrides that the command line cannot pass; "
-                             f"train these models one by one")
     device = resolve_device(device)
     cores = os.cpu_count() or 1
     jobs = jobs or training_jobs(len(models), cores, device.type == "cuda")
-    threads = str(max(1, cores // min(jobs, len(models))))
-    logs = artifacts_root() / "logs"
+    threads = max(1, cores // min(jobs, len(models)))
+    logs = store_root() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": "1", "ATTNPOD_ARTIFACTS": str(artifacts_root())}
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no inherited threads or state
     pending, running, seconds = list(models), {}, {}
     bar = tqdm(total=len(models), desc=f"training {len(models)} models, {jobs} at a time", disable=not progress)
-    while pending or running:
-        while pending and len(running) < jobs:
-            name = pending.pop(0)
-            variant, causal = parse_model_name(name)
-            cmd = [sys.executable, "-m", "attnpod", "train", "--profile", profile.name, "--model", variant,
-                   "--seed", str(profile.seed), "--device", str(device)]
-            cmd += ["--causal-gate"] if causal else []
-            cmd += ["--data", str(data_path)] if data_path else []
-            log = logs / f"train-{profile.name}-{name}-seed{profile.seed}.log"
-            running[name] = (subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT),
-                             log, time.perf_counter())
-        time.sleep(0.5)
-        for name, (proc, log, start) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[name]
-            if proc.returncode != 0:
-                for other, *_ in running.values():
-                    other.terminate()
-                tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
-                raise AttnpodError(f"training {name} failed: {tail[0]} (log: {log})")
-            seconds[name] = time.perf_counter() - start
-            bar.update()
-            bar.write(f"{name}: trained in {seconds[name]:.0f} s")
-    bar.close()
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                name = pending.pop(0)
+                log = logs / f"train-{profile.name}-{name}-seed{profile.seed}.log"
+                proc = context.Process(target=_train_in_process, args=(profile, name, data_path, str(device),
+                                                                       threads, str(log)), daemon=True)
+                proc.start()
+                running[name] = (proc, log, time.perf_counter())
+            time.sleep(0.5)
+            for name, (proc, log, start) in list(running.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                del running[name]
+                if proc.exitcode != 0:
+                    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+                    raise AttnpodError(f"training {name} failed: {(lines or ['(empty log)'])[-1]} (log: {log})")
+                seconds[name] = time.perf_counter() - start
+                bar.update()
+                bar.write(f"{name}: trained in {seconds[name]:.0f} s")
+    finally:
+        for proc, *_ in running.values():
+            proc.terminate()
+            proc.join()
+        bar.close()
     return seconds
