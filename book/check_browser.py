@@ -32,7 +32,15 @@ PAGE_CHECK = r"""
   const text = body.textContent;
   const tex = text.match(/\\\(|\\\)|\\\[|\\\]|\$\$|\\mathcal|\\frac/g) || [];
   const glue = text.match(/\{glue:?[a-z]*\}|\?\?\?/g) || [];
-  return JSON.stringify({broken, tex: tex.slice(0, 5), glue: glue.slice(0, 5),
+  // A table wider than the text column must scroll inside it, never run past its edge.
+  const column = document.querySelector("article.bd-article, main") || document.body;
+  const edge = column.getBoundingClientRect().right + 1;
+  const scrolls = e => ["auto", "scroll"].includes(getComputedStyle(e).overflowX);
+  const wide = [...column.querySelectorAll("table")].filter(t => {
+    for (let e = t.parentElement; e && e !== column; e = e.parentElement) { if (scrolls(e)) return false; }
+    return t.getBoundingClientRect().right > edge;
+  }).map(t => (t.querySelector("th, td") || t).textContent.trim().slice(0, 40));
+  return JSON.stringify({broken, tex: tex.slice(0, 5), glue: glue.slice(0, 5), wide: wide.slice(0, 3),
                          math: document.querySelectorAll("mjx-container").length});
 })()
 """
@@ -122,6 +130,8 @@ def check_page(browser_port: int, url: str, screenshot: Path | None = None) -> l
             problems.append(f"raw TeX left in the text: {report['tex']}")
         if report["glue"]:
             problems.append(f"unresolved glue: {report['glue']}")
+        if report["wide"]:
+            problems.append(f"table runs past the text column: {report['wide']}")
         if screenshot is not None:
             import base64
 
@@ -152,7 +162,8 @@ def main(argv=None) -> int:
     chromium = find_chromium()
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                 "--disable-extensions", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+                                 "--disable-extensions", "--window-size=1280,1600", "--remote-debugging-port=0",
+                                 f"--user-data-dir={profile}",
                                  "--allow-file-access-from-files", "about:blank"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

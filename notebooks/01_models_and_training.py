@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from attnpod.figures import plot_loss_curves
+from attnpod.book import figure
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
@@ -108,7 +108,7 @@ glue("batch", f"{P.batch_size} × {P.block_size}", display=False)
 runs = study.train_all(study.models)
 
 # %%
-fig = plot_loss_curves({v: r.history for v, r in runs.items()})
+fig = figure(study, "loss_curves")
 glue("fig_loss", fig, display=False)
 
 # %% [markdown]

@@ -30,8 +30,7 @@ import pandas as pd
 from myst_nb import glue
 
 from attnpod.analysis import lag_statistics
-from attnpod.figures import plot_fields, plot_lag_profiles
-from attnpod.lag import to_lag
+from attnpod.book import figure
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
@@ -66,7 +65,7 @@ glue("seed", P.seed, display=False)
 # structure shows; the first 64 queries and keys).
 
 # %%
-fig = plot_fields({v: f[0] for v, f in fields.items()}, max_len=64)
+fig = figure(study, "fields")
 glue("fig_fields", fig, display=False)
 
 # %% [markdown]
@@ -90,7 +89,7 @@ glue("fig_fields", fig, display=False)
 # $\tau = i$.
 
 # %%
-fig = plot_fields({v: to_lag(f[0]) for v, f in fields.items()}, lag=True, max_len=64)
+fig = figure(study, "lag_fields")
 glue("fig_lag_fields", fig, display=False)
 
 # %% [markdown]
@@ -107,7 +106,7 @@ glue("fig_lag_fields", fig, display=False)
 
 # %%
 stats = {v: lag_statistics(f) for v, f in fields.items()}
-fig = plot_lag_profiles({v: s.mean_profile for v, s in stats.items()})
+fig = figure(study, "lag_profiles")
 glue("fig_lag_profiles", fig, display=False)
 
 # %% [markdown]

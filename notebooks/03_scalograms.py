@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from attnpod.figures import plot_morlet, plot_scale_energy, plot_scalogram_grid
+from attnpod.book import figure
 from attnpod.study import Study
 from attnpod.wavelet import fourier_period, paper_scales
 
@@ -60,7 +60,7 @@ P = study.profile
 # %%
 scales = paper_scales()
 glue("period_factor", f"{fourier_period(1.0):.4f}", display=False)
-fig = plot_morlet(scales)
+fig = figure(study, "morlet")
 glue("fig_morlet", fig, display=False)
 
 # %% [markdown]
@@ -84,7 +84,7 @@ glue("fig_morlet", fig, display=False)
 
 # %%
 analyses = study.analyses()
-fig = plot_scalogram_grid(analyses)
+fig = figure(study, "scalograms")
 glue("fig_scalograms", fig, display=False)
 
 # %% [markdown]
@@ -99,7 +99,7 @@ glue("fig_scalograms", fig, display=False)
 # $E(a) = \sum_\tau \bar S(a,\tau)$; the dominant scales are the four largest.
 
 # %%
-fig = plot_scale_energy(analyses)
+fig = figure(study, "scale_energy")
 glue("fig_energy", fig, display=False)
 
 # %% [markdown]
@@ -244,7 +244,7 @@ rect = claims.scale_contrast(rect_top, np.array([boot[v]["rectified_top_scale"] 
                              reading="rectified")
 glue("rect_measure", rect.measurement, display=False)
 glue("rect_verdict", str(rect), display=False)
-fig = plot_scale_energy(analyses, rectified=True)
+fig = figure(study, "rectified_energy")
 glue("fig_rect_energy", fig, display=False)
 pd.DataFrame(rect_top.T, index=layers, columns=[study.label(v) for v in analyses]).style.format("{:.1f}")
 
@@ -264,9 +264,9 @@ pd.DataFrame(rect_top.T, index=layers, columns=[study.label(v) for v in analyses
 # the scale-selective POD can pick up.
 
 # %%
-fig = plot_scalogram_grid(analyses, fluctuations=True)
+fig = figure(study, "fluctuation_scalograms")
 glue("fig_fluct_scalograms", fig, display=False)
-fig = plot_scale_energy(analyses, fluctuations=True)
+fig = figure(study, "fluctuation_energy")
 glue("fig_fluct_energy", fig, display=False)
 
 # %% [markdown]

@@ -30,8 +30,7 @@ overrides = {}
 import numpy as np
 from myst_nb import glue
 
-from attnpod.figures import plot_eigenvalue_spectra, plot_lag_windows, plot_pod_modes, plot_theorem1
-from attnpod.book import theorem1_check
+from attnpod.book import figure, theorem1_check
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
@@ -53,7 +52,7 @@ analyses = study.analyses()
 # %%
 T = P.block_size
 base = analyses["base"]
-fig = plot_lag_windows(T, base.dominant_scales[1], title="windows at BASE layer 2's dominant scales")
+fig = figure(study, "lag_windows")
 glue("fig_window", fig, display=False)
 
 # %% [markdown]
@@ -72,7 +71,7 @@ glue("fig_window", fig, display=False)
 # $C^a = \sum_\tau w_a(\tau)^2 G_\tau$, so all 20 scales cost about one POD.
 
 # %%
-fig = plot_eigenvalue_spectra(analyses)
+fig = figure(study, "spectra")
 glue("fig_spectra", fig, display=False)
 
 # %% [markdown]
@@ -90,9 +89,9 @@ glue("fig_spectra", fig, display=False)
 
 # %%
 layers = [l for l in (1, 3, 5) if l < P.n_layer]
-fig = plot_pod_modes(analyses["ega1"], layers=layers, title="EGA-1")
+fig = figure(study, "modes_ega")
 glue("fig_modes_ega", fig, display=False)
-fig = plot_pod_modes(analyses["base"], layers=layers, title="BASE")
+fig = figure(study, "modes_base")
 glue("fig_modes_base", fig, display=False)
 
 # %% [markdown]
@@ -117,7 +116,7 @@ glue("fig_modes_base", fig, display=False)
 # %%
 explicit, errors, l, a = theorem1_check(study)  # explicit windowed snapshots, plain POD, r = 0…40 modes
 s, r_max = base.dominant[l, 0], len(errors) - 1
-fig = plot_theorem1(explicit.eigenvalues, errors, label=f"(BASE, layer {l + 1}, a* = {a:.1f})")
+fig = figure(study, "theorem1")
 glue("fig_theorem1", fig, display=False)
 
 # %% tags=["hide-input"]

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from attnpod.figures import plot_power_law_fits
+from attnpod.book import figure
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
@@ -54,7 +54,7 @@ layers = study.layer_labels
 # we report the layer as degenerate, where the published code returns 1.0.
 
 # %%
-fig = plot_power_law_fits(analyses)
+fig = figure(study, "power_law_fits")
 glue("fig_fits", fig, display=False)
 
 # %% [markdown]

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from attnpod.figures import plot_rank_by_scale
+from attnpod.book import figure
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
@@ -74,9 +74,9 @@ glue("table3", table3, display=False)
 
 # %%
 glue("N", P.n_snapshots, display=False)
-fig = plot_rank_by_scale(analyses, eps_index=0)
+fig = figure(study, "rank_by_scale")
 glue("fig_rank_scale", fig, display=False)
-fig = plot_rank_by_scale(analyses, eps_index=2)
+fig = figure(study, "rank_by_scale_001")
 glue("fig_rank_scale_001", fig, display=False)
 
 # %% [markdown]

@@ -29,10 +29,8 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from attnpod.analysis import nearest_scale_index
-from attnpod.figures import plot_coherency
+from attnpod.book import coherency_maps, figure
 from attnpod.study import Study
-from attnpod.wavelet import cross_coherency, paper_scales
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 P = study.profile
@@ -53,12 +51,10 @@ P = study.profile
 # key $j$ is locked to the one at the query's own position.
 
 # %%
-scales = paper_scales()
-a = scales[nearest_scale_index(scales, 4.0)]
-layers = [l for l in (0, 2, 5) if l < P.n_layer]
-models = ["base", "ega1"]
-maps = {(v, l): cross_coherency(study.fields(v)[:, l], a) for v in models for l in layers}
-fig = plot_coherency(maps, a)
+maps, a = coherency_maps(study)  # maps[(variant, l)][i, j]: layers 1, 3 and 6 of BASE and EGA-1
+layers = sorted({l for _, l in maps})
+models = list(dict.fromkeys(v for v, _ in maps))
+fig = figure(study, "coherency")
 glue("a4", f"{a:.2f}", display=False)
 glue("fig_coherency", fig, display=False)
 

@@ -72,7 +72,7 @@ from IPython.display import display
 from myst_nb import glue
 
 from attnpod import claims
-from attnpod.figures import plot_budget_curves, plot_head_maps
+from attnpod.book import budget_table, figure, head_rank_maps, pruning_results
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
@@ -87,9 +87,9 @@ glue("oracle_windows", oracle_batches * P.batch_size, display=False)
 # ## Pruning curves
 
 # %% tags=["hide-input"]
-results = {v: study.pruning(v, n_random=n_random, oracle=v in oracle_models, n_eval=eval_batches,
-                            n_oracle=oracle_batches) for v in study.models}
-fig = plot_budget_curves({study.label(v): r for v, r in results.items()})
+pruning = dict(n_random=n_random, oracle_models=oracle_models, eval_batches=eval_batches, oracle_batches=oracle_batches)
+results = pruning_results(study, **pruning)
+fig = figure(study, "pruning_curves", **pruning)
 glue("fig_pruning", fig, display=False)
 
 # %% [markdown]
@@ -105,17 +105,6 @@ glue("fig_pruning", fig, display=False)
 # interval over evaluation windows, BASE:
 
 # %% tags=["hide-input"]
-def budget_table(result):
-    rows = {}
-    for rule in result.rules:
-        r = result.rules.index(rule)
-        rows[rule] = [claims.paired_interval(result.losses[r, k] - result.baseline) for k in range(len(result.budgets))]
-    rows["random median"] = [claims.paired_interval(result.random_median()[k] - result.baseline)
-                             for k in range(len(result.budgets))]
-    return pd.DataFrame({rule: [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in cells] for rule, cells in rows.items()},
-                        index=[f"{b} heads" for b in result.budgets]).T
-
-
 glue("budget_table", budget_table(results["base"]), display=False)
 mid = int(np.argmin(np.abs(results["base"].budgets - P.n_layer * P.n_head // 2)))
 glue("mid_budget", int(results["base"].budgets[mid]), display=False)
@@ -159,10 +148,9 @@ for v, res in results.items():
 glue("layer_corr", ", ".join(f"{k} {c:+.2f}" for k, c in corr.items()), display=False)
 head_corr = {}
 for v in per_head_models:
-    per_head = study.analysis(v, split="train", heads="all", n_boot=0)
-    rank = per_head.effective_rank[:, 0].reshape(P.n_layer, P.n_head)
-    head_corr[study.label(v)] = claims.rank_correlation(rank.ravel(), results[v].importance.ravel())
-    fig = plot_head_maps(rank, results[v].importance, title=study.label(v))
+    rank, importance = head_rank_maps(study, v, **pruning)
+    head_corr[study.label(v)] = claims.rank_correlation(rank.ravel(), importance.ravel())
+fig = figure(study, "head_maps", model=per_head_models[-1], **pruning)
 glue("fig_head_maps", fig, display=False)
 glue("head_corr", ", ".join(f"{k} {c:+.2f}" for k, c in head_corr.items()), display=False)
 

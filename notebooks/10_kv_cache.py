@@ -94,14 +94,14 @@ from IPython.display import display
 from myst_nb import glue
 
 from attnpod import claims, kvcache
-from attnpod.figures import plot_budget_curves, plot_sinks
-from attnpod.book import CACHE_SELECTION_RULES, cache_allocation_rules
+from attnpod.book import CACHE_SELECTION_RULES, budget_table, cache_allocation_rules, cache_results, figure
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
 P = study.profile
-results = {v: study.kv_cache(v, n_random=n_random, n_windows=n_windows) for v in models}
+cache = dict(n_random=n_random, n_windows=n_windows, models=models)
+results = cache_results(study, **cache)
 labels = {v: study.label(v) for v in models}
 first = results[models[0]]
 budgets = [int(b) for b in first.budgets]
@@ -119,7 +119,7 @@ glue("kv_b", budgets[mid], display=False)
 # what uniform causal attention would give it:
 
 # %% tags=["hide-input"]
-fig = plot_sinks({labels[v]: r.sinks for v, r in results.items()}, first.sink_uniform)
+fig = figure(study, "attention_sinks", **cache)
 glue("fig_sinks", fig, display=False)
 sink_ratio = {labels[v]: r.sinks / r.sink_uniform for v, r in results.items()}
 glue("sink_summary", "; ".join(f"{k}: {v.min():.1f}–{v.max():.1f}× uniform" for k, v in sink_ratio.items()),
@@ -163,22 +163,11 @@ pd.Series({f"{m}, {s}": f"{d:.1e}" for (m, s), d in check.items()}, name="max |�
 # ## Token selection at equal budgets
 
 # %% tags=["hide-input"]
-fig = plot_budget_curves(dict(zip(labels.values(), results.values())), rules=CACHE_SELECTION_RULES,
-                         xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits, H2O")
+fig = figure(study, "cache_selection", **cache)
 glue("fig_selection", fig, display=False)
 
 
-def budget_table(result, rules):
-    """NLL increase over the full cache with its paired interval, rules by budgets."""
-    cells = {rule: [claims.paired_interval(result.loss(rule)[k] - result.baseline) for k in range(len(budgets))]
-             for rule in rules}
-    cells["random split (median)"] = [claims.paired_interval(result.random_median()[k] - result.baseline)
-                                      for k in range(len(budgets))]
-    return pd.DataFrame({rule: [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in c] for rule, c in cells.items()},
-                        index=[f"B = {b}" for b in budgets]).T
-
-
-budget_table(first, CACHE_SELECTION_RULES)
+budget_table(first, CACHE_SELECTION_RULES, unit="keys", random_label="random split (median)")
 
 # %% [markdown]
 # ```{glue:figure} fig_selection
@@ -203,10 +192,9 @@ glue("kv_recent_vs_h2o", "; ".join(f"{m}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m
 
 # %% tags=["hide-input"]
 rules = cache_allocation_rules(first)
-fig = plot_budget_curves(dict(zip(labels.values(), results.values())), rules=rules,
-                         xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits")
+fig = figure(study, "cache_allocation", **cache)
 glue("fig_allocation", fig, display=False)
-budget_table(first, rules)
+budget_table(first, rules, unit="keys", random_label="random split (median)")
 
 # %% [markdown]
 # ```{glue:figure} fig_allocation

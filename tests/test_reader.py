@@ -61,6 +61,42 @@ def test_the_command_line_starts_without_torch_or_matplotlib():
     assert set(_recipes()) == set(FIGURES)
 
 
+def test_chapters_draw_every_figure_through_the_registry():
+    """No figure recipe lives in a chapter: each calls attnpod.book.figure, as the command line does."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    drawn = set()
+    for chapter in sorted(root.glob("[0-9][0-9]_*.py")):
+        source = chapter.read_text()
+        assert not re.search(r"\bplot_[a-z_]+\(|from attnpod.figures import", source), chapter.name
+        drawn |= set(re.findall(r'figure\(study, "([a-z_0-9]+)"', source))
+    from attnpod.book import FIGURES
+
+    assert drawn == set(FIGURES)  # every registered figure is a chapter's, and every chapter's is registered
+
+
+def test_the_command_lines_figure_is_the_books(tmp_path, monkeypatch):
+    """The same pixels from python -m attnpod figure and from attnpod.book.figure (as a chapter draws it)."""
+    import os
+
+    import matplotlib.image
+
+    from attnpod.book import figure
+    from attnpod.study import Study
+
+    monkeypatch.setenv("ATTNPOD_DATA", str(corpus_file()))
+    out = tmp_path / "cli.png"
+    done = subprocess.run([sys.executable, "-m", "attnpod", "figure", "morlet", "--profile", "smoke", "--out",
+                           str(out), "--dpi", "80"], env={**os.environ, "ATTNPOD_ARTIFACTS": str(tmp_path / "a")},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figure(Study.create("smoke", progress=False), "morlet").savefig(tmp_path / "book.png", dpi=80,
+                                                                    bbox_inches="tight")
+    cli, book = matplotlib.image.imread(out), matplotlib.image.imread(tmp_path / "book.png")
+    assert cli.shape == book.shape and (cli == book).all()
+
+
 @pytest.mark.slow
 def test_every_figure_of_the_book_is_written(tmp_path, monkeypatch):
     from attnpod.book import FIGURES, figure

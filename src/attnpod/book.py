@@ -47,6 +47,58 @@ def theorem1_check(study: "Study", r_max: int = 40):
     return explicit, errors, l, a
 
 
+# ----------------------------------------------------------------------------- named results of the chapters
+
+def coherency_maps(study: "Study", a: float = 4.0, models=("base", "ega1"), layers=(0, 2, 5)):
+    """Chapter 07: cross-coherency maps ``maps[(variant, l)][i, j]`` at the paper scale nearest ``a``, for the
+    given layers that exist; returns (maps, the scale used)."""
+    from .analysis import nearest_scale_index
+    from .wavelet import cross_coherency, paper_scales
+
+    scales = paper_scales()
+    a = scales[nearest_scale_index(scales, a)]
+    return {(v, l): cross_coherency(study.fields(v)[:, l], a) for v in models for l in layers
+            if l < study.profile.n_layer}, a
+
+
+def pruning_results(study: "Study", n_random: int = 50, oracle_models=("base",), eval_batches: int = 4,
+                    oracle_batches: int = 1) -> dict:
+    """Chapter 09: every head-allocation rule on every model (:meth:`~attnpod.study.Study.pruning`), cached."""
+    return {v: study.pruning(v, n_random=n_random, oracle=v in oracle_models, n_eval=eval_batches,
+                             n_oracle=oracle_batches) for v in study.models}
+
+
+def head_rank_maps(study: "Study", variant: str = "base", **pruning) -> tuple[np.ndarray, np.ndarray]:
+    """Chapter 09: per-head H*(0.10) from training-split snapshots and per-head importance, both (L, H)."""
+    P = study.profile
+    per_head = study.analysis(variant, split="train", heads="all", n_boot=0)
+    rank = per_head.effective_rank[:, 0].reshape(P.n_layer, P.n_head)
+    return rank, pruning_results(study, **pruning)[variant].importance
+
+
+def cache_results(study: "Study", n_random: int = 50, n_windows: int = 32, models=None) -> dict:
+    """Chapter 10: every KV-cache rule on the models that decode token by token, cached."""
+    from .study import CACHE_MODELS
+
+    return {v: study.kv_cache(v, n_random=n_random, n_windows=n_windows) for v in (models or CACHE_MODELS)}
+
+
+def budget_table(result, rules=None, unit: str = "heads", random_label: str = "random median"):
+    """Loss increase over the full model or cache with its paired 95 % interval, rules (rows) by budgets."""
+    import pandas as pd
+
+    from .claims import paired_interval
+
+    rules = list(result.rules if rules is None else rules)
+    cells = {rule: [paired_interval(result.losses[result.rules.index(rule), k] - result.baseline)
+                    for k in range(len(result.budgets))] for rule in rules}
+    cells[random_label] = [paired_interval(result.random_median()[k] - result.baseline)
+                           for k in range(len(result.budgets))]
+    index = [f"{b} heads" if unit == "heads" else f"B = {b}" for b in result.budgets]
+    return pd.DataFrame({rule: [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in c] for rule, c in cells.items()},
+                        index=index).T
+
+
 def _theorem1(study: "Study"):
     from .figures import plot_theorem1
 
@@ -55,15 +107,24 @@ def _theorem1(study: "Study"):
 
 
 def _coherency(study: "Study"):
-    from .analysis import nearest_scale_index
     from .figures import plot_coherency
-    from .wavelet import cross_coherency, paper_scales
 
-    scales = paper_scales()
-    a = scales[nearest_scale_index(scales, 4.0)]
-    layers = [l for l in (0, 2, 5) if l < study.profile.n_layer]
-    return plot_coherency({(v, l): cross_coherency(study.fields(v)[:, l], a) for v in ("base", "ega1")
-                           for l in layers}, a)
+    return plot_coherency(*coherency_maps(study))
+
+
+def _cache_allocation(study: "Study", results: dict):
+    from .figures import plot_budget_curves
+
+    first = next(iter(results.values()))
+    return plot_budget_curves({study.label(v): r for v, r in results.items()}, rules=cache_allocation_rules(first),
+                              xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits")
+
+
+def _sinks(study: "Study", results: dict):
+    from .figures import plot_sinks
+
+    first = next(iter(results.values()))
+    return plot_sinks({study.label(v): r.sinks for v, r in results.items()}, first.sink_uniform)
 
 
 class _Figures:
@@ -79,7 +140,6 @@ def _recipes() -> dict:
     """Every figure's recipe by name: recipe(study) -> Figure."""
     from .analysis import lag_statistics
     from .lag import to_lag
-    from .study import CACHE_MODELS
     from .wavelet import paper_scales
 
     f = _Figures()
@@ -106,19 +166,22 @@ def _recipes() -> dict:
         "modes_ega": modes("ega1", "EGA-1"),
         "modes_base": modes("base", "BASE"),
         "theorem1": _theorem1,
+        "orientation": lambda s: f.plot_scalogram_grid({"BASE (ours)": s.analysis("base"),
+                                                        "BASE (published reading)": s.analysis(
+                                                            "base", orientation="published")}),
         "power_law_fits": lambda s: f.plot_power_law_fits(s.analyses()),
         "rank_by_scale": lambda s: f.plot_rank_by_scale(s.analyses(), eps_index=0),
+        "rank_by_scale_001": lambda s: f.plot_rank_by_scale(s.analyses(), eps_index=2),
         "coherency": _coherency,
-        "pruning_curves": lambda s: f.plot_budget_curves(
-            {s.label(v): s.pruning(v, oracle=v == "base") for v in s.models}),
-        "cache_selection": lambda s: f.plot_budget_curves(
-            {s.label(v): s.kv_cache(v) for v in CACHE_MODELS}, rules=CACHE_SELECTION_RULES,
-            xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits"),
-        "cache_allocation": lambda s: f.plot_budget_curves(
-            {s.label(v): s.kv_cache(v) for v in CACHE_MODELS}, rules=cache_allocation_rules(s.kv_cache("base")),
-            xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits"),
-        "attention_sinks": lambda s: f.plot_sinks(
-            {s.label(v): s.kv_cache(v).sinks for v in CACHE_MODELS}, s.kv_cache("base").sink_uniform),
+        "pruning_curves": lambda s, **p: f.plot_budget_curves(
+            {s.label(v): r for v, r in pruning_results(s, **p).items()}),
+        "head_maps": lambda s, model="base", **p: f.plot_head_maps(*head_rank_maps(s, model, **p),
+                                                                   title=s.label(model)),
+        "cache_selection": lambda s, **p: f.plot_budget_curves(
+            {s.label(v): r for v, r in cache_results(s, **p).items()}, rules=CACHE_SELECTION_RULES,
+            xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits, H2O"),
+        "cache_allocation": lambda s, **p: _cache_allocation(s, cache_results(s, **p)),
+        "attention_sinks": lambda s, **p: _sinks(s, cache_results(s, **p)),
     }
 
 
@@ -139,18 +202,23 @@ FIGURES = {
     "modes_ega": "Figure 2: POD mode lag profiles, EGA-1 (04)",
     "modes_base": "POD mode lag profiles, BASE (04)",
     "theorem1": "Theorem 1 on our ensemble (04)",
+    "orientation": "our lag reading against the published one, BASE (08)",
     "power_law_fits": "power-law fits behind T_spec (05)",
     "rank_by_scale": "H*(0.10) across scales (06)",
+    "rank_by_scale_001": "H*(0.01) across scales (06)",
     "coherency": "Figure 3: cross-coherency maps (07)",
     "pruning_curves": "head pruning curves (09)",
+    "head_maps": "per-head H*(0.10) and importance (09)",
     "cache_selection": "KV cache: token selection rules (10)",
     "cache_allocation": "KV cache: budget allocation rules, H2O (10)",
     "attention_sinks": "attention on token 0 per layer (10)",
 }
 
 
-def figure(study: Study, name: str):
-    """The book's figure ``name`` (a key of :data:`FIGURES`) for this study, from its cached artifacts."""
+def figure(study: Study, name: str, **parameters):
+    """The book's figure ``name`` (a key of :data:`FIGURES`) for this study, from its cached artifacts;
+    ``parameters`` are the chapter's own (for example ``n_random`` of chapters 09 and 10), defaults
+    otherwise. The chapters draw every figure through here, and so does ``python -m attnpod figure``."""
     if name not in FIGURES:
         raise ParameterError(f"unknown figure {name!r}; choose one of {sorted(FIGURES)}")
-    return _recipes()[name](study)
+    return _recipes()[name](study, **parameters)

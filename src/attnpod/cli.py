@@ -49,6 +49,7 @@ def _common(parser: argparse.ArgumentParser, several: str = "") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command and option (imports neither torch nor matplotlib)."""
     parser = argparse.ArgumentParser(
         prog="python -m attnpod",
         description="Train the paper's GPT variants and run the scale-selective POD analysis. "

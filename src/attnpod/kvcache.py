@@ -57,6 +57,7 @@ def decodable(config) -> bool:
 
 
 def check_decodable(model) -> None:
+    """A one-line :class:`~attnpod.config.ParameterError` if ``model`` cannot decode token by token."""
     if not decodable(model.config):
         why = ("CONV-L4's lag multiplier depends on the window length" if model.config.variant == "conv_l4"
                else "the published EGA gate normalises over future tokens; use the causal gate")

@@ -124,6 +124,9 @@ def conv_lag_multiplier(weights: list[float], T: int, device=None) -> torch.Tens
 
 
 class CausalSelfAttention(nn.Module):
+    """Causal multi-head attention of one layer, with the variant's score piece: none (BASE), EGA's key
+    gate, or CONV-L4's lag mixing."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.n_head, self.dropout, self.variant = cfg.n_head, cfg.dropout, cfg.variant
@@ -137,6 +140,7 @@ class CausalSelfAttention(nn.Module):
             self.lag_logits = nn.Parameter(torch.zeros(2 * CONV_MAX_LAG + 1))
 
     def lag_weights(self) -> list[float]:
+        """CONV-L4's weights over lags −4…4, softmax(λ)."""
         return F.softmax(self.lag_logits.detach().float(), dim=0).tolist()
 
     def forward(self, x, return_probs: bool = False, head_mask=None, select=None):
@@ -212,6 +216,8 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """The feed-forward block: n_embd → 4·n_embd → n_embd, GELU."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
@@ -223,6 +229,8 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """A pre-LayerNorm transformer block: x + attn(ln1(x)), then + mlp(ln2(x))."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.n_embd)
@@ -259,6 +267,13 @@ class MorletPositionalEncoding(nn.Module):
 # ----------------------------------------------------------------------------- the model
 
 class GPT(nn.Module):
+    """The paper's character-level GPT (SPEC section 2), one class for the four variants.
+
+    Token embeddings tied to the output matrix; learned positions, or EGA-MORLET's
+    Morlet atoms; ``n_layer`` pre-LN blocks whose attention carries the variant's piece
+    (:class:`CausalSelfAttention`); GPT-2 style initialisation N(0, 0.02).
+    """
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.config = cfg
@@ -285,6 +300,7 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def n_params(self) -> int:
+        """The number of parameters (the tied matrix counted once)."""
         return sum(p.numel() for p in self.parameters())
 
     def _embed(self, idx):

@@ -69,10 +69,12 @@ def shipped_root(profile_name: str, root: Path | None = None, folder: Path | Non
 
 
 def file_name(variant: str, causal_gate: bool, seed: int) -> str:
+    """The only name a shipped model's weights may have: what the entry holds, in words."""
     return f"{model_name(variant, causal_gate)}-seed{seed}.safetensors"
 
 
 def result_name(kind: str, model: str, seed: int) -> str:
+    """The only name a shipped experiment result may have, under ``results/``."""
     return f"results/{kind}-{model}-seed{seed}.npz"
 
 

@@ -41,6 +41,8 @@ def check_parameters(profile="auto", split: str = "val", overrides=None, data_pa
 
 @dataclass
 class Trained:
+    """A trained model of a study: the model, its training record, and its name in the artifact store."""
+
     model: object
     history: History
     name: str  # checkpoint folder name: variant-hash
@@ -48,6 +50,15 @@ class Trained:
 
 @dataclass
 class Study:
+    """One book build's models, analyses and experiments, each computed once and cached in the store.
+
+    A chapter creates one from its parameters cell (:meth:`create`) and asks for what it
+    shows: :meth:`trained` models (trained here, reused, or shipped), their :meth:`fields`
+    and :meth:`analysis`, and the experiments of chapters 09 and 10 (:meth:`pruning`,
+    :meth:`kv_cache`). The named results and figures built on these live in
+    :mod:`attnpod.book`.
+    """
+
     profile: Profile
     corpus: Corpus
     device: str = "auto"
@@ -86,6 +97,7 @@ class Study:
 
     @property
     def models(self) -> tuple[str, ...]:
+        """The paper's four variants, in the book's order."""
         return MODELS
 
     label = staticmethod(model_label)
