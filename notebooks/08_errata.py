@@ -34,12 +34,12 @@ from myst_nb import glue
 
 from attnpod import claims
 from attnpod.data import sample_windows
-from attnpod.figures import plot_scalogram_grid
+from attnpod.book import figure
 from attnpod.lag import to_lag
 from attnpod.models import GPT, conv_lag_multiplier
 from attnpod.pod import effective_rank, pod, spectral_concentration
 from attnpod.study import Study
-from attnpod.train import CheckpointError, checkpoint_path, load_model, model_config
+from attnpod.train import CheckpointError, checkpoint_path, initial_model, load_model, model_config
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
@@ -57,7 +57,7 @@ layers = study.layer_labels
 
 # %%
 ours, published = study.analysis("base"), study.analysis("base", orientation="published")
-fig = plot_scalogram_grid({"BASE (ours)": ours, "BASE (published reading)": published})
+fig = figure(study, "orientation")
 glue("fig_orientation", fig, display=False)
 
 # %% tags=["hide-input"]
@@ -112,8 +112,7 @@ w = conv.blocks[0].attn.lag_weights()
 m = conv_lag_multiplier(w, P.block_size).numpy()
 causal = np.tril(np.ones_like(m, dtype=bool))
 glue("m_share", f"{np.mean(np.abs(m[causal] - 1) > 1e-6):.1%}", display=False)
-torch.manual_seed(P.seed)
-init = GPT(model_config(P, "conv_l4", study.corpus.vocab_size))
+init = initial_model(model_config(P, "conv_l4", study.corpus.vocab_size), P.seed)  # before its first step
 drift = max((b.attn.lag_logits - b0.attn.lag_logits).abs().max().item() for b, b0 in zip(conv.blocks, init.blocks))
 glue("lag_drift", f"{drift:.1e}", display=False)
 
@@ -126,8 +125,8 @@ glue("lag_drift", f"{drift:.1e}", display=False)
 
 # %%
 base = study.trained("base").model.cpu()
-twin = GPT(conv.config)
-state = base.state_dict() | {k: v for k, v in twin.state_dict().items() if "lag_logits" in k}
+twin = GPT(conv.config)  # every weight replaced below: BASE's, and CONV-L4's own lag logits (they never train)
+state = base.state_dict() | {k: v for k, v in conv.state_dict().items() if "lag_logits" in k}
 twin.load_state_dict(state, strict=True)
 windows = sample_windows(study.corpus, 8, P.block_size, "val", P.seed)
 A_base, A_twin = base.attention_maps(windows).mean(2), twin.attention_maps(windows).mean(2)

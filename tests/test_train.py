@@ -71,6 +71,24 @@ def test_train_resume_equals_uninterrupted(corpus):
         torch.testing.assert_close(a, b)
 
 
+def test_training_keeps_its_random_streams_to_itself(corpus):
+    """The caller's global RNG is the same after training (trained or reused), and initial_model is the
+    model a run starts from: CONV-L4's lag logits, which never train, equal it."""
+    from attnpod.train import initial_model
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    model, _, _ = train(tiny(), "conv_l4", corpus, device="cpu", progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    train(tiny(), "conv_l4", corpus, device="cpu", progress=False)  # reused from its checkpoint
+    assert torch.equal(torch.get_rng_state(), before)
+    init = initial_model(model_config(tiny(), "conv_l4", corpus.vocab_size), tiny().seed)
+    assert torch.equal(torch.get_rng_state(), before)
+    for trained, start in zip(model.blocks, init.blocks):
+        assert torch.equal(trained.attn.lag_logits, start.attn.lag_logits)
+    assert not torch.equal(model.blocks[0].attn.qkv.weight, init.blocks[0].attn.qkv.weight)
+
+
 def test_rerun_reuses_checkpoint_and_changed_setting_retrains(corpus):
     _, h1, p1 = train(tiny(), "base", corpus, device="cpu", progress=False)
     mtime = p1.stat().st_mtime_ns

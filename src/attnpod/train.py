@@ -58,6 +58,7 @@ def resolve_device(device: str | None = None) -> torch.device:
 
 
 def model_config(profile: Profile, variant: str, vocab_size: int = 65, causal_gate: bool = False) -> GPTConfig:
+    """The model config of a variant at the profile's sizes."""
     return GPTConfig(**profile.size(), vocab_size=vocab_size, variant=variant, causal_gate=causal_gate)
 
 
@@ -72,6 +73,7 @@ def training_settings(profile: Profile, cfg: GPTConfig) -> dict:
 
 
 def checkpoint_path(profile: Profile, cfg: GPTConfig) -> Path:
+    """Where the store keeps this model's checkpoint, under a key of every training setting."""
     name = model_name(cfg.variant, cfg.causal_gate)
     return artifact_dir("checkpoints", name, training_settings(profile, cfg)) / "checkpoint.pt"
 
@@ -187,19 +189,35 @@ def load_model(path: Path, expected: GPTConfig | None = None, device="cpu",
     return model.to(device), state
 
 
+def _own_random_streams(device: torch.device):
+    """Context: the random streams seeded inside stay inside (the caller's global RNG is restored after)."""
+    return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
+
+
+def initial_model(cfg: GPTConfig, seed: int) -> GPT:
+    """The untrained model a training run of ``seed`` starts from (the caller's random streams untouched)."""
+    with _own_random_streams(torch.device("cpu")):
+        torch.manual_seed(seed)
+        return GPT(cfg)
+
+
 def train(profile: Profile, variant: str, corpus: Corpus, device=None, causal_gate: bool = False,
           progress: bool = True) -> tuple[GPT, History, Path]:
-    """Train one model (or resume / reuse its checkpoint); returns model, history, checkpoint path."""
+    """Train one model (or resume / reuse its checkpoint); returns model, history, checkpoint path.
+
+    Its random streams are its own: seeded from the profile's seed (initialisation, then
+    dropout; batches from their own generator) and never left behind in the caller's.
+    """
     device = resolve_device(device)
     cfg = model_config(profile, variant, corpus.vocab_size, causal_gate)
     path = checkpoint_path(profile, cfg)
-    with artifact_lock(path):  # a second process training the same model waits, then resumes or reuses
+    with artifact_lock(path), _own_random_streams(device):  # a second process waits, then resumes or reuses
         return _train(profile, variant, corpus, device, cfg, path, progress)
 
 
 def _train(profile: Profile, variant: str, corpus: Corpus, device: torch.device, cfg: GPTConfig, path: Path,
            progress: bool) -> tuple[GPT, History, Path]:
-    torch.manual_seed(profile.seed)
+    torch.manual_seed(profile.seed)  # inside train's own streams (see train): the initialisation of initial_model
     generator = torch.Generator().manual_seed(profile.seed)
     model, state = load_model(path, cfg, device, profile) if path.exists() else (GPT(cfg).to(device), None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=profile.lr, betas=(0.9, 0.95), weight_decay=0.1)
