@@ -115,7 +115,7 @@ glue("fig_modes_base", fig, display=False)
 
 # %%
 explicit, errors, l, a = theorem1_check(study)  # explicit windowed snapshots, plain POD, r = 0…40 modes
-s, r_max = base.dominant[l, 0], len(errors) - 1
+s, r_max = base.dominant_index[l, 0], len(errors) - 1
 fig = figure(study, "theorem1")
 glue("fig_theorem1", fig, display=False)
 
@@ -130,7 +130,7 @@ k = min(30, len(explicit.eigenvalues))
 gram_vs_explicit = np.max(np.abs(base.eigenvalues[l, s, :k] - explicit.eigenvalues[:k]) / explicit.eigenvalues[0])
 glue("gram_err", f"{gram_vs_explicit:.1e}", display=False)
 frac = base.eigenvalues[:, :, :3].sum(-1) / base.eigenvalues.sum(-1)
-top3 = frac[np.arange(P.n_layer), base.dominant[:, 0]]
+top3 = frac[np.arange(P.n_layer), base.dominant_index[:, 0]]
 glue("top3_min", f"{top3.min():.0%}", display=False)
 glue("top3_max", f"{top3.max():.0%}", display=False)
 

@@ -110,7 +110,7 @@ pd.DataFrame({
 
 # %% tags=["hide-input"]
 glue("adapter_diff", f"{np.abs(theirs - ours).max():.1e}", display=False)
-glue("adapter_same", "the same" if (result_hf.dominant == result_ours.dominant).all()
+glue("adapter_same", "the same" if (result_hf.dominant_index == result_ours.dominant_index).all()
      and (result_hf.effective_rank == result_ours.effective_rank).all() else "different", display=False)
 
 # %% [markdown]

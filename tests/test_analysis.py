@@ -67,7 +67,7 @@ def test_analyse_fields_agrees_with_its_parts(tmp_path):
         np.testing.assert_allclose(result.fluctuation_scalogram[l], direct, rtol=1e-5, atol=1e-12)
         ssp = scale_selective_pod(A[:, l], scales)
         np.testing.assert_allclose(result.eigenvalues[l], ssp.eigenvalues, rtol=1e-6, atol=1e-12)
-        top = ssp.eigenvalues[result.dominant[l, 0]]
+        top = ssp.eigenvalues[result.dominant_index[l, 0]]
         assert result.spectral_concentration[l] == pytest.approx(spectral_concentration(top), rel=1e-5)
         assert result.effective_rank[l].tolist() == [effective_rank(top, e) for e in result.epsilons]
     result.save(tmp_path / "a.npz")
@@ -101,7 +101,7 @@ def test_analysis_on_the_gpu_matches_the_cpu():
     scales = np.array([1.5, 3.0, 6.0, 12.0])
     cpu = analyse_fields(A, scales, n_boot=8, progress=False)
     gpu = analyse_fields(A, scales, n_boot=8, progress=False, device="cuda")
-    np.testing.assert_array_equal(gpu.dominant, cpu.dominant)
+    np.testing.assert_array_equal(gpu.dominant_index, cpu.dominant_index)
     for name in ("eigenvalues", "scalogram", "snapshot_energy", "boot_eigenvalues", "boot_fluctuation_energy"):
         a, b = getattr(gpu, name), getattr(cpu, name)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(), err_msg=name)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnpod.config import ParameterError
 from attnpod.models import GPT, VARIANTS, GPTConfig, conv_lag_multiplier
 
 SMALL = dict(vocab_size=65, block_size=24, n_layer=2, n_head=4, n_embd=32)
@@ -238,3 +239,25 @@ def test_fused_and_explicit_paths_agree_on_every_simd_path(capability):
                           env=env, capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout
+
+
+def test_each_variant_is_one_spec_read_everywhere():
+    """The variant is decided once (GPTConfig.spec); no module compares variant names to choose code."""
+    import re
+    from pathlib import Path
+
+    from attnpod.config import MODELS
+    from attnpod.models import VARIANT_SPECS
+
+    assert list(VARIANT_SPECS) == list(MODELS)
+    src = Path(__file__).resolve().parents[1] / "src" / "attnpod"
+    for name in ("models.py", "kvcache.py", "adapters.py"):
+        assert not re.search(r"variant\s*(==|!=|in\s*\()", (src / name).read_text()), name
+    decodes = {(v, c): GPTConfig(vocab_size=65, n_layer=1, n_head=1, n_embd=8, block_size=8, variant=v,
+                                 causal_gate=c).decodable
+               for v in MODELS for c in (False, True) if not c or v in ("ega1", "ega_morlet")}
+    assert decodes == {("base", False): True, ("ega1", False): False, ("ega1", True): True,
+                       ("ega_morlet", False): False, ("ega_morlet", True): True, ("conv_l4", False): False}
+    with pytest.raises(ParameterError, match="token by token"):
+        GPT(GPTConfig(vocab_size=65, n_layer=1, n_head=1, n_embd=8, block_size=8, variant="conv_l4")).decode_step(
+            0, 0, lambda *a: None, [])

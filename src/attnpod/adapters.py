@@ -136,7 +136,7 @@ def to_hf_gpt2(model):
     except ImportError as err:
         raise AttnpodError("transformers is not installed: pip install 'attnpod[hf]'") from err
     cfg = model.config
-    if cfg.variant != "base":
+    if (cfg.spec.position, cfg.spec.score) != ("learned", "none"):
         raise ParameterError(f"only BASE is GPT-2-shaped; {cfg.variant!r} has its own attention")
     hf = GPT2LMHeadModel(GPT2Config(
         vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,

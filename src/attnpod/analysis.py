@@ -105,21 +105,21 @@ class ScaleSelectivePOD:
         return np.divide(self.eigenvalues, total, out=np.zeros_like(self.eigenvalues), where=total > 0)
 
 
-def _pod_from_grams(Lc: np.ndarray, C: np.ndarray, scales, n_modes: int, mode_scales,
+def _pod_from_grams(Lc: np.ndarray, C: np.ndarray, scales, n_modes: int, mode_scale_index,
                     device=None) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues at every scale, and modes (lag coordinates) at the scale indices ``mode_scales``."""
+    """Eigenvalues at every scale, and modes (lag coordinates) at the scale indices ``mode_scale_index``."""
     T, N, _ = Lc.shape
-    mode_scales = list(mode_scales)
-    others = [s for s in range(len(C)) if s not in mode_scales]
+    mode_scale_index = list(mode_scale_index)
+    others = [s for s in range(len(C)) if s not in mode_scale_index]
     eigenvalues = np.zeros((len(C), N))
     if others:
         lam = torch.linalg.eigvalsh(torch.from_numpy(C[others]).to(device)).cpu().numpy()
         eigenvalues[others] = np.clip(lam[:, ::-1], 0, None)
     r = min(n_modes, N)
-    modes = np.zeros((len(mode_scales), r, T, T), dtype=np.float32)
+    modes = np.zeros((len(mode_scale_index), r, T, T), dtype=np.float32)
     X = torch.from_numpy(Lc)  # (tau, n, i)
-    w = gaussian_lag_window(T, np.asarray(scales)[mode_scales])  # (M, T)
-    for m, s in enumerate(mode_scales):
+    w = gaussian_lag_window(T, np.asarray(scales)[mode_scale_index])  # (M, T)
+    for m, s in enumerate(mode_scale_index):
         lam, V = sorted_eigh(C[s], device)
         eigenvalues[s] = lam
         keep = int(np.sum(lam[:r] > 1e-12))
@@ -167,8 +167,8 @@ def mode_lag_profiles(modes) -> np.ndarray:
 class FieldAnalysis:
     """Everything the paper computes for one model, per layer l (0-based arrays; layers are 1…L in the book).
 
-    scalogram[l, s, tau]; dominant[l, d] (scale indices, largest energy first);
-    fluctuation_scalogram[l, s, tau] and fluctuation_dominant[l, d]: the same for the
+    scalogram[l, s, tau]; dominant_index[l, d] (scale indices, largest energy first);
+    fluctuation_scalogram[l, s, tau] and fluctuation_dominant_index[l, d]: the same for the
     centred fields L − ⟨L⟩ (the part POD decomposes; beyond the paper);
     eigenvalues[l, s, k] at every scale; modes[l, d, k, i, tau] at the dominant scales;
     spectral_concentration[l] and effective_rank[l, e] on the top dominant scale;
@@ -187,9 +187,9 @@ class FieldAnalysis:
     scales: np.ndarray
     epsilons: np.ndarray
     scalogram: np.ndarray
-    dominant: np.ndarray
+    dominant_index: np.ndarray
     fluctuation_scalogram: np.ndarray
-    fluctuation_dominant: np.ndarray
+    fluctuation_dominant_index: np.ndarray
     eigenvalues: np.ndarray
     modes: np.ndarray
     spectral_concentration: np.ndarray
@@ -207,31 +207,31 @@ class FieldAnalysis:
 
     @property
     def dominant_scales(self) -> np.ndarray:
-        return self.scales[self.dominant]
+        return self.scales[self.dominant_index]
 
     @property
     def fluctuation_dominant_scales(self) -> np.ndarray:
-        return self.scales[self.fluctuation_dominant]
+        return self.scales[self.fluctuation_dominant_index]
 
     @property
     def rectified_dominant_scales(self) -> np.ndarray:
         """Dominant scales by the rectified energy E(a)/a (Liu, Liang & Weisberg 2007): (L, d)."""
-        return self.scales[rectified_dominant_scale_indices(self.scalogram, self.scales, self.dominant.shape[1])]
+        return self.scales[rectified_dominant_scale_indices(self.scalogram, self.scales, self.dominant_index.shape[1])]
 
     @property
     def fluctuation_rectified_dominant_scales(self) -> np.ndarray:
         return self.scales[rectified_dominant_scale_indices(self.fluctuation_scalogram, self.scales,
-                                                            self.dominant.shape[1])]
+                                                            self.dominant_index.shape[1])]
 
     @property
     def published_dominant_scales(self) -> np.ndarray:
         """Dominant scales of the published pipeline's scalogram: (L, d)."""
-        return self.scales[dominant_scale_indices(self.published_scalogram, self.dominant.shape[1])]
+        return self.scales[dominant_scale_indices(self.published_scalogram, self.dominant_index.shape[1])]
 
     @property
     def top_eigenvalues(self) -> np.ndarray:
         """Eigenvalues at each layer's top dominant scale: (L, N)."""
-        return self.eigenvalues[np.arange(len(self.dominant)), self.dominant[:, 0]]
+        return self.eigenvalues[np.arange(len(self.dominant_index)), self.dominant_index[:, 0]]
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
@@ -243,8 +243,8 @@ class FieldAnalysis:
 
     # Axes of every array: L layers, S scales, T lags (rows i too), E thresholds ε, D dominant scales,
     # K modes, N snapshots, B resamples.
-    SHAPES = {"scales": ("S",), "epsilons": ("E",), "scalogram": ("L", "S", "T"), "dominant": ("L", "D"),
-              "fluctuation_scalogram": ("L", "S", "T"), "fluctuation_dominant": ("L", "D"),
+    SHAPES = {"scales": ("S",), "epsilons": ("E",), "scalogram": ("L", "S", "T"), "dominant_index": ("L", "D"),
+              "fluctuation_scalogram": ("L", "S", "T"), "fluctuation_dominant_index": ("L", "D"),
               "eigenvalues": ("L", "S", "N"), "modes": ("L", "D", "K", "T", "T"), "spectral_concentration": ("L",),
               "effective_rank": ("L", "E"), "rank_by_scale": ("L", "E", "S"), "published_scalogram": ("L", "S", "T"),
               "diagonal_mass": ("L",), "corner": ("L",), "snapshot_energy": ("L", "N", "S"), "resamples": ("B", "N"),
@@ -281,7 +281,7 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
     check_field_shape(fields)
     N, n_layer, T = fields.shape[0], fields.shape[1], fields.shape[-1]
     resamples = bootstrap_resamples(N, n_boot, boot_seed)
-    out = {k: [] for k in ("scalogram", "dominant", "fluctuation_scalogram", "fluctuation_dominant", "eigenvalues",
+    out = {k: [] for k in ("scalogram", "dominant_index", "fluctuation_scalogram", "fluctuation_dominant_index", "eigenvalues",
                            "modes", "spectral_concentration", "effective_rank", "rank_by_scale", "published_scalogram",
                            "diagonal_mass", "corner", "snapshot_energy", "boot_eigenvalues",
                            "boot_fluctuation_energy")}
@@ -307,9 +307,9 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
         out["boot_eigenvalues"].append(bootstrap_eigenvalues(C[dominant[0]], resamples, device=device))
         top = eigenvalues[dominant[0]]
         out["scalogram"].append(S)
-        out["dominant"].append(dominant)
+        out["dominant_index"].append(dominant)
         out["fluctuation_scalogram"].append(S_fluct)
-        out["fluctuation_dominant"].append(dominant_scale_indices(S_fluct, n_dominant))
+        out["fluctuation_dominant_index"].append(dominant_scale_indices(S_fluct, n_dominant))
         out["eigenvalues"].append(eigenvalues)
         out["modes"].append(modes)
         out["spectral_concentration"].append(spectral_concentration(top))

@@ -39,7 +39,7 @@ def theorem1_check(study: "Study", r_max: int = 40):
 
     base = study.analysis("base")
     l = min(1, study.profile.n_layer - 1)
-    a = base.scales[base.dominant[l, 0]]
+    a = base.scales[base.dominant_index[l, 0]]
     L = to_lag(study.fields("base")[:, l])  # L[n, i, tau]
     X = (L * gaussian_lag_window(study.profile.block_size, a)).reshape(len(L), -1).astype(np.float64)
     explicit = pod(X, n_modes=r_max)

@@ -135,7 +135,7 @@ def plot_scalogram_grid(analyses: dict, fluctuations: bool = False):
         res = analyses[variant]
         for l in range(n_layer):
             S = (res.fluctuation_scalogram if fluctuations else res.scalogram)[l]
-            top = (res.fluctuation_dominant if fluctuations else res.dominant)[l, 0]
+            top = (res.fluctuation_dominant_index if fluctuations else res.dominant_index)[l, 0]
             ax = axes[r, l]
             im = ax.imshow(np.log10(S / S.max() + 1e-6), aspect="auto", origin="lower", cmap="viridis",
                            extent=[0, T, log_a[0], log_a[-1]], vmin=-4, vmax=0)
@@ -203,7 +203,7 @@ def plot_pod_modes(result: FieldAnalysis, layers=(1, 3, 5), n_modes: int = 3, ma
     fig, axes = _subplots(len(layers), n_modes, figsize=(3.0 * n_modes, 2.2 * len(layers)), squeeze=False,
                           sharex=True)
     for r, l in enumerate(layers):
-        a_idx = result.dominant[l, 0]
+        a_idx = result.dominant_index[l, 0]
         lam = result.eigenvalues[l, a_idx]
         frac = lam / lam.sum() if lam.sum() > 0 else lam
         prof = mode_lag_profiles(result.modes[l, 0])
@@ -241,7 +241,7 @@ def plot_theorem1(eigenvalues, errors, r_max: int = 40, label: str = ""):
 def plot_power_law_fits(analyses: dict, k_fit: int = 30):
     """log λ_k against log k with the least-squares line behind 𝒯_spec = 1/β, every layer."""
     models = list(analyses)
-    n_layer = next(iter(analyses.values())).dominant.shape[0]
+    n_layer = next(iter(analyses.values())).dominant_index.shape[0]
     fig, axes = _subplots(len(models), n_layer, figsize=(1.9 * n_layer + 0.5, 1.8 * len(models) + 0.5),
                           sharex=True, squeeze=False)
     for r, variant in enumerate(models):

@@ -53,13 +53,13 @@ SELECTION_LABELS = {"recent": "recent window", "streaming": "StreamingLLM", "h2o
 
 def decodable(config) -> bool:
     """Whether a prefix of the window has a well-defined attention (token-by-token decoding)."""
-    return config.variant != "conv_l4" and (not config.gated or config.causal_gate)
+    return config.decodable
 
 
 def check_decodable(model) -> None:
     """A one-line :class:`~attnpod.config.ParameterError` if ``model`` cannot decode token by token."""
     if not decodable(model.config):
-        why = ("CONV-L4's lag multiplier depends on the window length" if model.config.variant == "conv_l4"
+        why = ("CONV-L4's lag multiplier depends on the window length" if model.config.spec.score == "lag_mix"
                else "the published EGA gate normalises over future tokens; use the causal gate")
         raise ParameterError(f"{model.config.variant} cannot be decoded token by token: {why}")
 
@@ -248,20 +248,12 @@ def decode_cached(model, idx, budgets, selection: str) -> torch.Tensor:
     check_decodable(model)
     model.eval()
     cfg = model.config
-    H, hs = cfg.n_head, cfg.n_embd // cfg.n_head
-    caches = [[[] for _ in range(H)] for _ in range(cfg.n_layer)]
-    gate_inputs = [[] for _ in range(cfg.n_layer)]
-    out = []
+    hs = cfg.n_embd // cfg.n_head
+    caches = [[[] for _ in range(cfg.n_head)] for _ in range(cfg.n_layer)]
+    state, out = [], []
     for i in range(len(idx)):
-        x = model._embed(idx[None, :i + 1])[0, -1]  # token i at position i
-        for l, block in enumerate(model.blocks):
-            attn = block.attn
-            h = block.ln1(x)
-            q, k, v = attn.qkv(h).view(3, H, hs)
-            bias = torch.zeros(H)
-            if attn.gate is not None:  # the causal gate of key i reads the prefix 0…i only
-                gate_inputs[l].append(h)
-                bias = attn.gate(torch.stack(gate_inputs[l])[None])[0, :, -1]
+
+        def attend(l, q, k, v, bias):  # every head of layer l: cache token i, attend, evict
             heads = []
             for head, cache in enumerate(caches[l]):
                 cache.append(_Entry(i, k[head], v[head], float(bias[head])))
@@ -271,9 +263,9 @@ def decode_cached(model, idx, budgets, selection: str) -> torch.Tensor:
                 for pe, e in zip(p.tolist(), cache):
                     e.acc += pe
                 caches[l][head] = _evict(cache, i, int(budgets[l]), selection)
-            x = x + attn.proj(torch.cat(heads))
-            x = x + block.mlp(block.ln2(x))
-        out.append(model.lm_head(model.ln_f(x)))
+            return torch.stack(heads)  # (H, hs)
+
+        out.append(model.decode_step(int(idx[i]), i, attend, state))
     return torch.stack(out)
 
 

@@ -28,6 +28,23 @@ from .config import ModelSize, ParameterError
 CONV_MAX_LAG = 4
 
 
+@dataclass(frozen=True)
+class VariantSpec:
+    """What makes a variant: its position code ("learned" or "morlet") and the piece its attention adds
+    to the scores ("none", "energy_gate": EGA's key gate, "lag_mix": CONV-L4's lag mixing)."""
+
+    position: str
+    score: str
+
+
+VARIANT_SPECS = {
+    "base": VariantSpec("learned", "none"),
+    "ega1": VariantSpec("learned", "energy_gate"),
+    "ega_morlet": VariantSpec("morlet", "energy_gate"),
+    "conv_l4": VariantSpec("learned", "lag_mix"),
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class GPTConfig(ModelSize):
     """One model: the sizes (:class:`attnpod.config.ModelSize`, the paper's by default) and the variant."""
@@ -47,8 +64,21 @@ class GPTConfig(ModelSize):
             raise ParameterError(f"causal_gate applies to EGA variants only, not {self.variant!r}")
 
     @property
+    def spec(self) -> VariantSpec:
+        """The variant's position code and score piece, decided here once."""
+        return VARIANT_SPECS[self.variant]
+
+    @property
     def gated(self) -> bool:
-        return self.variant in ("ega1", "ega_morlet")
+        """EGA: a key gate on the scores."""
+        return self.spec.score == "energy_gate"
+
+    @property
+    def decodable(self) -> bool:
+        """Whether a prefix of the window has a well-defined attention, so the model decodes token by token:
+        not CONV-L4 (its lag multiplier depends on the window length), nor the published EGA gate (it
+        normalises over future tokens); the causal gate does."""
+        return self.spec.score != "lag_mix" and (not self.gated or self.causal_gate)
 
 
 # ----------------------------------------------------------------------------- attention pieces
@@ -129,13 +159,13 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.n_head, self.dropout, self.variant = cfg.n_head, cfg.dropout, cfg.variant
+        self.n_head, self.dropout, self.lag_mix = cfg.n_head, cfg.dropout, cfg.spec.score == "lag_mix"
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.attn_drop = nn.Dropout(cfg.dropout)
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.gate = EnergyGate(cfg.n_embd, cfg.n_head, cfg.causal_gate) if cfg.gated else None
-        if cfg.variant == "conv_l4":
+        if self.lag_mix:
             # Published: softmax(λ) is read through .item(), so λ never receives a gradient.
             self.lag_logits = nn.Parameter(torch.zeros(2 * CONV_MAX_LAG + 1))
 
@@ -165,7 +195,7 @@ class CausalSelfAttention(nn.Module):
         """Masked logits for the query rows ``rows``: (B, H, R, T)."""
         T = k.shape[-2]
         s = (q[:, :, rows] * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # scale q: T/hs times less work
-        if self.variant == "conv_l4":
+        if self.lag_mix:
             s = s * conv_lag_multiplier(self.lag_weights(), T, s.device)[rows].to(s.dtype)
         causal = torch.ones(T, T, dtype=torch.bool, device=s.device).tril()[rows]
         return s.masked_fill(~causal, float("-inf"))
@@ -181,7 +211,7 @@ class CausalSelfAttention(nn.Module):
 
     def _fused(self, q, k, v, bias):
         p = self.dropout if self.training else 0.0
-        if self.variant == "conv_l4":
+        if self.lag_mix:
             return self._fused_conv(q, k, v, p)
         if bias is None:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
@@ -278,7 +308,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        if cfg.variant == "ega_morlet":
+        if cfg.spec.position == "morlet":
             self.pos_code = MorletPositionalEncoding(cfg.n_embd, cfg.block_size)
         else:
             self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
@@ -289,7 +319,7 @@ class GPT(nn.Module):
         self.tok_emb.weight = self.lm_head.weight  # tied
         self.apply(self._init)
         for block in self.blocks:
-            if cfg.variant == "conv_l4":
+            if block.attn.lag_mix:
                 nn.init.normal_(block.attn.lag_logits, 0.0, 0.02)
 
     @staticmethod
@@ -307,8 +337,40 @@ class GPT(nn.Module):
         T = idx.shape[1]
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
-        pos = self.pos_code(T) if self.config.variant == "ega_morlet" else self.pos_emb.weight[:T]
-        return self.drop(self.tok_emb(idx) + pos)  # (B, T, C)
+        return self.drop(self.tok_emb(idx) + self._positions(T))  # (B, T, C)
+
+    def _positions(self, T: int):
+        return self.pos_code(T) if self.config.spec.position == "morlet" else self.pos_emb.weight[:T]  # (T, C)
+
+    @torch.no_grad()
+    def decode_step(self, token: int, position: int, attend, state: list) -> torch.Tensor:
+        """Logits (V,) of one ``token`` at ``position``, for a decoder that keeps its own KV cache.
+
+        Per layer l, ``attend(l, q, k, v, bias)`` gets this token's query, key and value
+        (H, hs each) and its key bias (H,: EGA's log-gate, zeros otherwise) and returns the
+        heads' outputs (H, hs): it holds the cache, so it decides which keys remain.
+        ``state`` (start with ``[]``) carries the prefix the causal gate normalises over.
+        Only models with :attr:`GPTConfig.decodable` decode this way.
+        """
+        cfg = self.config
+        if not cfg.decodable:
+            raise ParameterError(f"{cfg.variant} cannot be decoded token by token")
+        H, hs = cfg.n_head, cfg.n_embd // cfg.n_head
+        pos = self.pos_code(position + 1)[-1] if cfg.spec.position == "morlet" else self.pos_emb.weight[position]
+        x = self.tok_emb.weight[token] + pos  # (C,)
+        while len(state) < cfg.n_layer:
+            state.append([])
+        for l, block in enumerate(self.blocks):
+            attn = block.attn
+            h = block.ln1(x)
+            q, k, v = attn.qkv(h).view(3, H, hs)
+            bias = torch.zeros(H)
+            if attn.gate is not None:  # the causal gate of this key reads the prefix 0…position only
+                state[l].append(h)
+                bias = attn.gate(torch.stack(state[l])[None])[0, :, -1]
+            x = x + attn.proj(attend(l, q, k, v, bias).reshape(-1))
+            x = x + block.mlp(block.ln2(x))
+        return self.lm_head(self.ln_f(x))
 
     def forward(self, idx, targets=None, head_mask=None):
         """Logits (B, T, V) and, given targets, the mean cross-entropy.
