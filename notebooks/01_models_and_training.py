@@ -26,7 +26,6 @@ data_path = ""  # empty: $ATTNPOD_DATA, else download with checksum
 overrides = {}  # any Profile field, e.g. {"steps": 200}
 
 # %% tags=["hide-input"]
-import numpy as np
 import pandas as pd
 from myst_nb import glue
 

@@ -29,9 +29,11 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
+from attnpod import claims
+from attnpod.analysis import bootstrap_statistics
 from attnpod.book import figure
 from attnpod.study import Study
-from attnpod.wavelet import fourier_period, paper_scales
+from attnpod.wavelet import fourier_period, paper_scales, published_reading_kernels
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
@@ -131,10 +133,7 @@ glue("dominant_table", dominant, display=False)
 # {glue:text}`n_boot` bootstrap resamples of the $N$ snapshots, and the interval
 # gives the 95 % range of the counts.
 
-# %% tags=["hide-input"]
-from attnpod import claims
-from attnpod.analysis import bootstrap_statistics
-
+# %%
 n_layer = P.n_layer
 boot = {v: bootstrap_statistics(r) for v, r in analyses.items()}
 glue("n_boot", len(next(iter(analyses.values())).resamples), display=False)
@@ -169,7 +168,7 @@ pd.DataFrame(top.T, index=layers, columns=[study.label(v) for v in analyses]).st
 # this down against a transcription of the published functions). Applied to our
 # models:
 
-# %% tags=["hide-input"]
+# %%
 published_top = np.array([r.published_dominant_scales[:, 0] for r in analyses.values()])
 pub = claims.scale_contrast(published_top, reading="published pipeline")
 glue("pub_measure", pub.measurement, display=False)
@@ -201,9 +200,7 @@ pd.DataFrame(published_top.T, index=layers, columns=[study.label(v) for v in ana
 # self-attention. A large $\rho$ reads "fine", a small one "coarse". Nothing
 # about the lag structure of attention enters.
 
-# %% tags=["hide-input"]
-from attnpod.wavelet import published_reading_kernels
-
+# %%
 spike, box = published_reading_kernels(P.block_size, scales)
 explain = []
 for v, r in analyses.items():
@@ -237,7 +234,7 @@ explain.style.format({"Σ A_bb²": "{:.2f}", "A_T−1,T−1²": "{:.2e}", "ρ": 
 # $E(a)/a$ peaks near $a^* = \omega_0 \ell$ (a test checks our transform
 # against the exact integral): the rectified spectrum reads a decay length.
 
-# %% tags=["hide-input"]
+# %%
 glue("T", P.block_size, display=False)
 rect_top = np.array([r.rectified_dominant_scales[:, 0] for r in analyses.values()])
 rect = claims.scale_contrast(rect_top, np.array([boot[v]["rectified_top_scale"] for v in analyses]),
@@ -280,7 +277,7 @@ glue("fig_fluct_energy", fig, display=False)
 # Scale energy of the fluctuations per layer.
 # ```
 
-# %% tags=["hide-input"]
+# %%
 fluct_top = np.array([r.fluctuation_dominant_scales[:, 0] for r in analyses.values()])
 fluct = claims.scale_contrast(fluct_top, reading="fluctuations")
 glue("fluct_measure", fluct.measurement, display=False)

@@ -30,6 +30,7 @@ overrides = {}
 import numpy as np
 from myst_nb import glue
 
+from attnpod import claims
 from attnpod.book import figure, theorem1_check
 from attnpod.study import Study
 
@@ -119,9 +120,7 @@ s, r_max = base.dominant_index[l, 0], len(errors) - 1
 fig = figure(study, "theorem1")
 glue("fig_theorem1", fig, display=False)
 
-# %% tags=["hide-input"]
-from attnpod import claims
-
+# %%
 tails = np.array([explicit.eigenvalues[r:].sum() for r in range(r_max + 1)])
 theorem = claims.theorem1(errors, tails)
 glue("thm_err", f"{np.max(np.abs(np.array(errors) - tails) / tails[0]):.1e}", display=False)

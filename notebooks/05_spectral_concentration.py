@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
+from attnpod import claims
+from attnpod.analysis import bootstrap_statistics
 from attnpod.book import figure
 from attnpod.study import Study
 
@@ -65,10 +67,7 @@ glue("fig_fits", fig, display=False)
 #
 # ## Table 2
 
-# %% tags=["hide-input"]
-from attnpod import claims
-from attnpod.analysis import bootstrap_statistics
-
+# %%
 boot = {v: bootstrap_statistics(r) for v, r in analyses.items()}
 table2 = pd.DataFrame({study.label(v): r.spectral_concentration for v, r in analyses.items()}, index=layers)
 glue("table2", claims.with_intervals(table2, np.stack([boot[v]["spectral_concentration"] for v in analyses], 1),
@@ -88,7 +87,7 @@ glue("table2", claims.with_intervals(table2, np.stack([boot[v]["spectral_concent
 # 150-snapshot run layer 1's spectrum was near-degenerate (the 1.00 fallback).
 # We measure layer 1 by the energy share of its first mode.
 
-# %% tags=["hide-input"]
+# %%
 values = table2.to_numpy()  # [layer, model]
 separates = claims.index_separates_layers(values, np.stack([boot[v]["spectral_concentration"] for v in analyses], 1))
 glue("sd_layers", f"{np.nanmean(np.nanstd(values, axis=0)):.3f}", display=False)
@@ -119,7 +118,7 @@ glue("share_table", claims.with_intervals(first_share, np.stack([boot[v]["first_
 # compare the total windowed variance $\sum_k \lambda_k$ at the top scale,
 # EGA-1 against BASE, layer by layer.
 
-# %% tags=["hide-input"]
+# %%
 energy = pd.DataFrame({study.label(v): r.top_eigenvalues.sum(-1) for v, r in analyses.items()}, index=layers)
 ega_energy = claims.ega_raises_energy(energy["BASE"], energy["EGA-1"], boot["base"]["energy"], boot["ega1"]["energy"])
 glue("ega_raised", ega_energy.measurement, display=False)

@@ -30,6 +30,9 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
+from attnpod import claims
+from attnpod.allocation import allocate
+from attnpod.analysis import bootstrap_statistics
 from attnpod.book import figure
 from attnpod.study import Study
 
@@ -53,11 +56,7 @@ layers = study.layer_labels
 #
 # ## Table 3
 
-# %% tags=["hide-input"]
-from attnpod import claims
-from attnpod.allocation import allocate
-from attnpod.analysis import bootstrap_statistics
-
+# %%
 eps = analyses["base"].epsilons
 boot = {v: bootstrap_statistics(r) for v, r in analyses.items()}
 table3 = pd.concat({study.label(v): claims.with_intervals(r.effective_rank, boot[v]["effective_rank"], "{:.0f}",
@@ -105,7 +104,7 @@ glue("fig_rank_scale_001", fig, display=False)
 # the budget (`attnpod.allocation.allocate`, largest remainders). Whether such an
 # allocation keeps the loss is a question for an experiment, not for this table.
 
-# %% tags=["hide-input"]
+# %%
 budget = P.n_layer * P.n_head
 alloc = pd.DataFrame({study.label(v): allocate(r.effective_rank[:, 0], budget, lo=1, hi=P.n_head)
                       for v, r in analyses.items()}, index=layers)

@@ -29,12 +29,11 @@ overrides = {}
 # %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
-import torch
 from myst_nb import glue
 
 from attnpod import claims
+from attnpod.book import conv_twin, figure, future_leak
 from attnpod.data import sample_windows
-from attnpod.book import figure
 from attnpod.lag import to_lag
 from attnpod.models import GPT, conv_lag_multiplier
 from attnpod.pod import effective_rank, pod, spectral_concentration
@@ -60,7 +59,7 @@ ours, published = study.analysis("base"), study.analysis("base", orientation="pu
 fig = figure(study, "orientation")
 glue("fig_orientation", fig, display=False)
 
-# %% tags=["hide-input"]
+# %%
 def spread_across_scales(result):
     lam = result.eigenvalues  # (L, S, N)
     return float(np.max(np.abs(lam - lam[:, :1]) / lam[:, :1, :1]))
@@ -125,9 +124,7 @@ glue("lag_drift", f"{drift:.1e}", display=False)
 
 # %%
 base = study.trained("base").model.cpu()
-twin = GPT(conv.config)  # every weight replaced below: BASE's, and CONV-L4's own lag logits (they never train)
-state = base.state_dict() | {k: v for k, v in conv.state_dict().items() if "lag_logits" in k}
-twin.load_state_dict(state, strict=True)
+twin = conv_twin(base, conv)  # BASE's weights, CONV-L4's own lag logits (they never train)
 windows = sample_windows(study.corpus, 8, P.block_size, "val", P.seed)
 A_base, A_twin = base.attention_maps(windows).mean(2), twin.attention_maps(windows).mean(2)
 diff = (A_base - A_twin).abs()  # (windows, layer, i, j)
@@ -184,20 +181,7 @@ twin_table.style.format("{:.2e}")
 # :::
 
 # %%
-def future_leak(model, windows):
-    """Largest |Δ logit| and mean KL at positions < T/2 when only positions ≥ T/2 change."""
-    T = windows.shape[1]
-    changed = windows.clone()
-    gen = torch.Generator().manual_seed(0)
-    changed[:, T // 2:] = torch.randint(study.corpus.vocab_size, changed[:, T // 2:].shape, generator=gen)
-    model = model.cpu().eval()
-    with torch.no_grad():
-        a, b = model(windows)[0][:, : T // 2], model(changed)[0][:, : T // 2]
-    kl = torch.nn.functional.kl_div(b.log_softmax(-1), a.log_softmax(-1), log_target=True, reduction="none").sum(-1)
-    return (a - b).abs().max().item(), kl.mean().item()
-
-
-leak = {v: future_leak(study.trained(v).model, windows) for v in ("base", "ega1", "ega1_causal")}
+leak = {v: future_leak(study.trained(v).model, windows, study.corpus.vocab_size) for v in ("base", "ega1", "ega1_causal")}
 val = {v: study.trained(v).history.val[-1] for v in ("base", "ega1", "ega1_causal")}
 leak_table = pd.DataFrame({"max |Δ logit| before T/2": {study.label(v): leak[v][0] for v in leak},
                            "mean KL before T/2": {study.label(v): leak[v][1] for v in leak},

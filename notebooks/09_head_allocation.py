@@ -115,7 +115,7 @@ budget_table(results["base"])
 #
 # The criterion above, for each analysis-guided rule and each model:
 
-# %% tags=["hide-input"]
+# %%
 guided = [r for r in results["base"].rules if r.startswith("∝")]
 verdicts = {}
 for v, res in results.items():
@@ -126,9 +126,7 @@ for v, res in results.items():
 verdict_table = pd.DataFrame({rule: {model: f"{verdicts[(model, rule)].verdict}: {verdicts[(model, rule)].measurement}"
                                      for model in (study.label(v) for v in results)} for rule in guided})
 main = [verdicts[(study.label(v), "∝ H*(0.1)")] for v in results]
-n_hold = sum(v.verdict == "holds" for v in main)
-glue("h_verdict", f"{'holds' if n_hold > len(main) / 2 else 'does not hold'} ({n_hold} of {len(main)} models)",
-     display=False)
+glue("h_verdict", claims.across_models(main), display=False)
 glue("h_measure", "; ".join(f"{study.label(v)}: {m.measurement}" for v, m in zip(results, main)), display=False)
 with pd.option_context("display.max_colwidth", None):
     display(verdict_table)
@@ -139,7 +137,7 @@ with pd.option_context("display.max_colwidth", None):
 # Does a layer with a higher $H^*$ lose more when it is cut to one head? And
 # within the model, do heads with a higher per-head $H^*$ matter more?
 
-# %% tags=["hide-input"]
+# %%
 corr = {}
 for v, res in results.items():
     rank = study.analysis(v, split="train").effective_rank[:, 0]

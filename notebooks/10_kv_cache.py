@@ -178,7 +178,7 @@ budget_table(first, CACHE_SELECTION_RULES, unit="keys", random_label="random spl
 #
 # The table gives {glue:text}`kv_first` with 95 % paired intervals over windows.
 
-# %% tags=["hide-input"]
+# %%
 glue("kv_first", labels[models[0]], display=False)
 best = {labels[v]: min(CACHE_SELECTION_RULES, key=lambda r: r_.increase(r)[mid]) for v, r_ in results.items()}
 glue("kv_best_selection", "; ".join(f"{m}: {r}" for m, r in best.items()), display=False)
@@ -213,15 +213,13 @@ pd.DataFrame({rule: first.allocations[first.rules.index(rule), mid] for rule in 
 # %% [markdown]
 # ## The verdict
 
-# %% tags=["hide-input"]
+# %%
 guided = [r for r in rules if r.startswith("∝")]
 verdicts = {(labels[v], rule): claims.allocation_guides(r.loss(rule), r.loss("H2O"), r.random_median(), r.budgets,
                                                         rule, what="the KV-cache budget")
             for v, r in results.items() for rule in guided}
 primary = [verdicts[(m, "∝ H*(0.1)")] for m in labels.values()]
-n_hold = sum(v.verdict == "holds" for v in primary)
-glue("kv_verdict", f"{'holds' if n_hold > len(primary) / 2 else 'does not hold'} ({n_hold} of {len(primary)} models)",
-     display=False)
+glue("kv_verdict", claims.across_models(primary), display=False)
 holding = [f"{rule} ({m})" for (m, rule), verdict in verdicts.items() if verdict.verdict == "holds"]
 glue("kv_holding", ", ".join(holding) or "none", display=False)
 uniform_like = [rule for rule in guided if all((r.allocations[r.rules.index(rule)] ==
@@ -249,7 +247,7 @@ with pd.option_context("display.max_colwidth", None):
 #
 # ## The scale-selective window
 
-# %% tags=["hide-input"]
+# %%
 rows = {}
 for v, r in results.items():
     for w, rule in enumerate(r.window_rules):

@@ -32,17 +32,16 @@ overrides = {}
 seeds = []  # extra training seeds to compare (each trains four more models)
 
 # %% tags=["hide-input"]
-import numpy as np
 import pandas as pd
 from myst_nb import glue
 
 from attnpod import claims
+from attnpod.book import figure, verdict_matrices
 from attnpod.study import Study, check_parameters
 
 check_parameters(seeds=seeds)
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
-whole = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides, split="all")
 
 # %% [markdown]
 # ## The readings
@@ -60,14 +59,8 @@ whole = Study.create(profile, seed=seed, device=device, data_path=data_path, ove
 # The POD numbers ($\mathcal{T}_\mathrm{spec}$, the first-mode share, $\sum\lambda$,
 # $H^*$) are taken at each layer's top scale under the reading.
 
-# %% tags=["hide-input"]
-val, published, whole_file = study.analyses(), study.analyses("published"), whole.analyses()
-ours = ("tc", "rectified", "tc_fluct", "rectified_fluct")
-columns = {f"{claims.READINGS[r]}; validation": claims.reading_verdicts(val, r) for r in ours}
-columns["published pipeline; validation"] = claims.reading_verdicts(published, "published")
-for r in ours:
-    columns[f"{claims.READINGS[r]}; whole file"] = claims.reading_verdicts(whole_file, r)
-verdicts, measurements = claims.verdict_matrix(columns)
+# %%
+verdicts, measurements = verdict_matrices(study)  # claims (rows) by readings (columns)
 glue("verdict_matrix", verdicts.T, display=False)
 glue("measurement_matrix", measurements.T, display=False)
 scale_row = verdicts.iloc[0]
@@ -80,7 +73,20 @@ glue("scale_rect", scale_row[f"{claims.READINGS['rectified']}; validation"], dis
 # %% [markdown]
 # ## The verdict matrix
 #
-# Readings (rows) by claims (columns):
+# Readings (rows) by claims (columns), coloured by verdict:
+
+# %%
+fig = figure(study, "verdict_grid", verdicts=verdicts)
+glue("fig_verdict_grid", fig, display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig_verdict_grid
+# :name: fig-verdict-grid
+# Each claim's verdict under each reading; the share in brackets is the share of
+# bootstrap resamples of the snapshots that give the same verdict.
+# ```
+#
+# The same as a table:
 #
 # ```{glue:} verdict_matrix
 # ```
@@ -97,8 +103,8 @@ glue("scale_rect", scale_row[f"{claims.READINGS['rectified']}; validation"], dis
 # the book trains the four models again with each extra seed and judges the
 # claims under our reading for each.
 
-# %% tags=["hide-input"]
-per_seed = {seed: claims.reading_verdicts(val, "tc")}
+# %%
+per_seed = {seed: claims.reading_verdicts(study.analyses(), "tc")}
 for s in seeds:
     per_seed[s] = claims.reading_verdicts(Study.create(profile, seed=s, device=device, data_path=data_path,
                                                        overrides=overrides).analyses(), "tc")

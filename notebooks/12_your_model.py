@@ -77,13 +77,9 @@ n_windows = 0  # 0: the profile's N
 # %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
-import torch
 from myst_nb import glue
 
-from attnpod import adapters
-from attnpod.analysis import analyse_fields
-from attnpod.data import sample_windows
-from attnpod.fields import collect_fields
+from attnpod.book import adapter_comparison, figure
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
@@ -91,14 +87,12 @@ P = study.profile
 base = study.trained("base").model.cpu()
 
 # %%
-hf_model = adapters.to_hf_gpt2(base)  # a transformers GPT2LMHeadModel with BASE's weights
-windows = sample_windows(study.corpus, n_windows or P.n_snapshots, P.block_size, "val", seed=P.seed)
-theirs = adapters.hf_fields(hf_model, windows, progress=False)  # through transformers, output_attentions=True
-ours = collect_fields(base, windows, progress=False)             # through our own model
+compared = adapter_comparison(study, n_windows)  # BASE as a transformers GPT-2 through hf_fields, and ours
+theirs, ours = compared["theirs"], compared["ours"]
 print(f"fields {theirs.shape}: largest difference {np.abs(theirs - ours).max():.1e}")
 
 # %%
-result_hf, result_ours = (analyse_fields(f, n_boot=0, progress=False) for f in (theirs, ours))
+result_hf, result_ours = compared["result_hf"], compared["result_ours"]
 pd.DataFrame({
     "top scale (transformers)": result_hf.dominant_scales[:, 0],
     "top scale (ours)": result_ours.dominant_scales[:, 0],
@@ -113,6 +107,16 @@ glue("adapter_diff", f"{np.abs(theirs - ours).max():.1e}", display=False)
 glue("adapter_same", "the same" if (result_hf.dominant_index == result_ours.dominant_index).all()
      and (result_hf.effective_rank == result_ours.effective_rank).all() else "different", display=False)
 
+# %%
+fig = figure(study, "your_model_scalograms", n_windows=n_windows, compared=compared)
+glue("fig_your_model", fig, display=False)
+
 # %% [markdown]
+# ```{glue:figure} fig_your_model
+# :name: fig-your-model
+# Ensemble scalograms of BASE read through the `transformers` adapter, beside
+# our own: the dashed line marks each layer's top scale.
+# ```
+#
 # The fields agree to {glue:text}`adapter_diff`; the dominant scales and
 # effective ranks are {glue:text}`adapter_same`.

@@ -166,3 +166,13 @@ def test_paired_interval_and_allocation_verdict():
     better = uniform - 0.2
     assert claims.allocation_guides(better, uniform, random_median, budgets).verdict == "holds"
     assert claims.allocation_guides(uniform + 0.2, uniform, random_median, budgets).verdict == "does not hold"
+
+
+@pytest.mark.parametrize("verdicts, expected", [(["holds", "holds", "holds", "no"], "holds (3 of 4 models)"),
+                                                (["holds", "holds", "no", "no"], "does not hold (2 of 4 models)"),
+                                                (["holds"], "holds (1 of 1 models)"),
+                                                (["no", "no"], "does not hold (0 of 2 models)")])
+def test_a_rule_holds_across_models_on_more_than_half(verdicts, expected):
+    from types import SimpleNamespace
+
+    assert claims.across_models([SimpleNamespace(verdict=v) for v in verdicts]) == expected

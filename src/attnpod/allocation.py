@@ -43,3 +43,24 @@ def allocate(scores, budget: int, lo: int = 1, hi: int | None = None) -> np.ndar
             if counts.sum() < budget and counts[i] < hi:
                 counts[i] += 1
     return counts
+
+
+def rule_scores(analysis) -> dict[str, np.ndarray]:
+    """Per-layer scores of each analysis-guided allocation rule, from an analysis (of training-split
+    snapshots: the rules must not see the windows they are judged on). ``uniform``; ∝ H*(ε) at each ε;
+    ∝ 1/H*(0.1); ∝ 𝒯_spec (a degenerate layer's NaN replaced by the mean)."""
+    rank = analysis.effective_rank.astype(float)  # [l, e]
+    index = analysis.spectral_concentration
+    scores = {"uniform": np.ones(len(rank))}
+    scores |= {f"∝ H*({e:g})": rank[:, i] for i, e in enumerate(analysis.epsilons)}
+    scores["∝ 1/H*(0.1)"] = 1.0 / np.maximum(rank[:, 0], 1.0)
+    scores["∝ T_spec"] = np.nan_to_num(index, nan=np.nanmean(index) if np.isfinite(index).any() else 1.0)
+    return scores
+
+
+def top_scales(analysis) -> dict[str, np.ndarray]:
+    """Each layer's top dominant lag scale under Torrence–Compo power ("TC") and rectified power."""
+    from .claims import top_scale_indices
+
+    return {name: analysis.scales[top_scale_indices(analysis, reading)] for name, reading in
+            (("TC", "tc"), ("rectified", "rectified"))}

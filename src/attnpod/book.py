@@ -61,6 +61,68 @@ def coherency_maps(study: "Study", a: float = 4.0, models=("base", "ega1"), laye
             if l < study.profile.n_layer}, a
 
 
+def future_leak(model, windows, vocab_size: int, seed: int = 0) -> tuple[float, float]:
+    """Chapter 08: the largest |Δ logit| and the mean KL at positions < T/2 when only positions ≥ T/2 change
+    (random tokens, seeded): zero for a causal model."""
+    import torch
+
+    T = windows.shape[1]
+    changed = windows.clone()
+    gen = torch.Generator().manual_seed(seed)
+    changed[:, T // 2:] = torch.randint(vocab_size, changed[:, T // 2:].shape, generator=gen)
+    model = model.cpu().eval()
+    with torch.no_grad():
+        a, b = model(windows)[0][:, : T // 2], model(changed)[0][:, : T // 2]
+    kl = torch.nn.functional.kl_div(b.log_softmax(-1), a.log_softmax(-1), log_target=True, reduction="none").sum(-1)
+    return (a - b).abs().max().item(), kl.mean().item()
+
+
+def conv_twin(base, conv):
+    """Chapter 08: a CONV-L4 model with BASE's trained weights and CONV-L4's own lag logits (they never train),
+    so that the two differ only in the lag arithmetic."""
+    from .models import GPT
+
+    twin = GPT(conv.config)
+    state = base.state_dict() | {k: v for k, v in conv.state_dict().items() if "lag_logits" in k}
+    twin.load_state_dict(state, strict=True)
+    return twin.eval()
+
+
+def verdict_matrices(study: "Study"):
+    """Chapter 11: the paper's claims (rows) under every reading (columns), and what each verdict rests on:
+    our four readings and the published pipeline on the validation windows, ours on whole-file windows."""
+    from . import claims
+    from .study import Study
+
+    whole = Study(study.profile, study.corpus, study.device, split="all", progress=study.progress,
+                  data_path=study.data_path, shipped=study.shipped, shipped_folder=study.shipped_folder)
+    val, published, whole_file = study.analyses(), study.analyses("published"), whole.analyses()
+    ours = ("tc", "rectified", "tc_fluct", "rectified_fluct")
+    columns = {f"{claims.READINGS[r]}; validation": claims.reading_verdicts(val, r) for r in ours}
+    columns["published pipeline; validation"] = claims.reading_verdicts(published, "published")
+    for r in ours:
+        columns[f"{claims.READINGS[r]}; whole file"] = claims.reading_verdicts(whole_file, r)
+    return claims.verdict_matrix(columns)
+
+
+def adapter_comparison(study: "Study", n_windows: int = 0) -> dict:
+    """Chapter 12: BASE converted to a ``transformers`` GPT-2, its fields through the HuggingFace adapter
+    against our own, and both analyses. ``n_windows`` (0: the profile's N) validation windows."""
+    from . import adapters
+    from .analysis import analyse_fields
+    from .data import sample_windows
+    from .fields import collect_fields
+
+    P = study.profile
+    base = study.trained("base").model.cpu()
+    hf_model = adapters.to_hf_gpt2(base)  # a transformers GPT2LMHeadModel with BASE's weights
+    windows = sample_windows(study.corpus, n_windows or P.n_snapshots, P.block_size, "val", seed=P.seed)
+    theirs = adapters.hf_fields(hf_model, windows, progress=False)  # through transformers, output_attentions=True
+    ours = collect_fields(base, windows, progress=False)             # through our own model
+    return {"theirs": theirs, "ours": ours, "result_hf": analyse_fields(theirs, n_boot=0, progress=False),
+            "result_ours": analyse_fields(ours, n_boot=0, progress=False)}
+
+
 def pruning_results(study: "Study", n_random: int = 50, oracle_models=("base",), eval_batches: int = 4,
                     oracle_batches: int = 1) -> dict:
     """Chapter 09: every head-allocation rule on every model (:meth:`~attnpod.study.Study.pruning`), cached."""
@@ -110,6 +172,11 @@ def _coherency(study: "Study"):
     from .figures import plot_coherency
 
     return plot_coherency(*coherency_maps(study))
+
+
+def _your_model(f, compared: dict):
+    return f.plot_scalogram_grid({"BASE (ours)": compared["result_ours"],
+                                  "BASE as a transformers GPT-2": compared["result_hf"]})
 
 
 def _cache_allocation(study: "Study", results: dict):
@@ -166,6 +233,11 @@ def _recipes() -> dict:
         "modes_ega": modes("ega1", "EGA-1"),
         "modes_base": modes("base", "BASE"),
         "theorem1": _theorem1,
+        # a chapter that has computed the result already passes it (verdicts=, compared=): drawn, not recomputed
+        "verdict_grid": lambda s, verdicts=None: f.plot_verdict_grid(
+            verdict_matrices(s)[0] if verdicts is None else verdicts),
+        "your_model_scalograms": lambda s, n_windows=0, compared=None: _your_model(
+            f, compared or adapter_comparison(s, n_windows)),
         "orientation": lambda s: f.plot_scalogram_grid({"BASE (ours)": s.analysis("base"),
                                                         "BASE (published reading)": s.analysis(
                                                             "base", orientation="published")}),
@@ -212,6 +284,8 @@ FIGURES = {
     "cache_selection": "KV cache: token selection rules (10)",
     "cache_allocation": "KV cache: budget allocation rules, H2O (10)",
     "attention_sinks": "attention on token 0 per layer (10)",
+    "verdict_grid": "the verdict matrix: readings by claims (11)",
+    "your_model_scalograms": "BASE through the transformers adapter beside our own (12)",
 }
 
 

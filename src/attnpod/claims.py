@@ -380,3 +380,10 @@ def allocation_guides(losses, uniform, random_median, budgets, rule: str = "∝ 
                    f"{len(budgets)} budgets ({', '.join(str(b) for b, ok in zip(budgets, better) if ok) or 'none'})",
                    "at more than half the budgets: loss below uniform's and below the random median, both paired "
                    "95 % intervals excluding 0", verdict)
+
+
+def across_models(verdicts) -> str:
+    """The book-level reading of one rule's verdicts on several models: "holds" on more than half of them,
+    else "does not hold", with the count, e.g. "does not hold (1 of 4 models)"."""
+    n_hold = sum(v.verdict == "holds" for v in verdicts)
+    return f"{'holds' if n_hold > len(verdicts) / 2 else 'does not hold'} ({n_hold} of {len(verdicts)} models)"

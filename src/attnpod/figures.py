@@ -364,3 +364,40 @@ def plot_head_maps(rank, importance, title: str = ""):
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+VERDICT_COLOURS = {"agree": "#4daf4a", "partly": "#fdd835", "disagree": "#e41a1c", "seed-dependent": "#984ea3"}
+
+
+def plot_verdict_grid(verdicts):
+    """The verdict matrix as a picture: readings (rows) by claims (columns), each cell coloured by its
+    verdict (agree, partly, disagree, seed-dependent; grey for any other reading) and labelled with it.
+
+    ``verdicts``: a DataFrame of verdict strings, claims (rows) by readings (columns), as
+    :func:`attnpod.claims.verdict_matrix` returns it.
+    """
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch
+
+    grid = verdicts.T  # readings (rows) by claims (columns)
+    words = [[str(v).split(" (")[0] for v in row] for row in grid.values]
+    colours = np.array([[to_rgb(VERDICT_COLOURS.get(w, "#bdbdbd")) for w in row] for row in words])
+    fig, ax = _subplots(figsize=(1.9 * grid.shape[1] + 3.5, 0.45 * grid.shape[0] + 1.8))
+    ax.imshow(colours, aspect="auto")
+    for r, row in enumerate(grid.values):
+        for c, text in enumerate(row):
+            ax.text(c, r, str(text).replace(" (", "\n("), ha="center", va="center", fontsize=6.5)
+    ax.set_xticks(range(grid.shape[1]), [_wrap(str(c).replace("𝒯", "T"), 22) for c in grid.columns],
+                  fontsize=7)  # matplotlib's fonts have no 𝒯
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+    ax.xaxis.tick_top()
+    ax.legend(handles=[Patch(color=c, label=w) for w, c in VERDICT_COLOURS.items()]
+              + [Patch(color="#bdbdbd", label="other")], loc="upper center", bbox_to_anchor=(0.5, -0.02),
+              ncol=5, fontsize=7, frameon=False)
+    return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(text), width))

@@ -11,6 +11,7 @@ from os import PathLike
 
 import numpy as np
 
+from .allocation import rule_scores, top_scales
 from .analysis import FieldAnalysis
 from .pipeline import analyse_model, model_fields
 from .config import (CorruptFile, MODELS, ParameterError, Profile, _is_int, artifact_dir, artifact_lock, get_profile, model_label,
@@ -150,15 +151,9 @@ class Study:
         return self._analyses[key]
 
     def allocation_scores(self, variant: str) -> dict[str, np.ndarray]:
-        """Per-layer scores of each analysis-guided allocation rule, from training-split snapshots only."""
-        train = self.analysis(variant, split="train")
-        rank = train.effective_rank.astype(float)  # [l, e]
-        index = train.spectral_concentration
-        scores = {"uniform": np.ones(self.profile.n_layer)}
-        scores |= {f"∝ H*({e:g})": rank[:, i] for i, e in enumerate(train.epsilons)}
-        scores["∝ 1/H*(0.1)"] = 1.0 / np.maximum(rank[:, 0], 1.0)
-        scores["∝ T_spec"] = np.nan_to_num(index, nan=np.nanmean(index) if np.isfinite(index).any() else 1.0)
-        return scores
+        """Per-layer scores of each analysis-guided allocation rule (:func:`attnpod.allocation.rule_scores`),
+        from training-split snapshots only."""
+        return rule_scores(self.analysis(variant, split="train"))
 
     def pruning(self, variant: str, n_random: int = 50, oracle: bool = False, n_eval: int = 4,
                 n_score: int = 4, n_oracle: int = 1) -> PruningResult:
@@ -218,12 +213,8 @@ class Study:
         return result
 
     def top_scales(self, variant: str) -> dict[str, np.ndarray]:
-        """Each layer's top dominant lag scale from training-split snapshots: Torrence–Compo and rectified."""
-        from .claims import top_scale_indices
-
-        train = self.analysis(variant, split="train")
-        return {name: train.scales[top_scale_indices(train, reading)] for name, reading in
-                (("TC", "tc"), ("rectified", "rectified"))}
+        """Each layer's top dominant lag scale from training-split snapshots (:func:`attnpod.allocation.top_scales`)."""
+        return top_scales(self.analysis(variant, split="train"))
 
     def cache_windows(self, n_windows: int):
         """The fixed validation windows ``(x, y)`` (n_windows, T) every cache rule is scored on."""
