@@ -267,7 +267,8 @@ def store_contents(folder: Path) -> list[Path]:
         raise StoreError(f"{folder} is not a folder; nothing removed")
     if not is_store(folder):
         raise StoreError(f"{folder} is not an attnpod artifact store (it has no {STORE_MARKER} marker); nothing "
-                         f"removed. Point ATTNPOD_ARTIFACTS at the store to clean")
+                         f"removed. Point ATTNPOD_ARTIFACTS at the store to clean (a store made before stores "
+                         f"were marked gets its marker the next time attnpod uses it)")
     found = [folder / kind for kind in KINDS if (folder / kind).is_symlink() or (folder / kind).exists()]
     return found + [folder / STORE_MARKER]
 
