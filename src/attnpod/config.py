@@ -233,7 +233,7 @@ def store_root(create: bool = True) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
         if not marker.is_file():
-            text = json.dumps({"attnpod_store": 1, "created": _now()}) + "\n"
+            text = json.dumps({"attnpod_store": 1, "created": utc_now()}) + "\n"
             publish(marker, lambda tmp: tmp.write_text(text))
     except OSError as err:
         if not (root.is_dir() and _read_only(err)):
@@ -242,7 +242,8 @@ def store_root(create: bool = True) -> Path:
     return root
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The time now, UTC, to the second (ISO 8601): when a store, a shipped file or a result was made."""
     import datetime
 
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -448,7 +449,6 @@ def _recover(path: Path) -> None:
             pending.unlink()
     for stray in path.parent.glob(f"{path.name}.*.tmp"):
         stray.unlink(missing_ok=True)
-    sweep_orphans(path.parent)
 
 
 def write_verified(path: Path, write) -> None:
@@ -460,6 +460,7 @@ def write_verified(path: Path, write) -> None:
     path = Path(path)
     with artifact_lock(path), writing(path):
         _recover(path)
+        sweep_orphans(path.parent)  # what killed runs left here
         tmp = temporary_path(path)
         try:
             write(tmp)
@@ -504,6 +505,13 @@ def reusable(path: Path, sound=None) -> bool:
                           stacklevel=2)
             state = False
     return bool(state)
+
+
+def reused(path: Path, load):
+    """The artifact at ``path`` as ``load`` reads it, or None where it must be (re)computed: missing, or
+    damaged (hash mismatch, or ``load`` raising :class:`CorruptFile`: reported). Reads the file once."""
+    loaded = []
+    return loaded[0] if reusable(path, lambda p: loaded.append(load(p)) or True) else None
 
 
 # ----------------------------------------------------------------------------- result files

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import FieldAnalysis, NonFiniteError, analyse_fields
-from .config import CorruptFile, Profile, StoreError, artifact_dir, artifact_lock, reusable, store_root, write_verified
+from .config import (CorruptFile, Profile, StoreError, artifact_dir, artifact_lock, reusable, reused, store_root,
+                     write_verified)
 from .data import Corpus, sample_windows
 from .fields import collect_fields
 from .models import weights_digest
@@ -80,10 +81,6 @@ def fields_are_finite(path: Path, chunk: int = 64) -> bool:
     return all(np.isfinite(fields[n0:n0 + chunk]).all() for n0 in range(0, len(fields), chunk))
 
 
-def _analysis_is_finite(path: Path) -> bool:
-    return FieldAnalysis.load(path).is_finite()
-
-
 def model_fields(model, corpus: Corpus, profile: Profile, checkpoint_name: str, split: str = "val",
                  device=None, progress: bool = True, heads: str = "mean") -> np.ndarray:
     """The model's ensemble ``fields[n, l, i, j]`` (heads averaged) or ``fields[n, l, h, i, j]`` (``heads="all"``),
@@ -125,8 +122,9 @@ def analyse_model(model, corpus: Corpus, profile: Profile, name: str, split: str
     folder = artifact_dir("analysis", name, settings)
     path = folder / "analysis.npz"
     with artifact_lock(path):
-        if reusable(path, _analysis_is_finite):
-            return FieldAnalysis.load(path), folder
+        cached = reused(path, FieldAnalysis.load)  # its load checks every array, finiteness included
+        if cached is not None:
+            return cached, folder
         fields = model_fields(model, corpus, profile, name, split, device, progress, heads)
         if heads == "all":  # (N, L, H, T, T) -> (N, L·H, T, T): each head's field is analysed as a layer
             fields = fields.reshape(fields.shape[0], -1, *fields.shape[-2:])

@@ -22,17 +22,15 @@ machine without one, and stops with a clear message where one is missing.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import math
-import os
 from pathlib import Path, PurePosixPath
 
 import torch
 
 from .config import (MODELS, AttnpodError, artifact_lock, artifact_name, model_name, project_root, publish,
-                     sha256_file, writing)
+                     sha256_file, temporary_path, utc_now, writing)
 from .data import random_batch
 from .models import GPT, GPTConfig
 from .train import CheckpointError, History, training_settings
@@ -195,12 +193,14 @@ def _verified(folder: Path, entry: dict) -> Path:
     return path
 
 
-def _publish_readable(path: Path, write) -> None:
-    """:func:`publish`, then readable like the rest of a checkout (0644 under the usual umask)."""
-    publish(path, write)
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
+def _shipping(folder: Path):
+    """Context: a failure to write into the shipped folder is one line that names it."""
+    return writing(folder, "ship into", "choose a writable folder with --to")
+
+
+def _readable(path: Path) -> None:
+    """A shipped file is readable like the rest of a checkout (not the 0600 safetensors writes)."""
+    path.chmod(0o644)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -270,7 +270,7 @@ def ship(model: GPT, history: History, settings: dict, seed: int, folder: Path, 
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    with writing(folder, "ship into", "choose a writable folder with --to"):
+    with _shipping(folder):
         folder.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     name = file_name(cfg.variant, cfg.causal_gate, seed)
@@ -282,8 +282,8 @@ def ship(model: GPT, history: History, settings: dict, seed: int, folder: Path, 
                for k, v in state.items() if k not in tied}
     path = folder / name
     header = {"format": WEIGHTS_FORMAT, "model": json.dumps(cfg.as_dict(), sort_keys=True), "seed": str(seed)}
-    with artifact_lock(folder / MANIFEST), writing(folder, "ship into", "choose a writable folder with --to"):
-        tmp = folder / f".{name}.checking"
+    with artifact_lock(folder / MANIFEST), _shipping(folder):
+        tmp = temporary_path(path)  # checked before it takes the name; a killed run's is swept later
         try:
             save_file(weights, str(tmp), metadata=header)
             size = tmp.stat().st_size
@@ -293,7 +293,8 @@ def ship(model: GPT, history: History, settings: dict, seed: int, folder: Path, 
             if abs(check - history.val[-1]) > RECORD_TOLERANCE:
                 raise CheckpointError(f"{name}: the record's final validation loss {history.val[-1]:.4f} is not this "
                                       f"model's (its check windows give {check:.4f}); not shipped")
-            _publish_readable(path, lambda dest: tmp.replace(dest))
+            _readable(tmp)
+            tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
         seconds = history.seconds
@@ -306,7 +307,7 @@ def ship(model: GPT, history: History, settings: dict, seed: int, folder: Path, 
             "seconds": seconds, "tokens": history.tokens,
             "tokens_per_s": history.tokens / seconds if seconds > 0 else None,
             "config": cfg.as_dict(), "settings": settings, "device": device or "unknown",
-            "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__, "date": utc_now(),
             "check": {"windows": CHECK_WINDOWS, "seed": CHECK_SEED, "val_loss": check},
         }
         manifest = read_manifest(folder)
@@ -350,14 +351,17 @@ def ship_result(kind: str, model: str, seed: int, source: Path, settings: dict, 
     data = Path(source).read_bytes()
     if len(data) > MAX_BYTES:
         raise CheckpointError(f"{name} would be {len(data) / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit")
-    with writing(folder, "ship into", "choose a writable folder with --to"):
+    with _shipping(folder):
         (folder / "results").mkdir(parents=True, exist_ok=True)
-    with artifact_lock(folder / MANIFEST), writing(folder, "ship into", "choose a writable folder with --to"):
-        _publish_readable(folder / name, lambda tmp: tmp.write_bytes(data))
+    with artifact_lock(folder / MANIFEST), _shipping(folder):
+        def write(tmp):
+            tmp.write_bytes(data)
+            _readable(tmp)
+
+        publish(folder / name, write)
         entry = {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "kind": kind,
                  "model": model, "seed": seed, "settings": settings, "device": device or "unknown",
-                 "torch": torch.__version__,
-                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                 "torch": torch.__version__, "date": utc_now()}
         manifest = read_manifest(folder)
         manifest["results"] = [e for e in manifest["results"] if e["file"] != name] + [entry]
         manifest["results"].sort(key=lambda e: (e["seed"], e["kind"], e["model"]))

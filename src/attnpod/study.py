@@ -15,7 +15,7 @@ from .allocation import rule_scores, top_scales
 from .analysis import FieldAnalysis
 from .pipeline import analyse_model, model_fields
 from .config import (CorruptFile, MODELS, ParameterError, Profile, _is_int, artifact_dir, artifact_lock, get_profile, model_label,
-                     parse_model_name, reusable)
+                     parse_model_name, reused)
 from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest
@@ -205,8 +205,9 @@ class Study:
         path = artifact_dir(kind, self.trained(variant).name, settings) / f"{kind}.npz"
         self.experiment_files[kind, variant] = path
         with artifact_lock(path):
-            if reusable(path, lambda p: result_class.load(p) is not None):  # a damaged file is recomputed
-                return result_class.load(path)
+            cached = reused(path, result_class.load)  # a damaged file is recomputed
+            if cached is not None:
+                return cached
             result = compute()
             result.meta.update(settings)
             result.save(path)
