@@ -20,8 +20,10 @@
 # every reading the book offers, side by side, so that a reader sees which
 # claims survive which choices. The rules are those of `attnpod.claims` (the
 # [method page](../book/method) gives each threshold and why); the share in
-# brackets is how many of the bootstrap resamples of the snapshots give the same
-# verdict.
+# brackets is how many replicates give the same verdict: bootstrap resamples of
+# the snapshots for the top scales, half-ensembles of $N/2$ snapshots for the
+# shape of the spectrum (𝒯_spec, the first-mode share, $H^*$), whose intervals
+# speak of an ensemble of $N/2$.
 
 # %% tags=["parameters"]
 profile = "auto"
@@ -83,7 +85,8 @@ glue("fig_verdict_grid", fig, display=False)
 # ```{glue:figure} fig_verdict_grid
 # :name: fig-verdict-grid
 # Each claim's verdict under each reading; the share in brackets is the share of
-# bootstrap resamples of the snapshots that give the same verdict.
+# replicates (bootstrap resamples, or half-ensembles for the spectrum's shape)
+# that give the same verdict.
 # ```
 #
 # The same as a table:
@@ -91,8 +94,8 @@ glue("fig_verdict_grid", fig, display=False)
 # ```{glue:} verdict_matrix
 # ```
 #
-# What each verdict rests on, with 95 % bootstrap intervals where resamples
-# exist:
+# What each verdict rests on, with 95 % intervals where replicates exist (for
+# the spectrum's shape: the statistic at $N/2$, from half-ensembles):
 #
 # ```{glue:} measurement_matrix
 # ```

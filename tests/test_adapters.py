@@ -35,7 +35,7 @@ def test_trained_base_as_hf_gpt2_gives_the_same_fields_and_analysis(trained_base
     assert theirs.shape == ours.shape and np.abs(theirs - ours).max() < 1e-5
     per_head = adapters.hf_fields(hf, windows[:3], heads="all", progress=False)
     assert np.abs(per_head - collect_fields(trained_base, windows[:3], heads="all", progress=False)).max() < 1e-5
-    a, b = (analyse_fields(f, n_boot=0, progress=False) for f in (ours, theirs))
+    a, b = (analyse_fields(f, n_boot=0, n_half=0, progress=False) for f in (ours, theirs))
     assert (a.dominant_index == b.dominant_index).all() and (a.effective_rank == b.effective_rank).all()
     assert np.allclose(a.eigenvalues, b.eigenvalues, rtol=1e-3, atol=1e-9 * a.eigenvalues.max())
 

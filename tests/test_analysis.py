@@ -102,6 +102,7 @@ def test_analysis_on_the_gpu_matches_the_cpu():
     cpu = analyse_fields(A, scales, n_boot=8, progress=False)
     gpu = analyse_fields(A, scales, n_boot=8, progress=False, device="cuda")
     np.testing.assert_array_equal(gpu.dominant_index, cpu.dominant_index)
-    for name in ("eigenvalues", "scalogram", "snapshot_energy", "boot_eigenvalues", "boot_fluctuation_energy"):
+    for name in ("eigenvalues", "scalogram", "snapshot_energy", "boot_total_variance", "half_eigenvalues",
+                 "boot_fluctuation_energy"):
         a, b = getattr(gpu, name), getattr(cpu, name)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(), err_msg=name)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from attnpod import claims
-from attnpod.allocation import allocate
+from attnpod.allocation import allocate, distinct_orders, permuted_allocations
 
 
 def test_scale_contrast_agree_disagree_partly():
@@ -75,6 +75,7 @@ def test_ega_gain_and_leak_and_published_and_conv():
     assert claims.published_selects_scales(3e-15).verdict == "void on causal models"
     assert claims.published_selects_scales(0.4).verdict == "scale-dependent"
     assert claims.conv_equals_base(1e-7).verdict == "equal"
+    assert claims.simulation_matches(1.2e-5).verdict == "passes" and claims.simulation_matches(0.01).verdict == "fails"
     assert claims.conv_equals_base(0.07).verdict == "equal logits, different attention"
 
 
@@ -156,23 +157,113 @@ def test_rank_correlation_is_spearman():
     assert np.isnan(claims.rank_correlation([1, 1, 1], [1, 2, 3]))
 
 
-def test_paired_interval_and_allocation_verdict():
-    rng = np.random.default_rng(0)
-    m, lo, hi = claims.paired_interval(rng.normal(-1.0, 0.1, 64))
+def test_paired_interval():
+    m, lo, hi = claims.paired_interval(np.random.default_rng(0).normal(-1.0, 0.1, 64))
     assert lo < m < hi < 0
-    budgets = [40, 32, 24]
-    uniform = rng.normal(2.0, 0.05, (3, 64))
-    random_median = uniform + 0.01
-    better = uniform - 0.2
-    assert claims.allocation_guides(better, uniform, random_median, budgets).verdict == "holds"
-    assert claims.allocation_guides(uniform + 0.2, uniform, random_median, budgets).verdict == "does not hold"
 
 
-@pytest.mark.parametrize("verdicts, expected", [(["holds", "holds", "holds", "no"], "holds (3 of 4 models)"),
-                                                (["holds", "holds", "no", "no"], "does not hold (2 of 4 models)"),
-                                                (["holds"], "holds (1 of 1 models)"),
-                                                (["no", "no"], "does not hold (0 of 2 models)")])
-def test_a_rule_holds_across_models_on_more_than_half(verdicts, expected):
+@pytest.mark.parametrize("shift, spread, n, outcome", [
+    (-0.10, 0.05, 64, "better"),       # far below 0
+    (+0.10, 0.05, 64, "worse"),
+    (0.0, 0.02, 256, "equivalent"),    # tight around 0: the 90 % interval inside ±0.02
+    (-0.01, 0.02, 256, "equivalent"),  # a tiny significant gain is still inside the margin: nobody would act on it
+    (0.0, 0.3, 16, "inconclusive"),    # too few, too noisy windows to say either
+    (-0.03, 0.05, 400, "better"),      # beyond the margin and clear of 0: not equivalent
+])
+def test_compare_gives_each_of_the_four_outcomes(shift, spread, n, outcome):
+    d = np.random.default_rng(1).normal(0, 1, n)
+    d = shift + spread * (d - d.mean()) / d.std()
+    c = claims.compare(d, margin=0.02)
+    assert c.outcome == outcome, c
+    assert c.lo < c.lo90 <= c.mean <= c.hi90 < c.hi
+    assert c.detectable == pytest.approx(2.80 * spread / np.sqrt(n), rel=0.15)  # (1.96 + 0.84) σ/√n
+
+
+def test_distinct_orders_are_the_permutations_of_the_rule_itself():
+    orders = distinct_orders([1, 1, 2], 100)
+    np.testing.assert_array_equal(orders, [[1, 2, 1], [2, 1, 1]])  # 3 distinct orders, less the rule's own
+    assert len(distinct_orders([3, 3, 3], 100)) == 0  # uniform counts: no null at all
+    six = distinct_orders([1, 2, 3, 4, 5, 6], 40, seed=2)
+    assert six.shape == (40, 6) and len({tuple(o) for o in six}) == 40
+    assert all(sorted(o) == [1, 2, 3, 4, 5, 6] and list(o) != [1, 2, 3, 4, 5, 6] for o in six)
+    thirty = distinct_orders(np.arange(30), 25, seed=3)  # too many to enumerate: sampled
+    assert thirty.shape == (25, 30) and len({tuple(o) for o in thirty}) == 25
+    null = permuted_allocations([[1, 1, 2], [2, 2, 2]], 10)
+    assert null.shape == (2, 2, 3) and np.isnan(null[1]).all() and (null[0] == [[1, 2, 1], [2, 1, 1]]).all()
+    assert not claims.null_binds(5) and claims.null_binds(19) and claims.null_binds(40)
+    assert claims.permutation_share(1.0, [0.5, 2.0, 3.0, np.nan]) == pytest.approx(2 / 3)
+
+
+def _case(rule_shift, permuted_shift=None, baseline_shift=None, n_perm=40, budgets=(8, 6, 4), seed=0):
+    """A rule, uniform, its permutations and the best baseline, as losses [k, w] with known offsets."""
+    rng = np.random.default_rng(seed)
+    uniform = rng.normal(2.0, 0.05, (len(budgets), 128))
+    noise = lambda: rng.normal(0, 0.01, uniform.shape)  # noqa: E731
+    rule = uniform + rule_shift + noise()
+    permuted = None if permuted_shift is None else [
+        np.stack([uniform[k] + permuted_shift + rng.normal(0, 0.01, 128) for _ in range(n_perm)]) for k in range(len(budgets))]
+    best = None if baseline_shift is None else uniform + baseline_shift + noise()
+    return claims.allocation_verdict(rule, uniform, budgets, permuted, best, "∝ H*")
+
+
+def test_allocation_verdict_outcomes_and_tiers():
+    assert _case(-0.10, permuted_shift=0.0, baseline_shift=-0.10).verdict == "better, useful"
+    assert _case(-0.10, permuted_shift=0.0, baseline_shift=-0.30).verdict == "better, informative"  # baseline wins
+    # better than uniform, but so is every order of its counts: the analysis chose nothing
+    assert _case(-0.10, permuted_shift=-0.10).verdict == "better"
+    assert _case(-0.10, permuted_shift=-0.20).verdict == "better"
+    assert _case(-0.10).verdict == "better, null not run"
+    # too few orders to reach 95 %: the null cannot bind, whatever the losses
+    assert _case(-0.10, permuted_shift=0.5, baseline_shift=-0.1, n_perm=10).verdict == "better"
+    assert _case(+0.10, permuted_shift=0.0).verdict == "worse"
+    assert _case(0.0, permuted_shift=0.0).verdict == "equivalent"
+    v = _case(0.0)
+    assert "TOST" in v.criterion and "detectable" in v.criterion and "8: equivalent" in v.measurement
+
+
+def test_allocation_verdict_needs_a_majority_of_budgets():
+    rng = np.random.default_rng(3)
+    uniform = rng.normal(2.0, 0.05, (4, 128))
+    rule = uniform + np.array([-0.1, -0.1, 0.1, 0.1])[:, None] + rng.normal(0, 0.01, (4, 128))
+    v = claims.allocation_verdict(rule, uniform, [8, 6, 4, 2])
+    assert v.verdict == "inconclusive" and v.measurement.count("better") == 2 and v.measurement.count("worse") == 2
+
+
+@pytest.mark.parametrize("verdicts, expected", [
+    (["better, useful", "better", "better, informative", "worse"], "better (3 of 4 models)"),
+    (["better", "better", "worse", "worse"], "no majority (better 2, worse 2 of 4 models)"),
+    (["equivalent"], "equivalent (1 of 1 models)"),
+    (["worse", "worse"], "worse (2 of 2 models)")])
+def test_a_rule_across_models_takes_the_majority_outcome(verdicts, expected):
     from types import SimpleNamespace
 
     assert claims.across_models([SimpleNamespace(verdict=v) for v in verdicts]) == expected
+
+
+def test_shape_claims_read_half_ensembles():
+    """A verdict on half-ensembles reports the statistic at N/2 with its interval and its stability there."""
+    halves = np.array([np.random.default_rng(h).permutation(20)[:10] for h in range(50)])
+    ranks = np.array([[10.0, 12, 30], [8, 9, 20]])  # (m, l): ratios 3.0 and 2.5
+    values = np.repeat(ranks[..., None], 50, axis=-1)
+    values[1, 2, :20] = 10  # 20 of 50 halves: model 2's ratio falls to 1.25
+    v = claims.ranks_non_uniform(ranks, claims.Halves(values, halves, 20))
+    assert v.verdict == "agree" and v.stability == pytest.approx(0.6)
+    assert str(v) == "agree (60% of half-ensembles)" and "at N/2 = 10" in v.measurement
+
+
+def test_allocation_verdict_leaves_out_budgets_where_the_rule_is_uniform():
+    rng = np.random.default_rng(5)
+    uniform = rng.normal(2.0, 0.05, (3, 128))
+    rule = uniform.copy()
+    rule[2] += 0.1 + rng.normal(0, 0.01, 128)  # differs only at the last budget, and is worse there
+    v = claims.allocation_verdict(rule, uniform, [8, 6, 4], same_as_uniform=[True, True, False])
+    assert v.verdict == "worse" and "same split as uniform at 8, 6" in v.measurement
+    assert claims.allocation_verdict(uniform, uniform, [8, 6, 4], same_as_uniform=[True] * 3).verdict == \
+        "identical to uniform"
+
+
+def test_correlation_p_value_is_exact_for_six_layers():
+    # a perfect monotone relation among 6 items: 2 of the 720 orders reach |ρ| = 1
+    assert claims.correlation_p_value([1, 2, 3, 4, 5, 6], [2, 4, 6, 8, 10, 12]) == pytest.approx(2 / 720)
+    assert claims.correlation_p_value([1, 2, 3, 4, 5, 6], [3, 1, 6, 2, 5, 4]) > 0.3
+    assert np.isnan(claims.correlation_p_value([1, 1, 1], [1, 2, 3]))

@@ -91,3 +91,23 @@ def test_sample_windows_reproducible_and_in_split(corpus):
 def test_a_directory_is_reported_as_a_directory(tmp_path):
     with pytest.raises(DataError, match="is a directory"):
         data.corpus_path(tmp_path)
+
+
+def test_windows_never_overlap_and_a_split_too_short_says_so(corpus):
+    from attnpod.config import ParameterError
+    from attnpod.data import disjoint_batches, disjoint_starts
+
+    starts = disjoint_starts(1000, 9, 100, seed=1)
+    assert len(set(starts)) == 9 and all(s % 100 == 0 and s + 100 <= 1000 for s in starts)
+    with pytest.raises(ParameterError, match="do not fit without overlap"):
+        disjoint_starts(1000, 11, 100, seed=1)
+    x, y = disjoint_batches(corpus.split("val"), 40, 64, seed=2)
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    val = corpus.split("val")
+    text = corpus.decode(val)
+    spans = sorted(text.index(corpus.decode(torch.cat([w, t[-1:]]))) for w, t in zip(x[:10], y[:10]))
+    assert all(b - a >= 65 for a, b in zip(spans, spans[1:]))  # x and its target: 65 tokens, no sharing
+    n_val = len(val) // 256
+    with pytest.raises(ParameterError, match="do not fit"):
+        sample_windows(corpus, n_val + 1, 256, "val", seed=3)  # the paper's N = 1000 does not fit
+    assert sample_windows(corpus, n_val + 1, 256, "all", seed=3).shape == (n_val + 1, 256)

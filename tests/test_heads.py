@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional  # noqa: F401
 
 from attnpod.heads import (PruningResult, batch_losses, greedy_oracle, head_budgets, head_importance,
-                           keep_by_importance, michel_iterative, prune_heads)
+                           keep_by_importance, michel_iterative, michel_one_shot, prune_heads)
 from attnpod.config import ParameterError, get_profile
 from attnpod.models import GPT, GPTConfig
 
@@ -109,15 +109,30 @@ def test_prune_heads_runs_every_rule_and_round_trips(tmp_path):
     m = model()
     result = prune_heads(m, batches(n=2, seed=1), batches(n=2, seed=2),
                          {"uniform": np.ones(3), "∝ H*": np.array([1.0, 2.0, 3.0])}, [9, 6], n_random=3,
-                         oracle_batches=batches(n=1, seed=3), progress=False)
-    assert result.rules == ["uniform", "∝ H*", "Michel iterative", "greedy oracle"]
-    assert result.losses.shape == (4, 2, 4) and result.random_losses.shape == (3, 2, 4)  # per window
-    np.testing.assert_array_equal(result.masks.sum(axis=(-1, -2)), [[9, 6]] * 4)
-    np.testing.assert_array_equal(result.masks[1, 1].sum(1), [1, 2, 3])  # counts ∝ scores
+                         oracle_batches=batches(n=1, seed=3), progress=False, n_perm=4, null_rules=("∝ H*",))
+    assert result.rules == ["uniform", "∝ H*", "∝ importance", "∝ cut-to-one loss", "Michel one-shot",
+                            "Michel iterative", "greedy oracle"]
+    assert result.losses.shape == (7, 2, 4) and result.random_losses.shape == (3, 2, 4)  # per window
+    np.testing.assert_array_equal(result.masks.sum(axis=(-1, -2)), [[9, 6]] * 7)
+    np.testing.assert_array_equal(result.counts("∝ H*")[1], [1, 2, 3])  # counts ∝ scores
+    # the permutation null: its own counts (1, 2, 3) reordered, 5 distinct orders, 4 drawn, each scored
+    assert result.null_rules == ["∝ H*"] and result.null_counts.shape == (1, 2, 4, 3)
+    for order, loss in zip(result.null_counts[0, 1], result.null(("∝ H*"))[1]):
+        assert sorted(order) == [1, 2, 3] and list(order) != [1, 2, 3]
+        mask = keep_by_importance(order.astype(int), result.importance)
+        np.testing.assert_allclose(loss, batch_losses(m, batches(n=2, seed=1), mask), rtol=1e-6)
     result.save(tmp_path / "p.npz")
     loaded = PruningResult.load(tmp_path / "p.npz")
-    assert loaded.rules == result.rules
+    assert loaded.rules == result.rules and loaded.null_rules == ["∝ H*"]
     np.testing.assert_array_equal(loaded.losses, result.losses)
+    np.testing.assert_array_equal(loaded.null_losses, result.null_losses)
+
+
+def test_michel_one_shot_keeps_the_most_important_heads_globally():
+    importance = np.array([[0.9, 0.1, 0.2], [0.8, 0.7, 0.05]])
+    masks = michel_one_shot(importance, [4, 2])
+    np.testing.assert_array_equal(masks[4], [[1, 0, 1], [1, 1, 0]])
+    np.testing.assert_array_equal(masks[2], [[1, 0, 0], [1, 0, 0]])  # every layer keeps one
 
 
 def test_head_budgets_scale_the_papers():
@@ -129,7 +144,7 @@ def test_head_budgets_scale_the_papers():
     ({"n_eval": 0}, "n_eval must be a positive integer"),
     ({"n_random": 1.5}, "n_random must be a non-negative integer"),
     ({"n_oracle": True}, "n_oracle must be a positive integer"),
-    ({"n_eval": 2, "n_oracle": 3}, "cannot exceed n_eval"),
+    ({"n_perm": -1}, "n_perm must be a non-negative integer"),
 ])
 def test_pruning_counts_are_checked_before_any_work(options, message, tmp_path, monkeypatch):
     """Bad counts stop at once: no model is trained or loaded first."""

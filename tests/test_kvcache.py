@@ -110,7 +110,9 @@ def test_cache_cost_by_hand():
     cost = kv.cache_cost([2, 2], n_embd=4, n_head=2, block_size=4, selection="h2o")
     assert cost["attention FLOPs / token"] == 4 * 4 * 4
     assert cost["KV cache (KiB)"] == 2 * 4 * 4 * 4 / 1024
-    assert cost["H2O scores (KiB)"] == 2 * 4 * 8 / 1024
+    assert cost["selection scores (KiB)"] == 2 * 4 * 8 / 1024
+    assert cost["selection ops / token"] == 2 * 2 * 4  # 2 heads × 4 keys held, an add and a compare each
+    assert kv.cache_cost([2, 2], 4, 2, 4, "streaming")["selection ops / token"] == 0.0
     assert kv.cache_cost([8, 8], 4, 2, 4, "recent")["attention FLOPs / token"] == 4 * 4 * (3 + 3 + 4 + 4) / 2
 
 
@@ -166,8 +168,18 @@ def test_experiment_on_a_tiny_model():
     x, y = torch.randint(0, 65, (4, 16), generator=gen), torch.randint(0, 65, (4, 16), generator=gen)
     scores = {"uniform": np.ones(3), "∝ H*(0.1)": np.array([1.0, 2.0, 3.0])}
     result = kv.run_cache_experiment(model, x, y, scores, {"TC": np.array([8.0, 8.0, 8.0])}, [2, 4], n_random=3,
-                                     progress=False)
-    assert result.rules[:4] == ["recent window", "StreamingLLM", "H2O", "PyramidKV"]
+                                     progress=False, n_perm=3)
+    assert result.rules[:4] == ["recent window", "StreamingLLM", "H2O", "PyramidKV schedule, H2O selection"]
+    # the permutation null of ∝ H*(0.1) only (∝ 1/H*(0.1) was not asked for): its own split, reordered
+    assert result.null_rules == ["∝ H*(0.1)"] and result.null_allocations.shape == (1, 2, 3, 3)
+    for k in range(2):
+        own = result.allocations[result.rules.index("∝ H*(0.1)"), k]
+        for order, loss in zip(result.null_allocations[0, k], result.null("∝ H*(0.1)")[k]):
+            if np.isnan(order).any():
+                assert np.isnan(loss).all()
+                continue
+            assert sorted(order) == sorted(own) and list(order) != list(own)
+            np.testing.assert_allclose(loss, kv.window_losses(model, x, y, "h2o", order.astype(int)), rtol=1e-6)
     assert result.losses.shape == (len(result.rules), 2, 4) and result.random_losses.shape == (3, 2, 4)
     assert (result.allocations.sum(-1) == np.array([6, 12])).all()
     assert list(result.window_allocations[0]) == [8, 8, 8]

@@ -5,7 +5,7 @@ import pytest
 
 from attnpod.analysis import analyse_fields, resampled_fluctuation_energy
 from attnpod.lag import lag_major, to_lag
-from attnpod.pod import bootstrap_eigenvalues, bootstrap_resamples, pod
+from attnpod.pod import bootstrap_resamples, half_ensembles, pod, resampled_eigenvalues, resampled_total_variance
 from attnpod.wavelet import (dominant_scale_indices, exponential_peak_scale, morlet_cwt, paper_scales,
                              published_reading_kernels, rectified_scale_energy, scale_energy, scalogram,
                              snapshot_scale_energy)
@@ -116,15 +116,20 @@ def test_resampled_fluctuation_energy_equals_the_energy_of_the_recentred_resampl
     np.testing.assert_allclose(everyone, scale_energy(scalogram(A - A.mean(0), scales)), rtol=1e-4)
 
 
-def test_bootstrap_eigenvalues_equal_pod_of_the_resampled_snapshots():
+@pytest.mark.parametrize("halves", [False, True])
+def test_resampled_eigenvalues_equal_pod_of_the_resampled_snapshots(halves):
+    """Bootstrap resamples (with repeats) and half-ensembles (N/2, without): the POD of those snapshots."""
     rng = np.random.default_rng(1)
     X = rng.normal(size=(12, 30))
     Xc = X - X.mean(0)
-    resamples = bootstrap_resamples(12, 5, seed=3)
-    boot = bootstrap_eigenvalues(Xc @ Xc.T / 12, resamples)
+    resamples = half_ensembles(12, 5, seed=3) if halves else bootstrap_resamples(12, 5, seed=3)
+    boot = resampled_eigenvalues(Xc @ Xc.T / 12, resamples)
+    assert boot.shape == resamples.shape
+    total = resampled_total_variance(Xc @ Xc.T / 12, resamples)
     for b, idx in enumerate(resamples):
         reference = pod(X[idx]).eigenvalues
         np.testing.assert_allclose(boot[b], reference, atol=1e-5 * reference[0])  # float32 eigensolver
+        assert total[b] == pytest.approx(reference.sum(), rel=1e-9)
     assert not np.allclose(boot[0], boot[1])
 
 
@@ -136,9 +141,10 @@ def test_analysis_carries_every_reading():
     for l in range(2):
         np.testing.assert_allclose(result.published_scalogram[l], scalogram(A[:, l], scales, "published"), rtol=1e-6)
         np.testing.assert_allclose(result.snapshot_energy[l].mean(0), scale_energy(result.scalogram[l]), rtol=1e-5)
-    assert result.boot_eigenvalues.shape == (2, 4, 10) and result.resamples.shape == (4, 10)
+    assert result.resamples.shape == (4, 10) and result.boot_total_variance.shape == (2, 4, 5)
     assert result.boot_fluctuation_energy.shape == (2, 4, 5)
-    no_boot = analyse_fields(A, scales, n_dominant=3, n_boot=0, progress=False)  # the per-head analyses skip it
-    assert no_boot.boot_fluctuation_energy.shape == (2, 0, 5) and no_boot.boot_eigenvalues.shape == (2, 0, 10)
+    assert result.halves.shape == (200, 5) and result.half_eigenvalues.shape == (2, 200, 5)
+    no_boot = analyse_fields(A, scales, n_dominant=3, n_boot=0, n_half=0, progress=False)  # the per-head analyses
+    assert no_boot.boot_fluctuation_energy.shape == (2, 0, 5) and no_boot.half_eigenvalues.shape == (2, 0, 5)
     np.testing.assert_allclose(result.rectified_dominant_scales[:, 0],
                                scales[np.argmax(scale_energy(result.scalogram) / scales, axis=1)])

@@ -322,7 +322,7 @@ def test_the_analysis_refuses_fields_it_cannot_analyse(bad, message):
     fields = {"acausal": np.full((4, 1, 8, 8), 1 / 8, np.float32), "T1": np.ones((4, 1, 1, 1), np.float32),
               "N1": fields[:1], "shape": fields[..., :-1]}[bad]
     with pytest.raises(FieldInputError, match=message):
-        analyse_fields(fields, n_boot=0, progress=False)
+        analyse_fields(fields, n_boot=0, n_half=0, progress=False)
 
 
 @pytest.mark.parametrize("windows", [np.array([[0.7, 1.2]]), torch.tensor([[0.5, 2.0]]), np.array([[True, False]])])

@@ -45,6 +45,53 @@ def allocate(scores, budget: int, lo: int = 1, hi: int | None = None) -> np.ndar
     return counts
 
 
+def distinct_orders(counts, n: int, seed: int = 0) -> np.ndarray:
+    """Up to ``n`` distinct reorderings of ``counts`` across layers, other than ``counts`` itself: (P, L).
+
+    The permutation null of an allocation rule: its own layer budgets, their
+    non-uniformity kept, given to random layers. All of them when there are at most
+    ``n`` (equal counts make fewer than L! orders), else ``n`` sampled without repeats.
+    """
+    from itertools import permutations
+    from math import factorial
+
+    counts = np.asarray(counts)
+    own = tuple(counts.tolist())
+    if factorial(len(counts)) <= 5040:  # up to 7 layers: enumerate
+        orders = sorted(set(permutations(own)) - {own})
+        rng = np.random.default_rng(seed)
+        if len(orders) > n:
+            orders = [orders[i] for i in np.sort(rng.choice(len(orders), n, replace=False))]
+        return np.array(orders, dtype=counts.dtype).reshape(-1, len(counts))
+    rng, seen = np.random.default_rng(seed), set()
+    for _ in range(100 * n):
+        order = tuple(rng.permutation(counts).tolist())
+        if order != own:
+            seen.add(order)
+        if len(seen) >= n:
+            break
+    return np.array(sorted(seen), dtype=counts.dtype).reshape(-1, len(counts))
+
+
+def permuted_allocations(counts, n: int, seed: int = 0) -> np.ndarray:
+    """The permutation null of a rule's counts ``counts[k, l]`` at each budget k: up to ``n`` distinct
+    reorderings each (:func:`distinct_orders`), as ``orders[k, p, l]`` (float; NaN rows pad budgets with fewer)."""
+    per_budget = [distinct_orders(c, n, seed + k) for k, c in enumerate(np.asarray(counts))]
+    out = np.full((len(per_budget), max([len(o) for o in per_budget] + [0]), np.shape(counts)[-1]), np.nan)
+    for k, orders in enumerate(per_budget):
+        out[k, :len(orders)] = orders
+    return out
+
+
+def stack_nulls(nulls: list, n_budgets: int, n_layers: int) -> np.ndarray:
+    """Several rules' :func:`permuted_allocations` as one array ``[q, k, p, l]``, NaN-padded to the most orders."""
+    P = max([n.shape[1] for n in nulls] + [0])
+    out = np.full((len(nulls), n_budgets, P, n_layers), np.nan)
+    for q, n in enumerate(nulls):
+        out[q, :, :n.shape[1]] = n
+    return out
+
+
 def rule_scores(analysis) -> dict[str, np.ndarray]:
     """Per-layer scores of each analysis-guided allocation rule, from an analysis (of training-split
     snapshots: the rules must not see the windows they are judged on). ``uniform``; ∝ H*(ε) at each ε;

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from .config import AttnpodError, CorruptFile, check_arrays, load_npz, save_npz
 from .lag import as_numpy, gaussian_lag_window, lag_major, to_lag
-from .pod import (EPSILONS, bootstrap_eigenvalues, bootstrap_resamples, effective_rank, one_linalg_pool, sorted_eigh,
-                  spectral_concentration)
+from .pod import (EPSILONS, bootstrap_resamples, effective_rank, half_ensembles, one_linalg_pool, resample_weights,
+                  resampled_eigenvalues, resampled_total_variance, sorted_eigh, spectral_concentration)
 from .wavelet import (OMEGA0, dominant_scale_indices, paper_scales, rectified_dominant_scale_indices,
                       scalogram_from_moments, second_moment, snapshot_scale_energy)
 
@@ -178,10 +178,13 @@ class FieldAnalysis:
     is the published code's reading A[b, min(b+s, T−1)]; diagonal_mass[l] = ⟨Σ_{b<T−1} A[b,b]²⟩
     and corner[l] = ⟨A[T−1,T−1]²⟩ explain it (:func:`attnpod.wavelet.published_reading_kernels`);
     snapshot_energy[l, n, s] is each snapshot's scale energy (E(a) is its mean over n);
-    resamples[b, n] are bootstrap resamples of the snapshots and boot_eigenvalues[l, b, k]
-    the POD eigenvalues of each resample at the layer's top dominant scale;
+    resamples[b, n] are bootstrap resamples of the snapshots, for the means over snapshots:
     boot_fluctuation_energy[l, b, s] is each resample's fluctuation scale energy, the
-    resample centred on its own mean (:func:`resampled_fluctuation_energy`).
+    resample centred on its own mean (:func:`resampled_fluctuation_energy`), and
+    boot_total_variance[l, b, s] its Σλ at every scale. The spectrum's
+    shape is replicated on halves[h, m], random halves of the snapshots without
+    replacement (:func:`attnpod.pod.half_ensembles`): half_eigenvalues[l, h, m] are the
+    POD eigenvalues of each half at the top dominant scale, an ensemble of N/2.
     """
 
     scales: np.ndarray
@@ -200,8 +203,10 @@ class FieldAnalysis:
     corner: np.ndarray
     snapshot_energy: np.ndarray
     resamples: np.ndarray
-    boot_eigenvalues: np.ndarray
     boot_fluctuation_energy: np.ndarray
+    boot_total_variance: np.ndarray
+    halves: np.ndarray
+    half_eigenvalues: np.ndarray
     orientation: str = "causal"
     meta: dict = field(default_factory=dict)
 
@@ -242,13 +247,14 @@ class FieldAnalysis:
                    for k, v in self.arrays().items() if v.dtype.kind == "f")
 
     # Axes of every array: L layers, S scales, T lags (rows i too), E thresholds ε, D dominant scales,
-    # K modes, N snapshots, B resamples.
+    # K modes, N snapshots, B resamples, H half-ensembles of M = N // 2 snapshots.
     SHAPES = {"scales": ("S",), "epsilons": ("E",), "scalogram": ("L", "S", "T"), "dominant_index": ("L", "D"),
               "fluctuation_scalogram": ("L", "S", "T"), "fluctuation_dominant_index": ("L", "D"),
               "eigenvalues": ("L", "S", "N"), "modes": ("L", "D", "K", "T", "T"), "spectral_concentration": ("L",),
               "effective_rank": ("L", "E"), "rank_by_scale": ("L", "E", "S"), "published_scalogram": ("L", "S", "T"),
               "diagonal_mass": ("L",), "corner": ("L",), "snapshot_energy": ("L", "N", "S"), "resamples": ("B", "N"),
-              "boot_eigenvalues": ("L", "B", "N"), "boot_fluctuation_energy": ("L", "B", "S")}
+              "boot_fluctuation_energy": ("L", "B", "S"), "boot_total_variance": ("L", "B", "S"), "halves": ("H", "M"),
+              "half_eigenvalues": ("L", "H", "M")}
 
     def save(self, path: Path) -> None:
         """Write as ``.npz`` with a verified sidecar; a result with NaN or inf is refused."""
@@ -268,10 +274,11 @@ class FieldAnalysis:
 
 @one_linalg_pool()
 def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, orientation: str = "causal",
-                   epsilons=EPSILONS, omega0: float = OMEGA0, n_boot: int = 100, boot_seed: int = 0,
-                   progress: bool = True, device=None) -> FieldAnalysis:
+                   epsilons=EPSILONS, omega0: float = OMEGA0, n_boot: int = 1000, n_half: int = 200,
+                   boot_seed: int = 0, progress: bool = True, device=None) -> FieldAnalysis:
     """Ensemble scalogram, dominant scales, scale-selective POD at all scales, 𝒯_spec and H*(ε) for each layer,
-    the published reading, and ``n_boot`` bootstrap resamples of the snapshots (seeded by ``boot_seed``).
+    the published reading; ``n_boot`` bootstrap resamples of the snapshots for the scale energies and Σλ,
+    and ``n_half`` half-ensembles for the spectrum's shape (both seeded by ``boot_seed``).
 
     ``fields[n, l, i, j]`` head-averaged (a memory map is fine: one layer is read at a time).
     ``device``: where the Grams, eigensolvers and scale energies run (default: the CPU).
@@ -281,10 +288,11 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
     check_field_shape(fields)
     N, n_layer, T = fields.shape[0], fields.shape[1], fields.shape[-1]
     resamples = bootstrap_resamples(N, n_boot, boot_seed)
+    halves = half_ensembles(N, n_half if N >= 4 else 0, boot_seed + 1)  # a half of 2 still has a centred spectrum
     out = {k: [] for k in ("scalogram", "dominant_index", "fluctuation_scalogram", "fluctuation_dominant_index", "eigenvalues",
                            "modes", "spectral_concentration", "effective_rank", "rank_by_scale", "published_scalogram",
-                           "diagonal_mass", "corner", "snapshot_energy", "boot_eigenvalues",
-                           "boot_fluctuation_energy")}
+                           "diagonal_mass", "corner", "snapshot_energy", "boot_fluctuation_energy",
+                           "boot_total_variance", "half_eigenvalues")}
     for l in tqdm(range(n_layer), desc="analysis (layers)", disable=not progress):
         layer = np.ascontiguousarray(fields[:, l], dtype=np.float32)
         check_causal(layer, f"layer {l + 1}'s fields")
@@ -304,7 +312,8 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
         del layer, L, profiles, published
         C = windowed_grams(Lc, scales, orientation, device=device)
         eigenvalues, modes = _pod_from_grams(Lc, C, scales, n_modes, dominant, device)
-        out["boot_eigenvalues"].append(bootstrap_eigenvalues(C[dominant[0]], resamples, device=device))
+        out["boot_total_variance"].append(resampled_total_variance(C, resamples))
+        out["half_eigenvalues"].append(resampled_eigenvalues(C[dominant[0]], halves, device=device))
         top = eigenvalues[dominant[0]]
         out["scalogram"].append(S)
         out["dominant_index"].append(dominant)
@@ -316,15 +325,8 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
         out["effective_rank"].append([effective_rank(top, e) for e in epsilons])
         out["rank_by_scale"].append([[effective_rank(lam, e) for lam in eigenvalues] for e in epsilons])
     arrays = {k: np.asarray(v) for k, v in out.items()}
-    return FieldAnalysis(scales=scales, epsilons=epsilons, orientation=orientation, resamples=resamples, **arrays)
-
-
-def resample_weights(resamples: np.ndarray, N: int) -> np.ndarray:
-    """How often each snapshot is drawn in each resample, over N: weights[b, n], rows summing to 1."""
-    counts = np.zeros((len(resamples), N))
-    for b, r in enumerate(resamples):
-        counts[b] = np.bincount(r, minlength=N)
-    return counts / N
+    return FieldAnalysis(scales=scales, epsilons=epsilons, orientation=orientation, resamples=resamples,
+                         halves=halves, **arrays)
 
 
 def resampled_fluctuation_energy(lag_fields, snapshot_energy, resamples, scales, omega0: float = OMEGA0,
@@ -374,27 +376,47 @@ def nearest_scale_index(scales, a: float) -> int:
 
 
 def bootstrap_statistics(result: FieldAnalysis) -> dict[str, np.ndarray]:
-    """Each per-layer number of the paper recomputed on every bootstrap resample of the snapshots.
+    """The per-layer means over snapshots recomputed on every bootstrap resample: arrays ``[l, b]``.
 
-    Returns arrays ``[l, b]`` (``effective_rank``: ``[l, e, b]``): the top dominant scale
-    under Torrence–Compo power (``top_scale``) and rectified (``rectified_top_scale``),
-    from the resampled mean of the per-snapshot energies, and the same for the
-    fluctuations (``fluctuation_top_scale``, ``rectified_fluctuation_top_scale``); and, at
-    the layer's top scale, 𝒯_spec, H*(ε), the first-mode energy share and the total
-    windowed variance Σλ.
+    The top dominant scale under Torrence–Compo power (``top_scale``) and rectified
+    (``rectified_top_scale``), from the resampled mean of the per-snapshot energies, and
+    the same for the fluctuations (``fluctuation_top_scale``,
+    ``rectified_fluctuation_top_scale``); the total windowed variance Σλ at the layer's
+    top scale (``energy``) and at every scale (``energy_by_scale[l, b, s]``). The
+    spectrum's shape is in :func:`half_statistics`.
     """
     w = resample_weights(result.resamples, result.resamples.shape[1])
     energy = np.einsum("bn,lns->lbs", w, result.snapshot_energy)
     fluct = result.boot_fluctuation_energy  # (L, B, S)
-    lam = result.boot_eigenvalues  # (L, B, N)
-    total = lam.sum(-1)
     return {
         "top_scale": result.scales[np.argmax(energy, axis=-1)],
         "rectified_top_scale": result.scales[np.argmax(energy / result.scales, axis=-1)],
         "fluctuation_top_scale": result.scales[np.argmax(fluct, axis=-1)],
         "rectified_fluctuation_top_scale": result.scales[np.argmax(fluct / result.scales, axis=-1)],
-        "spectral_concentration": np.array([[spectral_concentration(x) for x in layer] for layer in lam]),
-        "effective_rank": np.array([[[effective_rank(x, e) for x in layer] for e in result.epsilons] for layer in lam]),
-        "first_share": np.divide(lam[..., 0], total, out=np.zeros_like(total), where=total > 0),
-        "energy": total,
+        "energy": result.boot_total_variance[np.arange(len(fluct)), :, result.dominant_index[:, 0]],
+        "energy_by_scale": result.boot_total_variance,
     }
+
+
+def spectrum_shape(eigenvalues, epsilons=EPSILONS) -> dict[str, np.ndarray]:
+    """The shape statistics of spectra ``eigenvalues[..., k]``: 𝒯_spec, H*(ε) (``[..., e]``) and λ₁/Σλ."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    flat = lam.reshape(-1, lam.shape[-1])
+    total = flat.sum(-1)
+    return {
+        "spectral_concentration": np.array([spectral_concentration(x) for x in flat]).reshape(lam.shape[:-1]),
+        "effective_rank": np.array([[effective_rank(x, e) for e in epsilons] for x in flat]).reshape(
+            *lam.shape[:-1], len(epsilons)),
+        "first_share": np.divide(flat[:, 0], total, out=np.zeros_like(total), where=total > 0).reshape(lam.shape[:-1]),
+    }
+
+
+def half_statistics(result: FieldAnalysis) -> dict[str, np.ndarray]:
+    """The spectrum's shape at the layer's top scale on every half-ensemble (N/2 snapshots): arrays ``[l, h]``
+    (``effective_rank``: ``[l, e, h]``), each a replicate of the statistic at ensemble size N/2.
+
+    𝒯_spec, H*(ε) and the first-mode share λ₁/Σλ (:func:`spectrum_shape`).
+    """
+    shape = spectrum_shape(result.half_eigenvalues, result.epsilons)
+    shape["effective_rank"] = np.moveaxis(shape["effective_rank"], -1, 1)
+    return shape

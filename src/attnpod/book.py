@@ -119,30 +119,31 @@ def adapter_comparison(study: "Study", n_windows: int = 0) -> dict:
     windows = sample_windows(study.corpus, n_windows or P.n_snapshots, P.block_size, "val", seed=P.seed)
     theirs = adapters.hf_fields(hf_model, windows, progress=False)  # through transformers, output_attentions=True
     ours = collect_fields(base, windows, progress=False)             # through our own model
-    return {"theirs": theirs, "ours": ours, "result_hf": analyse_fields(theirs, n_boot=0, progress=False),
-            "result_ours": analyse_fields(ours, n_boot=0, progress=False)}
+    return {"theirs": theirs, "ours": ours, "result_hf": analyse_fields(theirs, n_boot=0, n_half=0, progress=False),
+            "result_ours": analyse_fields(ours, n_boot=0, n_half=0, progress=False)}
 
 
-def pruning_results(study: "Study", n_random: int = 50, oracle_models=("base",), eval_batches: int = 4,
-                    oracle_batches: int = 1) -> dict:
+def pruning_results(study: "Study", n_random: int = 10, oracle_models=("base",), eval_batches: int = 4,
+                    oracle_batches: int = 1, n_perm: int = 19) -> dict:
     """Chapter 09: every head-allocation rule on every model (:meth:`~attnpod.study.Study.pruning`), cached."""
     return {v: study.pruning(v, n_random=n_random, oracle=v in oracle_models, n_eval=eval_batches,
-                             n_oracle=oracle_batches) for v in study.models}
+                             n_oracle=oracle_batches, n_perm=n_perm) for v in study.models}
 
 
 def head_rank_maps(study: "Study", variant: str = "base", **pruning) -> tuple[np.ndarray, np.ndarray]:
     """Chapter 09: per-head H*(0.10) from training-split snapshots and per-head importance, both (L, H)."""
     P = study.profile
-    per_head = study.analysis(variant, split="train", heads="all", n_boot=0)
+    per_head = study.analysis(variant, split="train", heads="all", n_boot=0, n_half=0)
     rank = per_head.effective_rank[:, 0].reshape(P.n_layer, P.n_head)
     return rank, pruning_results(study, **pruning)[variant].importance
 
 
-def cache_results(study: "Study", n_random: int = 50, n_windows: int = 32, models=None) -> dict:
+def cache_results(study: "Study", n_random: int = 10, n_windows: int = 64, models=None, n_perm: int = 19) -> dict:
     """Chapter 10: every KV-cache rule on the models that decode token by token, cached."""
     from .study import CACHE_MODELS
 
-    return {v: study.kv_cache(v, n_random=n_random, n_windows=n_windows) for v in (models or CACHE_MODELS)}
+    return {v: study.kv_cache(v, n_random=n_random, n_windows=n_windows, n_perm=n_perm)
+            for v in (models or CACHE_MODELS)}
 
 
 def budget_table(result, rules=None, unit: str = "heads", random_label: str = "random median"):

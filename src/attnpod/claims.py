@@ -1,11 +1,13 @@
 """The paper's claims as functions: a measurement, a criterion stated with its threshold, a verdict.
 
 Each function takes the numbers a chapter measured (per layer, per model, and
-where they exist their bootstrap replicates ``[..., b]`` or seeds) and returns a
-:class:`Verdict`. With replicates, the verdict is also computed on every replicate
-and ``stability`` is the share that agrees with the full-sample verdict; the
-measurement carries a 95 % percentile interval. The thresholds are module
-constants, each with the reason it has the value it has (see also the method page).
+where they exist their replicates ``[..., b]``) and returns a :class:`Verdict`.
+Replicates are bootstrap resamples of the snapshots for means over snapshots (scale
+energies, Σλ), and half-ensembles for the shape of a spectrum (H*(ε), 𝒯_spec,
+λ₁/Σλ), whose intervals speak of an ensemble of N/2 (:func:`half_interval`). With
+replicates, the verdict is also computed on every replicate and ``stability`` is the
+share that agrees with the full-sample verdict. The thresholds are module constants,
+each with the reason it has the value it has (see also the method page).
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ LEAK_TOL = 1e-4
 SCALE_SPREAD_TOL = 1e-6
 # CONV-L4 "equals BASE" if interior attention agrees to float32 rounding of probabilities.
 CONV_TOL = 1e-5
+# The cache's mask simulation "matches" a literal cached decode if logits agree to 100× float32 rounding.
+SIMULATION_TOL = 1e-4
 LEVEL = 0.95
+# A loss difference nobody would act on, in nats per token (character): 0.02 nats is a 2 % change in
+# perplexity, a third of EGA-1's gain over BASE at the laptop profile and far below what separates the
+# selection rules of the cache. Allocation rules within ±EQUIVALENCE_MARGIN of uniform are "equivalent".
+EQUIVALENCE_MARGIN = 0.02
+# An allocation rule is "informative" if it beats this share of the permutations of its own layer counts.
+PERMUTATION_SHARE = 0.95
 
 
 @dataclass(frozen=True)
@@ -43,18 +53,50 @@ class Verdict:
     measurement: str
     criterion: str
     verdict: str
-    stability: float | None = None  # share of bootstrap replicates (or seeds) with the same verdict
+    stability: float | None = None  # share of the replicates with the same verdict
+    basis: str = "resamples"  # what the replicates are: resamples, half-ensembles (N/2)
+    detectable: float | None = None  # an experiment's smallest difference detected with 80 % power
 
     def __str__(self) -> str:
         if self.stability is None:
             return self.verdict
-        return f"{self.verdict} ({self.stability:.0%} of resamples)"
+        return f"{self.verdict} ({self.stability:.0%} of {self.basis})"
 
 
 def interval(samples, level: float = LEVEL) -> tuple[float, float]:
     """The central ``level`` percentile interval of ``samples`` along the last axis."""
     lo, hi = np.nanpercentile(np.asarray(samples, dtype=float), [50 * (1 - level), 50 * (1 + level)], axis=-1)
     return lo, hi
+
+
+def half_interval(values, halves, N: int, level: float = LEVEL):
+    """Mean and ``level`` interval of a statistic's expected value at ensemble size N/2, from its values on
+    half-ensembles: ``values[..., h]`` on the halves ``halves[h, m]`` (indices of N snapshots).
+
+    The mean over halves estimates it without bias (a U-statistic); its standard error is
+    the infinitesimal jackknife for subsamples without replacement (Wager, Hastie & Efron
+    2014, V_IJ-U), N(N−1)/(N−m)² Σ_n Cov_h(N_hn, t_h)², less its Monte Carlo bias
+    N p(1−p) Var_h(t)/B with p = m/N, read as a normal interval. The halves' own
+    percentiles would not do: a half's spread exceeds the mean's for a statistic like
+    H*(ε), and an integer statistic's percentiles collapse to one value. Returns
+    ``(mean, lo, hi)``, each of shape ``values.shape[:-1]``.
+    """
+    from statistics import NormalDist
+
+    t = np.asarray(values, dtype=float)
+    halves = np.asarray(halves)
+    B, m = halves.shape
+    if t.shape[-1] != B or B < 2:
+        raise ValueError(f"need the statistic on each of ≥ 2 halves, got {t.shape[-1]} values for {B} halves")
+    inclusion = np.zeros((B, N))
+    np.put_along_axis(inclusion, halves.astype(np.int64), 1.0, axis=1)
+    mean = np.nanmean(t, axis=-1)
+    dev = np.nan_to_num(t - mean[..., None])
+    cov = dev @ (inclusion - inclusion.mean(0)) / B  # [..., n]
+    p = m / N
+    variance = N * (N - 1) / (N - m) ** 2 * ((cov ** 2).sum(-1) - N * p * (1 - p) * (dev ** 2).mean(-1) / B)
+    half_width = NormalDist().inv_cdf(0.5 + level / 2) * np.sqrt(np.maximum(variance, 0.0))
+    return mean, mean - half_width, mean + half_width
 
 
 def _stability(verdict: str, replicate_verdicts) -> float | None:
@@ -108,40 +150,73 @@ def theorem1(errors, tails) -> Verdict:
                    f"gap < {THEOREM_TOL:g} of the total energy", "holds" if gap < THEOREM_TOL else "fails")
 
 
-def index_separates_layers(index, boot=None) -> Verdict:
+@dataclass(frozen=True)
+class Halves:
+    """A statistic of the spectrum's shape on half-ensembles: ``values[..., h]`` on ``halves[h, m]`` of N snapshots."""
+
+    values: np.ndarray
+    halves: np.ndarray
+    N: int
+
+    def __len__(self) -> int:
+        return len(self.halves)
+
+    def of(self, f) -> "Halves":
+        """``f`` of each half's values (a number per half, or an array): the derived statistic's halves."""
+        values = np.asarray(self.values, dtype=float)
+        return Halves(np.stack([f(values[..., h]) for h in range(len(self))], axis=-1), self.halves, self.N)
+
+    def verdicts(self, judge) -> list[str]:
+        values = np.asarray(self.values, dtype=float)
+        return [judge(values[..., h]) for h in range(len(self))]
+
+    def interval(self, level: float = LEVEL):
+        """``(mean, lo, hi)`` of the expected value at N/2 (:func:`half_interval`)."""
+        return half_interval(self.values, self.halves, self.N, level)
+
+    def text(self, fmt: str = "{:.2f}") -> str:
+        """"at N/2 = m: mean [lo, hi]" for a scalar statistic."""
+        mean, lo, hi = (float(x) for x in self.interval())
+        return f"at N/2 = {self.halves.shape[1]}: {fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+HALF_BASIS = "half-ensembles"
+
+
+def index_separates_layers(index, halves: Halves | None = None) -> Verdict:
     """𝒯_spec separates layers: spread across layers ≥ 2× spread across models.
 
-    ``index[l, m]``; ``boot[l, m, b]``. Spreads are mean standard deviations (NaN, a
-    degenerate spectrum, ignored).
+    ``index[l, m]``; ``halves``: its values ``[l, m, h]`` on half-ensembles. Spreads are
+    mean standard deviations (NaN, a degenerate spectrum, ignored).
     """
     def spreads(x):
         return np.nanmean(np.nanstd(x, axis=0)), np.nanmean(np.nanstd(x, axis=1))
 
-    def judge(x):
+    def ratio(x):
         layers, models = spreads(x)
-        return "yes" if layers >= SEPARATION_FACTOR * models else "not clearly"
+        return layers / models
+
+    def judge(x):
+        return "yes" if ratio(x) >= SEPARATION_FACTOR else "not clearly"
 
     index = np.asarray(index, dtype=float)
     layers, models = spreads(index)
-    text = f"spread across layers {layers:.3f}, across models {models:.3f}"
+    text = f"spread across layers {layers:.3f}, across models {models:.3f}; ratio {layers / models:.2f}"
     replicates = []
-    if boot is not None:
-        boot = np.asarray(boot, dtype=float)
-        ratio = [np.divide(*spreads(boot[..., b])) for b in range(boot.shape[-1])]
-        lo, hi = interval(ratio)
-        text += f"; ratio {layers / models:.2f} (95 % CI {lo:.2f}–{hi:.2f})"
-        replicates = [judge(boot[..., b]) for b in range(boot.shape[-1])]
+    if halves is not None:
+        text += f" ({halves.of(ratio).text()})"
+        replicates = halves.verdicts(judge)
     verdict = judge(index)
     return Verdict("𝒯_spec separates layers by complexity", text,
                    f"spread across layers ≥ {SEPARATION_FACTOR:g}× spread across models", verdict,
-                   _stability(verdict, replicates))
+                   _stability(verdict, replicates), HALF_BASIS)
 
 
-def layer1_degenerate(first_share, degenerate=None, boot=None) -> Verdict:
+def layer1_degenerate(first_share, degenerate=None, halves: Halves | None = None) -> Verdict:
     """Layer 1 has a near-degenerate spectrum: its first mode holds ≥ 50 % of the energy, or no fit exists.
 
     ``first_share[l, m]`` (λ₁/Σλ at the top scale); ``degenerate[l, m]`` True where 𝒯_spec could
-    not be fitted; ``boot[l, m, b]`` replicates of the share.
+    not be fitted; ``halves``: the share ``[l, m, h]`` on half-ensembles.
     """
     share = np.asarray(first_share, dtype=float)
     flags = np.zeros(share.shape, dtype=bool) if degenerate is None else np.asarray(degenerate, dtype=bool)
@@ -152,18 +227,16 @@ def layer1_degenerate(first_share, degenerate=None, boot=None) -> Verdict:
     verdict = judge(share)
     text = f"layer 1 first-mode share {share[0].mean():.1%}, other layers {share[1:].mean():.1%}"
     replicates = []
-    if boot is not None:
-        boot = np.asarray(boot, dtype=float)
-        lo, hi = interval(boot[0].mean(0))
-        text += f" (95 % CI {lo:.1%}–{hi:.1%})"
-        replicates = [judge(boot[..., b]) for b in range(boot.shape[-1])]
+    if halves is not None:
+        text += f" (layer 1 {halves.of(lambda s: s[0].mean()).text('{:.1%}')})"
+        replicates = halves.verdicts(judge)
     return Verdict("layer 1 has a near-degenerate spectrum", text,
                    f"some model's layer 1 has λ₁/Σλ ≥ {DEGENERATE_SHARE:.0%} or too few eigenvalues to fit",
-                   verdict, _stability(verdict, replicates))
+                   verdict, _stability(verdict, replicates), HALF_BASIS)
 
 
 def ega_raises_energy(energy_base, energy_ega, boot_base=None, boot_ega=None) -> Verdict:
-    """EGA raises spectral energy across layers: Σλ at the top scale, EGA-1 > BASE in every layer.
+    """EGA raises spectral energy across layers: Σλ at a common scale per layer, EGA-1 > BASE in every layer.
 
     With paired replicates (the same resamples of the same windows for both models), a
     layer counts as raised only if the 95 % interval of the difference lies above 0.
@@ -177,14 +250,14 @@ def ega_raises_energy(energy_base, energy_ega, boot_base=None, boot_ega=None) ->
         text += f"; with the 95 % interval above 0 in {int(raised.sum())}"
     verdict = "agree" if raised.all() else "disagree" if not raised.any() else "partly"
     return Verdict("EGA raises spectral energy across layers", text,
-                   "EGA-1's total windowed variance above BASE's in every layer (interval excluding 0 where "
-                   "resamples exist): agree; in none: disagree; else partly", verdict)
+                   "EGA-1's total windowed variance above BASE's, at BASE's top scale, in every layer (interval "
+                   "excluding 0 where resamples exist): agree; in none: disagree; else partly", verdict)
 
 
-def ranks_non_uniform(ranks, boot=None) -> Verdict:
+def ranks_non_uniform(ranks, halves: Halves | None = None) -> Verdict:
     """Effective ranks differ across layers: max/min H*(0.10) ≥ 1.5 in every model.
 
-    ``ranks[m, l]``; ``boot[m, l, b]``.
+    ``ranks[m, l]``; ``halves``: the ranks ``[m, l, h]`` on half-ensembles.
     """
     def ratios(r):
         r = np.asarray(r, dtype=float)
@@ -198,15 +271,13 @@ def ranks_non_uniform(ranks, boot=None) -> Verdict:
     q = ratios(ranks)
     text = f"max/min H*(0.10) per model {q.min():.1f}–{q.max():.1f}"
     replicates = []
-    if boot is not None:
-        boot = np.asarray(boot)
-        replicates = [judge(boot[..., b]) for b in range(boot.shape[-1])]
-        lo, _ = interval(np.stack([ratios(boot[..., b]) for b in range(boot.shape[-1])], axis=-1).min(0))
-        text += f" (95 % CI lower end of the smallest: {lo:.1f})"
+    if halves is not None:
+        replicates = halves.verdicts(judge)
+        text += f" (the smallest {halves.of(lambda r: ratios(r).min()).text('{:.1f}')})"
     verdict = judge(ranks)
     return Verdict("effective ranks are non-uniform across layers", text,
                    f"max/min H*(0.10) ≥ {NONUNIFORM_RATIO:g} in every model: agree; in some: partly; none: disagree",
-                   verdict, _stability(verdict, replicates))
+                   verdict, _stability(verdict, replicates), HALF_BASIS)
 
 
 def ega_gain_kept(val_base: float, val_ega: float, val_causal: float) -> Verdict:
@@ -241,6 +312,14 @@ def conv_equals_base(interior_difference: float) -> Verdict:
                    "equal" if interior_difference <= CONV_TOL else "equal logits, different attention")
 
 
+def simulation_matches(max_logit_difference: float) -> Verdict:
+    """The KV-cache mask simulation equals a literal token-by-token decode with a real, evicting cache."""
+    return Verdict("the cache simulation equals a literal cached decode",
+                   f"logits differ by up to {max_logit_difference:.1e}",
+                   f"a difference above {SIMULATION_TOL:g} (100× float32 rounding of a logit) fails",
+                   "passes" if max_logit_difference <= SIMULATION_TOL else "fails")
+
+
 # ----------------------------------------------------------------------------- one verdict per claim and reading
 
 READINGS = {
@@ -263,13 +342,31 @@ def top_scale_indices(result, reading: str) -> np.ndarray:
     return np.array([dominant_scale_indices(s, 1)[0] for s in S])
 
 
+def shape_halves(result, statistic: str) -> Halves:
+    """One model's shape statistic (``spectral_concentration``, ``first_share``: ``[l, h]``;
+    ``effective_rank``: ``[l, e, h]``) on its half-ensembles, at each layer's top scale."""
+    from .analysis import half_statistics
+
+    return Halves(half_statistics(result)[statistic], result.halves, result.snapshot_energy.shape[1])
+
+
+def stack_halves(parts: list[Halves], axis: int = 0) -> Halves:
+    """Several models' :class:`Halves` of one statistic (the same halves: the same windows), stacked on ``axis``."""
+    for p in parts[1:]:
+        if p.N != parts[0].N or not np.array_equal(p.halves, parts[0].halves):
+            raise ValueError("the models' half-ensembles differ: their statistics cannot be compared half by half")
+    return Halves(np.stack([p.values for p in parts], axis), parts[0].halves, parts[0].N)
+
+
 def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", base: str = "base") -> dict[str, Verdict]:
     """The paper's scale and spectrum claims under one reading, from the analyses of several models.
 
-    The POD numbers (𝒯_spec, λ₁ share, Σλ, H*(0.10)) are taken at each layer's top scale
-    under that reading. Bootstrap replicates enter where they exist: the top scale under
-    every reading, and the POD numbers where the resampled eigenvalues lie at the reading's
-    top scale (Torrence–Compo power; the published pipeline, given the analyses made with
+    The POD numbers (𝒯_spec, λ₁ share, H*(0.10)) are taken at each layer's top scale under
+    that reading; Σλ, EGA-1 against BASE, at BASE's top scale (a common window: a wider
+    lag window keeps more variance). Replicates enter where they exist: bootstrap
+    resamples for the top scale under every reading and for Σλ; half-ensembles for the
+    shape of the spectrum where they lie at the reading's top scale (Torrence–Compo
+    power; the published pipeline, given the analyses made with
     ``orientation="published"``, whose top scale is the published one).
     """
     from .analysis import bootstrap_statistics
@@ -284,10 +381,16 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
     boot = {m: bootstrap_statistics(r) for m, r in analyses.items()}
     key = {"tc": "top_scale", "rectified": "rectified_top_scale", "tc_fluct": "fluctuation_top_scale",
            "rectified_fluct": "rectified_fluctuation_top_scale", "published": "top_scale"}[reading]
-    pod_boot = reading in ("tc", "published")
+    shape_replicates = reading in ("tc", "published") and all(len(r.halves) >= 2 for r in analyses.values())
 
     def stack(f):
         return np.array([f(m) for m in models])
+
+    def halves(statistic, axis, pick=lambda x: x):
+        if not shape_replicates:
+            return None
+        parts = [shape_halves(analyses[m], statistic) for m in models]
+        return stack_halves([Halves(pick(p.values), p.halves, p.N) for p in parts], axis)
 
     top_scales = stack(lambda m: analyses[m].scales[tops[m]])  # (M, L)
     index = stack(lambda m: [spectral_concentration(x) for x in lam[m]]).T  # (L, M)
@@ -295,17 +398,16 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
     ranks = stack(lambda m: [effective_rank(x, 0.10) for x in lam[m]])
     out = {
         "scale": scale_contrast(top_scales, stack(lambda m: boot[m][key]), READINGS[reading]),
-        "separates": index_separates_layers(index, np.stack([boot[m]["spectral_concentration"] for m in models], 1)
-                                            if pod_boot else None),
-        "layer1": layer1_degenerate(share, np.isnan(index), np.stack([boot[m]["first_share"] for m in models], 1)
-                                    if pod_boot else None),
-        "ranks": ranks_non_uniform(ranks, stack(lambda m: boot[m]["effective_rank"][:, 0]) if pod_boot else None),
+        "separates": index_separates_layers(index, halves("spectral_concentration", 1)),
+        "layer1": layer1_degenerate(share, np.isnan(index), halves("first_share", 1)),
+        "ranks": ranks_non_uniform(ranks, halves("effective_rank", 0, lambda v: v[:, 0])),
     }
     if ega in analyses and base in analyses:
-        energy = {m: lam[m].sum(-1) for m in (base, ega)}
-        out["ega_energy"] = ega_raises_energy(energy[base], energy[ega],
-                                              boot[base]["energy"] if pod_boot else None,
-                                              boot[ega]["energy"] if pod_boot else None)
+        common = tops[base]  # BASE's top scale, layer by layer
+        layers = np.arange(len(common))
+        energy = {m: analyses[m].eigenvalues[layers, common].sum(-1) for m in (base, ega)}
+        replicates = {m: boot[m]["energy_by_scale"][layers, :, common] for m in (base, ega)}  # (L, B)
+        out["ega_energy"] = ega_raises_energy(energy[base], energy[ega], replicates[base], replicates[ega])
     return out
 
 
@@ -341,6 +443,19 @@ def with_intervals(values, boot, fmt: str = "{:.3f}", index=None, columns=None, 
     return pd.DataFrame(cells, index=index, columns=columns)
 
 
+def with_half_intervals(values, halves: Halves, fmt: str = "{:.3f}", index=None, columns=None,
+                        na: str = "degenerate"):
+    """A table of ``value | mean [lo, hi]`` strings: ``values[r, c]`` on all N snapshots, then the statistic's
+    expected value at N/2 with its 95 % interval, from the half-ensembles ``halves.values[r, c, h]``."""
+    import pandas as pd
+
+    values = np.asarray(values, dtype=float)
+    mean, lo, hi = halves.interval()
+    cells = [[na if np.isnan(v) else f"{fmt.format(v)} | {fmt.format(m)} [{fmt.format(a)}, {fmt.format(b)}]"
+              for v, m, a, b in zip(*row)] for row in zip(values, mean, lo, hi)]
+    return pd.DataFrame(cells, index=index, columns=columns)
+
+
 # ----------------------------------------------------------------------------- head allocation (beyond the paper)
 
 def paired_interval(differences, n_boot: int = 2000, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
@@ -361,29 +476,189 @@ def rank_correlation(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def allocation_guides(losses, uniform, random_median, budgets, rule: str = "∝ H*",
-                      what: str = "head allocation") -> Verdict:
-    """An allocation rule guides a budget (heads, or KV cache) if, at most budgets, it loses less than a
-    uniform split and than the random-split median, with both paired intervals (over evaluation
-    batches or windows) below 0.
+def correlation_p_value(a, b, n_sample: int = 20000, seed: int = 0) -> float:
+    """Two-sided permutation p-value of Spearman's ρ between ``a`` and ``b``: the share of orders of ``b``
+    whose |ρ| reaches the observed one (exact over all orders up to 8 items, else ``n_sample`` sampled)."""
+    from itertools import permutations
+    from math import factorial
 
-    ``losses[k, b]``, ``uniform[k, b]``, ``random_median[k, b]``: loss per budget k and batch b.
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    observed = rank_correlation(a, b)
+    if np.isnan(observed):
+        return float("nan")
+    if factorial(len(b)) <= 40320:
+        orders = np.array(list(permutations(range(len(b)))))
+    else:
+        rng = np.random.default_rng(seed)
+        orders = np.array([rng.permutation(len(b)) for _ in range(n_sample)])
+    rhos = np.array([rank_correlation(a, b[o]) for o in orders])
+    return float(np.mean(np.abs(rhos) >= abs(observed) - 1e-12))
+
+
+OUTCOMES = ("better", "equivalent", "worse", "inconclusive")
+Z_POWER = 0.8416  # the normal quantile of 80 % power
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A rule against a reference on the same windows: the mean paired difference (rule − reference, lower is
+    better) with its 95 % and 90 % bootstrap intervals, and what they show against the equivalence margin."""
+
+    mean: float
+    lo: float
+    hi: float
+    lo90: float
+    hi90: float
+    margin: float
+    detectable: float  # the smallest true difference this many windows detects with 80 % power (two-sided 5 %)
+
+    @property
+    def outcome(self) -> str:
+        """equivalent (TOST: the 90 % interval inside ±margin), else better or worse (the 95 % interval
+        excludes 0), else inconclusive: too few windows to tell."""
+        if -self.margin < self.lo90 and self.hi90 < self.margin:
+            return "equivalent"
+        if self.hi < 0:
+            return "better"
+        if self.lo > 0:
+            return "worse"
+        return "inconclusive"
+
+    @property
+    def not_worse(self) -> bool:
+        """Non-inferiority: the 95 % interval's upper end below the margin."""
+        return self.hi < self.margin
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}]"
+
+
+def compare(differences, margin: float = EQUIVALENCE_MARGIN, n_boot: int = 2000, seed: int = 0) -> Comparison:
+    """:class:`Comparison` of paired per-window differences ``d[w]`` (rule − reference), bootstrap over windows."""
+    d = np.asarray(differences, dtype=float)
+    means = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(-1)
+    (lo, hi), (lo90, hi90) = interval(means, LEVEL), interval(means, 0.90)
+    from statistics import NormalDist
+
+    detectable = (NormalDist().inv_cdf(0.5 + LEVEL / 2) + Z_POWER) * float(means.std())
+    return Comparison(float(d.mean()), float(lo), float(hi), float(lo90), float(hi90), margin, detectable)
+
+
+def permutation_share(rule_loss: float, permuted_losses) -> float:
+    """The share of its permutations (mean losses) that the rule's order beats: higher loss than the rule's."""
+    permuted = np.asarray(permuted_losses, dtype=float)
+    permuted = permuted[~np.isnan(permuted)]
+    return float(np.mean(permuted > rule_loss)) if permuted.size else float("nan")
+
+
+def null_binds(n_orders: int, share: float = PERMUTATION_SHARE) -> bool:
+    """Whether a permutation null of ``n_orders`` orders can reject at all: a rule beating every one of them
+    must clear ``share`` with the rule itself counted, (P + 1 − 1)/(P + 1) ≥ share."""
+    return n_orders / (n_orders + 1) >= share
+
+
+@dataclass(frozen=True)
+class BudgetVerdict:
+    """One rule at one budget: against uniform, its permutation null, and the best baseline."""
+
+    budget: int
+    uniform: Comparison
+    permutation: float | None  # share of its permutations the rule beats (None: not run)
+    n_orders: int
+    baseline: Comparison | None  # rule − best baseline (None: no baseline)
+
+    @property
+    def tier(self) -> str:
+        """"useful": better than uniform, beats ≥ 95 % of its permutations, and not worse than the best baseline;
+        "informative": the first two; "" otherwise; "null not run" when no permutations were scored."""
+        if self.uniform.outcome != "better":
+            return ""
+        if self.permutation is None:
+            return "null not run"
+        if not (null_binds(self.n_orders) and self.permutation >= PERMUTATION_SHARE):
+            return ""
+        return "useful" if self.baseline is not None and self.baseline.not_worse else "informative"
+
+
+def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=None, rule: str = "∝ H*",
+                       what: str = "head allocation", margin: float = EQUIVALENCE_MARGIN, same_as_uniform=None) -> Verdict:
+    """One allocation rule's verdict over the budgets: better, equivalent, worse or inconclusive, with its tier.
+
+    ``losses[k, w]``, ``uniform[k, w]``: per budget k and window w. ``permuted[k]``: the
+    losses ``[p, w]`` of the rule's own counts reordered across layers (NaN rows: padding);
+    ``best_baseline[k, w]``: the best baseline's losses. At each budget the paired
+    difference from uniform is one of the four outcomes (:class:`Comparison`); the rule's
+    verdict is the outcome at more than half the budgets, else inconclusive. Its tier
+    (:class:`BudgetVerdict`) is the one reached at more than half the budgets. Budgets
+    where ``same_as_uniform[k]`` (the rule splits exactly as uniform) are left out: they
+    test nothing; if all are, the verdict says so.
     """
-    better = []
-    for k in range(len(budgets)):
-        _, _, hi_u = paired_interval(np.asarray(losses[k]) - uniform[k], seed=k)
-        _, _, hi_r = paired_interval(np.asarray(losses[k]) - random_median[k], seed=100 + k)
-        better.append(hi_u < 0 and hi_r < 0)
-    n = int(np.sum(better))
-    verdict = "holds" if n > len(budgets) / 2 else "does not hold"
-    return Verdict(f"{rule} guides {what}", f"better than uniform and the random median at {n} of "
-                   f"{len(budgets)} budgets ({', '.join(str(b) for b, ok in zip(budgets, better) if ok) or 'none'})",
-                   "at more than half the budgets: loss below uniform's and below the random median, both paired "
-                   "95 % intervals excluding 0", verdict)
+    same = np.zeros(len(budgets), dtype=bool) if same_as_uniform is None else np.asarray(same_as_uniform, dtype=bool)
+    per_budget = []
+    for k, b in enumerate(budgets):
+        if same[k]:
+            continue
+        null = None if permuted is None else np.asarray(permuted[k], dtype=float)
+        valid = None if null is None else null[~np.isnan(null).all(-1)]
+        mean_loss = float(np.mean(losses[k]))
+        per_budget.append(BudgetVerdict(
+            int(b), compare(np.asarray(losses[k]) - uniform[k], margin, seed=k),
+            None if valid is None else permutation_share(mean_loss, valid.mean(-1)),
+            0 if valid is None else len(valid),
+            None if best_baseline is None else compare(np.asarray(losses[k]) - best_baseline[k], margin, seed=50 + k)))
+    criterion = (f"per budget, the paired difference from uniform: equivalent if its 90 % interval lies within "
+                 f"±{margin:g} nats (TOST), else better or worse if its 95 % interval excludes 0, else inconclusive; "
+                 f"the verdict holds at more than half the budgets where the rule differs from uniform. "
+                 f"Informative: better and beating {PERMUTATION_SHARE:.0%} of the permutations of its own layer "
+                 f"counts; useful: also not worse than the best baseline (95 % upper end below +{margin:g})")
+    skipped = f"; the same split as uniform at {', '.join(str(b) for b, s in zip(budgets, same) if s)}" if same.any() else ""
+    if not per_budget:
+        return Verdict(f"{rule} guides {what}", "splits exactly as uniform at every budget", criterion,
+                       "identical to uniform")
+    n = len(per_budget)
+    counts = {o: sum(v.uniform.outcome == o for v in per_budget) for o in OUTCOMES}
+    majority = [o for o in OUTCOMES if counts[o] > n / 2]
+    outcome = majority[0] if majority else "inconclusive"
+    tiers = [v.tier for v in per_budget]
+    tier = ("useful" if tiers.count("useful") > n / 2 else
+            "informative" if tiers.count("useful") + tiers.count("informative") > n / 2 else
+            "null not run" if outcome == "better" and permuted is None else "")
+    text = "; ".join(f"{v.budget}: {v.uniform.outcome} {v.uniform}" + (f", beats {v.permutation:.0%} of "
+                     f"{v.n_orders} orders" if v.permutation is not None else "") for v in per_budget) + skipped
+    detectable = max(v.uniform.detectable for v in per_budget)
+    criterion += f". Smallest detectable difference (80 % power): {detectable:.3f} nats"
+    return Verdict(f"{rule} guides {what}", text, criterion, f"{outcome}, {tier}" if tier else outcome,
+                   detectable=detectable)
+
+
+def best_of(result, rules) -> np.ndarray:
+    """Per budget, the losses ``[k, w]`` of whichever of ``rules`` has the lowest mean loss there."""
+    losses = np.stack([result.loss(r) for r in rules])  # (rules, K, W)
+    best = losses.mean(-1).argmin(0)
+    return losses[best, np.arange(losses.shape[1])]
+
+
+def experiment_verdicts(result, rules, uniform: str, baselines, what: str) -> dict[str, Verdict]:
+    """:func:`allocation_verdict` of each of ``rules`` in a head-pruning or cache experiment's ``result``:
+    against the ``uniform`` rule, with the permutation null where it was run, and the best of ``baselines``
+    at each budget; budgets where a rule splits as uniform does are left out."""
+    reference, best = result.loss(uniform), best_of(result, baselines)
+    same = {r: (result.counts(r) == result.counts(uniform)).all(-1) for r in rules}
+    return {r: allocation_verdict(result.loss(r), reference, result.budgets, result.null(r), best, r, what,
+                                  same_as_uniform=same[r]) for r in rules}
+
+
+def outcome_of(verdict: Verdict) -> str:
+    """The outcome of an :func:`allocation_verdict` (its verdict without the tier)."""
+    return verdict.verdict.split(",")[0]
 
 
 def across_models(verdicts) -> str:
-    """The book-level reading of one rule's verdicts on several models: "holds" on more than half of them,
-    else "does not hold", with the count, e.g. "does not hold (1 of 4 models)"."""
-    n_hold = sum(v.verdict == "holds" for v in verdicts)
-    return f"{'holds' if n_hold > len(verdicts) / 2 else 'does not hold'} ({n_hold} of {len(verdicts)} models)"
+    """The book-level reading of one rule's allocation verdicts on several models: the outcome on more than
+    half of them with the count, e.g. "worse (3 of 4 models)", else "no majority" with every count."""
+    outcomes = [outcome_of(v) for v in verdicts]
+    counts = {o: outcomes.count(o) for o in OUTCOMES if o in outcomes}
+    for o, n in counts.items():
+        if n > len(outcomes) / 2:
+            return f"{o} ({n} of {len(outcomes)} models)"
+    return "no majority (" + ", ".join(f"{o} {n}" for o, n in counts.items()) + f" of {len(outcomes)} models)"

@@ -130,17 +130,35 @@ def token_windows(windows) -> torch.Tensor:
     return windows
 
 
-def sample_windows(corpus: Corpus, n: int, length: int, split: str = "val", seed: int = 42) -> torch.Tensor:
-    """N windows ``windows[n, t]`` of T consecutive tokens, start offsets uniform with a seed.
+def disjoint_starts(n_tokens: int, n: int, length: int, seed: int, what: str = "windows") -> np.ndarray:
+    """Start offsets of ``n`` windows of ``length`` tokens that never overlap: n of the ⌊n_tokens/length⌋
+    tiles of the sequence, drawn without repeats (seeded), in drawn order."""
+    tiles = n_tokens // length
+    if n < 1:
+        raise ValueError(f"need at least one window, got n={n}")
+    if n > tiles:
+        raise ParameterError(f"{n} {what} of {length} tokens do not fit without overlap in {n_tokens} tokens "
+                             f"({tiles} tiles)")
+    return np.random.default_rng(seed).choice(tiles, n, replace=False) * length
 
-    The published script draws from the whole file (``split="all"``); we draw
-    from the validation split by default (SPEC section 3).
+
+def sample_windows(corpus: Corpus, n: int, length: int, split: str = "val", seed: int = 42) -> torch.Tensor:
+    """N windows ``windows[n, t]`` of T consecutive tokens that never overlap (disjoint tiles, seeded).
+
+    Snapshots that share tokens are not independent: at N = 1000 windows of 256
+    characters drawn at random offsets, 98.5 % would overlap another. A split too
+    short for N disjoint windows is an error; the whole file (``split="all"``, where
+    the published script draws from) holds 4,300 windows of 256.
     """
     tokens = corpus.split(split)
     if length > len(tokens):
         raise ValueError(f"window length {length} exceeds the {split!r} split ({len(tokens)} tokens)")
-    if n < 1:
-        raise ValueError(f"need at least one window, got n={n}")
-    rng = np.random.default_rng(seed)
-    starts = torch.from_numpy(rng.integers(0, len(tokens) - length + 1, size=n))
+    starts = torch.from_numpy(disjoint_starts(len(tokens), n, length, seed, f"windows of the {split!r} split"))
     return tokens[starts[:, None] + torch.arange(length)]
+
+
+def disjoint_batches(tokens: torch.Tensor, n: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` non-overlapping windows ``x[n, T]`` and their next-token targets ``y`` (tiles of T + 1 tokens)."""
+    starts = torch.from_numpy(disjoint_starts(len(tokens), n, length + 1, seed))
+    window = tokens[starts[:, None] + torch.arange(length + 1)]
+    return window[:, :-1], window[:, 1:]

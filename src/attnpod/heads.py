@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .allocation import allocate
+from .allocation import allocate, permuted_allocations, stack_nulls
 from .config import CorruptFile, check_arrays, load_npz, save_npz
-from .data import Corpus, random_batch
+from .data import Corpus, disjoint_batches
 
 BUDGETS = (40, 32, 24, 16, 12, 8)  # heads kept of the paper model's 48; scaled to other sizes by head_budgets
 
@@ -32,9 +32,10 @@ def head_budgets(n_layer: int, n_head: int) -> list[int]:
 
 def evaluation_batches(corpus: Corpus, n_batches: int, batch_size: int, block_size: int, split: str = "val",
                        seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Fixed random windows ``(x[B, T], y[B, T])`` of a split, the same for every rule."""
-    gen = torch.Generator().manual_seed(seed)
-    return [random_batch(corpus.split(split), batch_size, block_size, gen) for _ in range(n_batches)]
+    """Fixed windows ``(x[B, T], y[B, T])`` of a split, the same for every rule, no two overlapping
+    (:func:`attnpod.data.disjoint_batches`: windows that share tokens are not independent units)."""
+    x, y = disjoint_batches(corpus.split(split), n_batches * batch_size, block_size, seed)
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
 
 
 @torch.inference_mode()
@@ -135,6 +136,28 @@ def greedy_oracle(model, batches, budgets, progress: bool = False) -> dict[int, 
     return out
 
 
+def michel_one_shot(importance, budgets) -> dict[int, np.ndarray]:
+    """Michel et al.'s one-shot pruning: the heads of lowest importance (scored once, on the full model)
+    removed until the budget is met, every layer keeping one; the mask at each budget."""
+    one = np.ones_like(np.asarray(importance), dtype=np.float32)
+    return {b: _prune_to(one, b, lambda m: importance) for b in budgets}
+
+
+def allocation_baselines(model, score_batches, importance_raw) -> dict[str, np.ndarray]:
+    """Per-layer scores of the allocation-only baselines, from the scoring (training) windows: a layer's
+    total importance (Michel's, not normalised), and the loss increase when it alone is cut to its most
+    important head."""
+    L = model.config.n_layer
+    full = batch_losses(model, score_batches).mean()
+    one = np.ones(np.shape(importance_raw), dtype=np.float32)
+    cut = []
+    for l in range(L):
+        mask = one.copy()
+        mask[l] = keep_by_importance([1], importance_raw[l:l + 1])[0]
+        cut.append(batch_losses(model, score_batches, mask).mean() - full)
+    return {"∝ importance": importance_raw.sum(1), "∝ cut-to-one loss": np.maximum(np.array(cut), 0.0)}
+
+
 @dataclass
 class PruningResult:
     """Validation loss of every rule at every budget, per evaluation window.
@@ -142,7 +165,9 @@ class PruningResult:
     losses[r, k, b] for rule ``rules[r]`` at ``budgets[k]`` on window b; masks[r, k, l, h];
     random_losses[d, k, b] for random per-layer counts (draw d); baseline[b] with every
     head; importance[l, h] (Michel, normalised per layer); cut_to_one[l, b]: the loss when
-    layer l alone is cut to its most important head.
+    layer l alone is cut to its most important head. The permutation null of the rules
+    ``null_rules[q]``: null_counts[q, k, p, l], its own counts reordered across layers,
+    and null_losses[q, k, p, b] (NaN rows where a budget has fewer distinct orders).
     """
 
     budgets: np.ndarray
@@ -153,59 +178,97 @@ class PruningResult:
     baseline: np.ndarray
     importance: np.ndarray
     cut_to_one: np.ndarray
+    null_rules: list = field(default_factory=list)
+    null_counts: np.ndarray = None
+    null_losses: np.ndarray = None
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.null_counts is None:  # no permutation null run
+            K, L = len(self.budgets), self.importance.shape[0]
+            self.null_counts, self.null_losses = np.zeros((0, K, 0, L)), np.zeros((0, K, 0, len(self.baseline)))
 
     def increase(self, rule: str) -> np.ndarray:
         """Mean loss increase over the full model at each budget: (K,)."""
         return (self.losses[self.rules.index(rule)] - self.baseline).mean(-1)
 
+    def loss(self, rule: str) -> np.ndarray:
+        return self.losses[self.rules.index(rule)]
+
+    def counts(self, rule: str) -> np.ndarray:
+        """Heads kept per layer at each budget: (K, L)."""
+        return self.masks[self.rules.index(rule)].sum(-1).astype(int)
+
+    def null(self, rule: str) -> np.ndarray | None:
+        """The permutation null's losses ``[k, p, b]`` of ``rule``, if it was run."""
+        return self.null_losses[self.null_rules.index(rule)] if rule in self.null_rules else None
+
     def random_median(self) -> np.ndarray:
         """Per budget and window, the median loss over the random draws: (K, n_windows)."""
         return np.median(self.random_losses, axis=0)
 
-    # Axes: R rules, K budgets, W evaluation batches, D random draws, L layers, H heads.
+    # Axes: R rules, K budgets, W evaluation batches, D random draws, L layers, H heads, Q rules with a
+    # permutation null, P orders.
     SHAPES = {"budgets": ("K",), "losses": ("R", "K", "W"), "masks": ("R", "K", "L", "H"),
-              "random_losses": ("D", "K", "W"), "baseline": ("W",), "importance": ("L", "H"), "cut_to_one": ("L", "W")}
+              "random_losses": ("D", "K", "W"), "baseline": ("W",), "importance": ("L", "H"), "cut_to_one": ("L", "W"),
+              "null_counts": ("Q", "K", "P", "L"), "null_losses": ("Q", "K", "P", "W")}
 
     def save(self, path: Path) -> None:
         arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
-        save_npz(path, {"rules": self.rules, "meta": self.meta}, arrays)
+        save_npz(path, {"rules": self.rules, "null_rules": self.null_rules, "meta": self.meta}, arrays)
 
     @classmethod
     def load(cls, path: Path) -> "PruningResult":
         """The result stored at ``path``, checked (every array, its shape and finiteness), or :class:`CorruptFile`."""
         meta, arrays = load_npz(path)
-        rules = meta.get("rules")
-        if not (isinstance(rules, list) and all(isinstance(r, str) for r in rules)) or "meta" not in meta:
+        rules, null_rules = meta.get("rules"), meta.get("null_rules")
+        if not all(isinstance(x, list) and all(isinstance(r, str) for r in x) for x in (rules, null_rules)) \
+                or "meta" not in meta:
             raise CorruptFile(f"{path}: its meta lacks the rule names")
-        check_arrays(path, arrays, cls.SHAPES, {"R": len(rules)})
-        return cls(rules=rules, meta=meta["meta"], **arrays)
+        check_arrays(path, arrays, cls.SHAPES, {"R": len(rules), "Q": len(null_rules)},
+                     may_be_nan=("null_counts", "null_losses"))
+        return cls(rules=rules, null_rules=null_rules, meta=meta["meta"], **arrays)
+
+
+NULL_RULES = ("∝ H*(0.1)",)  # the primary rule: its permutation null is always run
 
 
 def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets, n_random: int = 50,
-                oracle_batches=None, seed: int = 0, progress: bool = True) -> PruningResult:
+                oracle_batches=None, seed: int = 0, progress: bool = True, n_perm: int = 19,
+                null_rules=NULL_RULES) -> PruningResult:
     """Every allocation rule at every budget, evaluated on ``eval_batches``.
 
     ``layer_scores[rule]`` gives per-layer scores; the rule's counts are
     :func:`attnpod.allocation.allocate` of them (1 ≤ count ≤ H, summing to the budget).
-    Michel's iterative pruning and random counts (``n_random`` draws, seeded) are
-    always added; the greedy oracle when ``oracle_batches`` is given. Importance is
-    measured on ``score_batches`` (training windows), never on the evaluation batches.
+    Added always: the allocation-only baselines (:func:`allocation_baselines`), Michel's
+    one-shot and iterative pruning, and random counts (``n_random`` Dirichlet draws,
+    seeded: a picture of chance, not the test). The greedy oracle when
+    ``oracle_batches`` is given: its own validation windows, never the evaluation
+    ones. The permutation null of each of ``null_rules``: ``n_perm`` distinct orders
+    of its counts per budget (:func:`attnpod.allocation.permuted_allocations`).
+    Importance is measured on ``score_batches`` (training windows).
     """
     L, H = model.config.n_layer, model.config.n_head
     importance = head_importance(model, score_batches)
     budgets = [int(b) for b in budgets]
+    scores = dict(layer_scores) | allocation_baselines(model, score_batches,
+                                                       head_importance(model, score_batches, normalise=False))
     masks = {rule: {b: keep_by_importance(allocate(s, b, 1, H), importance) for b in budgets}
-             for rule, s in layer_scores.items()}
+             for rule, s in scores.items()}
+    masks["Michel one-shot"] = michel_one_shot(importance, budgets)
     masks["Michel iterative"] = michel_iterative(model, score_batches, budgets, progress=progress)
     if oracle_batches is not None:
         masks["greedy oracle"] = greedy_oracle(model, oracle_batches, budgets, progress=progress)
     rules = list(masks)
+    null_rules = [r for r in null_rules if r in scores]
+    null_counts = stack_nulls([permuted_allocations([allocate(scores[r], b, 1, H) for b in budgets], n_perm, seed)
+                               for r in null_rules], len(budgets), L)
     rng = np.random.default_rng(seed)
     random_masks = [[keep_by_importance(allocate(rng.dirichlet(np.ones(L)), b, 1, H), importance) for b in budgets]
                     for _ in range(n_random)]
-    bar = tqdm(total=len(rules) * len(budgets) + n_random * len(budgets) + L + 1, desc="pruning evaluations",
-               disable=not progress)
+    n_null = int((~np.isnan(null_counts[..., 0])).sum())
+    bar = tqdm(total=len(rules) * len(budgets) + n_random * len(budgets) + n_null + L + 1,
+               desc="pruning evaluations", disable=not progress)
     seen: dict[bytes, np.ndarray] = {}  # rules and random draws often pick the same mask: evaluate each once
 
     def evaluate(mask):
@@ -218,6 +281,9 @@ def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets,
     baseline = evaluate(None)
     losses = np.array([[evaluate(masks[r][b]) for b in budgets] for r in rules])
     random_losses = np.array([[evaluate(m) for m in draw] for draw in random_masks])
+    null_losses = np.full((*null_counts.shape[:3], len(baseline)), np.nan)
+    for q, k, p in zip(*np.nonzero(~np.isnan(null_counts[..., 0]))):
+        null_losses[q, k, p] = evaluate(keep_by_importance(null_counts[q, k, p].astype(int), importance))
     one = np.ones((L, H), dtype=np.float32)
     cut = []
     for l in range(L):
@@ -226,4 +292,4 @@ def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets,
         cut.append(evaluate(mask))
     bar.close()
     return PruningResult(np.array(budgets), rules, losses, np.array([[masks[r][b] for b in budgets] for r in rules]),
-                         random_losses, baseline, importance, np.array(cut))
+                         random_losses, baseline, importance, np.array(cut), null_rules, null_counts, null_losses)

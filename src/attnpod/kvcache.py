@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .allocation import allocate
+from .allocation import allocate, permuted_allocations, stack_nulls
 from .config import CorruptFile, ParameterError, check_arrays, load_npz, save_npz
 
 CACHE_BUDGETS = (8, 16, 32, 64)  # mean keys per layer at T = 256 (scaled to other T by cache_budgets)
@@ -200,14 +200,18 @@ def sink_mass(model, x) -> tuple[np.ndarray, float]:
 
 def cache_cost(budgets, n_embd: int, n_head: int, block_size: int, selection: str, bytes_per_value: int = 4) -> dict:
     """Per generated token at the scored positions: attention FLOPs (q·k and p·v over the cached keys,
-    mean over positions), the cache's keys and values in bytes (at the largest position), and H2O's
-    accumulated-attention bookkeeping in bytes."""
+    mean over positions), the cache's keys and values in bytes (at the largest position), and the
+    selection's own bookkeeping: H2O's accumulated attention in bytes, and its operations per token
+    (adding each head's attention row to the scores, and finding the least-scored candidate to evict:
+    2 H Σ_l k_l); a recent window or StreamingLLM keeps no scores and evicts by position."""
     budgets = np.asarray(budgets)
     positions = np.arange(block_size)[scored_positions(block_size)]
     held = np.minimum(budgets[None, :], positions[:, None] + 1)  # keys each layer attends to, (P, L)
+    h2o = selection == "h2o"
     return {"attention FLOPs / token": float(4 * n_embd * held.sum(1).mean()),
             "KV cache (KiB)": float(2 * n_embd * held[-1].sum() * bytes_per_value / 1024),
-            "H2O scores (KiB)": float(n_head * held[-1].sum() * 8 / 1024) if selection == "h2o" else 0.0}
+            "selection scores (KiB)": float(n_head * held[-1].sum() * 8 / 1024) if h2o else 0.0,
+            "selection ops / token": float(2 * n_head * held.sum(1).mean()) if h2o else 0.0}
 
 
 # ----------------------------------------------------------------------------- a literal decoder
@@ -280,7 +284,10 @@ class CacheResult:
     random_allocations[d, k, l] for random splits (H2O selection); baseline[b] with the
     full cache; window_* for the scale-selective windows (their own budgets), with
     window_uniform[w, b] a uniform recent window of the same total; sinks[l]: the
-    attention on token 0, sink_uniform: what uniform attention would give it.
+    attention on token 0, sink_uniform: what uniform attention would give it. The
+    permutation null of the rules ``null_rules[q]``: null_allocations[q, k, p, l], the
+    rule's split reordered across layers, and null_losses[q, k, p, w] (NaN rows where a
+    budget has fewer distinct orders).
     """
 
     budgets: np.ndarray
@@ -297,7 +304,24 @@ class CacheResult:
     window_uniform: np.ndarray
     sinks: np.ndarray
     sink_uniform: float
+    null_rules: list = field(default_factory=list)
+    null_allocations: np.ndarray = None
+    null_losses: np.ndarray = None
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.null_allocations is None:  # no permutation null run
+            K, L = self.allocations.shape[1:]
+            self.null_allocations = np.zeros((0, K, 0, L))
+            self.null_losses = np.zeros((0, K, 0, len(self.baseline)))
+
+    def counts(self, rule: str) -> np.ndarray:
+        """Keys per layer at each budget: (K, L)."""
+        return self.allocations[self.rules.index(rule)]
+
+    def null(self, rule: str) -> np.ndarray | None:
+        """The permutation null's NLL ``[k, p, w]`` of ``rule`` (its own split reordered across layers), if run."""
+        return self.null_losses[self.null_rules.index(rule)] if rule in self.null_rules else None
 
     def loss(self, rule: str) -> np.ndarray:
         return self.losses[self.rules.index(rule)]
@@ -310,11 +334,12 @@ class CacheResult:
         """Per budget and window, the median NLL over the random draws: (K, n_windows)."""
         return np.median(self.random_losses, axis=0)
 
-    # Axes: R rules, K budgets, W windows, D random draws, L layers, V scale-selective windows.
+    # Axes: R rules, K budgets, W windows, D random draws, L layers, V scale-selective windows, Q rules with
+    # a permutation null, P orders.
     SHAPES = {"budgets": ("K",), "losses": ("R", "K", "W"), "allocations": ("R", "K", "L"),
               "random_losses": ("D", "K", "W"), "random_allocations": ("D", "K", "L"), "baseline": ("W",),
               "window_allocations": ("V", "L"), "window_losses": ("V", "W"), "window_uniform": ("V", "W"),
-              "sinks": ("L",)}
+              "sinks": ("L",), "null_allocations": ("Q", "K", "P", "L"), "null_losses": ("Q", "K", "P", "W")}
 
     def save(self, path: Path) -> None:
         arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
@@ -325,27 +350,35 @@ class CacheResult:
     def load(cls, path: Path) -> "CacheResult":
         """The result stored at ``path``, checked (every array, its shape and finiteness), or :class:`CorruptFile`."""
         meta, arrays = load_npz(path)
-        lists = ("rules", "selections", "window_rules")
+        lists = ("rules", "selections", "window_rules", "null_rules")
         if (set(meta) != {*lists, "sink_uniform", "meta"} or not all(isinstance(meta[k], list) for k in lists)
                 or not isinstance(meta["sink_uniform"], (int, float))):
             raise CorruptFile(f"{path}: its meta is not a cache result's")
-        check_arrays(path, arrays, cls.SHAPES, {"R": len(meta["rules"]), "V": len(meta["window_rules"])})
+        check_arrays(path, arrays, cls.SHAPES, {"R": len(meta["rules"]), "V": len(meta["window_rules"]),
+                                                "Q": len(meta["null_rules"])},
+                     may_be_nan=("null_allocations", "null_losses"))
         if len(meta["selections"]) != len(meta["rules"]):
             raise CorruptFile(f"{path}: {len(meta['selections'])} selections for {len(meta['rules'])} rules")
         return cls(**arrays, **meta)
 
 
 UNIFORM = "H2O"  # H2O with equal budgets: the allocation rules' baseline
+PYRAMID = "PyramidKV schedule, H2O selection"  # PyramidKV's budgets across layers; its own selection differs
+NULL_RULES = ("∝ H*(0.1)", "∝ 1/H*(0.1)")  # the primary rules: their permutation null is always run
 
 
 def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budgets, n_random: int = 50,
-                         seed: int = 0, chunk: int = 64, progress: bool = True) -> CacheResult:
+                         seed: int = 0, chunk: int = 64, progress: bool = True, n_perm: int = 19,
+                         null_rules=NULL_RULES) -> CacheResult:
     """Every selection and allocation rule at every mean budget, on windows ``x``, ``y`` (N, T).
 
     Selection rules (recent, StreamingLLM, H2O) split the budget equally. Allocation
-    rules keep H2O and split L·B ∝ ``layer_scores[rule]`` per layer, plus PyramidKV and
-    ``n_random`` Dirichlet draws. ``top_scales[name]`` (per-layer dominant lag scales)
-    give a rule ∝ the scale and a scale-selective window each.
+    rules keep H2O and split L·B ∝ ``layer_scores[rule]`` per layer, plus PyramidKV's
+    schedule and ``n_random`` Dirichlet draws (a picture of chance, not the test).
+    ``top_scales[name]`` (per-layer dominant lag scales) give a rule ∝ the scale and a
+    scale-selective window each. Each of ``null_rules`` gets its permutation null:
+    ``n_perm`` distinct reorderings of its split per budget
+    (:func:`attnpod.allocation.permuted_allocations`).
     """
     check_decodable(model)
     L, T = model.config.n_layer, x.shape[1]
@@ -359,7 +392,7 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
 
     for selection in SELECTIONS:
         add(SELECTION_LABELS[selection], selection, [allocate_cache(np.ones(L), b, T) for b in budgets])
-    add("PyramidKV", "h2o", [allocate_cache(pyramid_scores(L, b), b, T) for b in budgets])
+    add(PYRAMID, "h2o", [allocate_cache(pyramid_scores(L, b), b, T) for b in budgets])
     for rule, scores in layer_scores.items():
         if rule != "uniform":
             add(rule, "h2o", [allocate_cache(scores, b, T) for b in budgets])
@@ -369,7 +402,11 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
     random_allocations = np.array([[allocate_cache(rng.dirichlet(np.ones(L)), b, T) for b in budgets]
                                    for _ in range(n_random)])
     windows = {f"scale window ({name})": scale_window(s, T) for name, s in top_scales.items()}
-    jobs = 1 + len(rules) * len(budgets) + n_random * len(budgets) + 2 * len(windows)
+    null_rules = [r for r in null_rules if r in rules]
+    null_allocations = stack_nulls([permuted_allocations(allocations[rules.index(r)], n_perm, seed)
+                                    for r in null_rules], len(budgets), L)
+    orders = list(zip(*np.nonzero(~np.isnan(null_allocations[..., 0]))))
+    jobs = 1 + len(rules) * len(budgets) + n_random * len(budgets) + 2 * len(windows) + len(orders)
     bar = tqdm(total=jobs, desc="cache evaluations", disable=not progress)
     seen: dict = {}  # rules often choose the same split: evaluate each (selection, split) once
 
@@ -386,9 +423,12 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
     window_losses_ = np.array([evaluate("recent", a) for a in windows.values()]).reshape(len(windows), -1)
     window_uniform = np.array([evaluate("recent", allocate(np.ones(L), int(a.sum()), 1, T))
                                for a in windows.values()]).reshape(len(windows), -1)
+    null_losses = np.full((*null_allocations.shape[:3], len(baseline)), np.nan)
+    for q, k, p in orders:
+        null_losses[q, k, p] = evaluate("h2o", null_allocations[q, k, p].astype(int))
     bar.close()
     sinks, sink_uniform = sink_mass(model, x[:chunk])
     return CacheResult(np.array(budgets), rules, selections, losses, np.array(allocations), random_losses,
                        random_allocations, baseline, list(windows),
                        np.array(list(windows.values())).reshape(len(windows), L), window_losses_, window_uniform,
-                       sinks, sink_uniform)
+                       sinks, sink_uniform, null_rules, null_allocations, null_losses)

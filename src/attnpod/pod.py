@@ -125,27 +125,71 @@ def spectral_concentration(eigenvalues, k_fit: int = 30, published: bool = False
 
 
 def bootstrap_resamples(N: int, n_boot: int, seed: int = 0) -> np.ndarray:
-    """Indices ``resamples[b, n]`` of ``n_boot`` bootstrap resamples of N snapshots (with replacement, seeded)."""
+    """Indices ``resamples[b, n]`` of ``n_boot`` bootstrap resamples of N snapshots (with replacement, seeded).
+
+    Valid for means over snapshots (the scale energies E(a), the total variance Σλ), not
+    for the shape of a spectrum: a resample holds about 63 % distinct snapshots, so its
+    Gram has rank ≤ 0.63 N and H*(ε), 𝒯_spec and λ₁/Σλ shift by more than their spread
+    (:func:`half_ensembles` replicates those).
+    """
     return np.random.default_rng(seed).integers(0, N, size=(n_boot, N)).astype(np.int32)
 
 
-@one_linalg_pool()
-def bootstrap_eigenvalues(C: np.ndarray, resamples: np.ndarray, chunk: int = 16, device=None) -> np.ndarray:
-    """POD eigenvalues of each bootstrap resample from one centred Gram ``C = X_c X_cᵀ / N``: (B, N), descending.
+def half_ensembles(N: int, n_half: int, seed: int = 0) -> np.ndarray:
+    """Indices ``halves[h, n]`` of ``n_half`` random halves of N snapshots (N // 2 each, without replacement).
 
-    A resample's snapshots are rows ``resamples[b]`` of X; re-centred on the
-    resample's own mean its Gram is J·G_b·J/N with G_b = N·C[idx][:, idx] and
-    J = I − 11ᵀ/N (centring on any common mean first changes nothing), so no
-    snapshot is read again. J·G·J is formed from row and column means (O(N²));
-    the eigensolver runs in float32, whose error (~1e-7 λ₁) is far below the
-    spread of the bootstrap distribution it estimates.
+    A statistic of the spectrum's shape computed on each half is a replicate of that
+    statistic *at ensemble size N/2*: the halves' mean estimates its expected value at
+    N/2 (a U-statistic, unbiased for it), and since a half leaves out half the data, the
+    spread of the halves about their mean matches the sampling spread of that mean
+    (half-sampling, McCarthy 1969). Their percentile interval is an interval for the
+    statistic's expected value at N/2, not at N: H*(ε) grows with N.
     """
-    N = len(C)
-    Ct = torch.as_tensor(np.asarray(C, dtype=np.float64)).to(device)
-    out = np.empty((len(resamples), N))
+    rng = np.random.default_rng(seed)
+    return np.array([rng.permutation(N)[:N // 2] for _ in range(n_half)], dtype=np.int32).reshape(n_half, N // 2)
+
+
+def resample_weights(resamples: np.ndarray, N: int) -> np.ndarray:
+    """How often each of N snapshots is drawn in each resample, over the resample's size: weights[b, n], rows
+    summing to 1."""
+    counts = np.zeros((len(resamples), N))
+    for b, r in enumerate(resamples):
+        counts[b] = np.bincount(r, minlength=N)
+    return counts / max(np.shape(resamples)[-1], 1)
+
+
+def resampled_total_variance(C: np.ndarray, resamples: np.ndarray) -> np.ndarray:
+    """Σλ of each resample from centred Grams ``C[..., n, m] = X_c X_cᵀ / N``, without an eigensolver: (B, ...).
+
+    With w_n the share of resample b drawing snapshot n, the resample's variance about
+    its own mean is N (Σ_n w_n C_nn − wᵀ C w) (the trace of :func:`resampled_eigenvalues`' matrix).
+    """
+    C = np.asarray(C, dtype=np.float64)
+    N = C.shape[-1]
+    w = resample_weights(resamples, N)
+    diagonal = np.diagonal(C, axis1=-2, axis2=-1)  # (..., N)
+    quadratic = ((w @ C) * w).sum(-1)  # (..., B)
+    return np.moveaxis(N * (diagonal @ w.T - quadratic), -1, 0)
+
+
+@one_linalg_pool()
+def resampled_eigenvalues(C: np.ndarray, resamples: np.ndarray, chunk: int = 16, device=None) -> np.ndarray:
+    """POD eigenvalues of each resample from one centred Gram ``C = X_c X_cᵀ / N``: (B, n), descending.
+
+    A resample's n snapshots are rows ``resamples[b]`` of X (with or without repeats:
+    bootstrap resamples or :func:`half_ensembles`); re-centred on the resample's own mean
+    its Gram is J·G_b·J/n with G_b = N·C[idx][:, idx] and J = I − 11ᵀ/n (centring on
+    any common mean first changes nothing), so no
+    snapshot is read again. J·G·J is formed from row and column means (O(n²));
+    the eigensolver runs in float32, whose error (~1e-7 λ₁) is far below the
+    spread of the distribution it estimates.
+    """
+    N, n = len(C), resamples.shape[1]
+    Ct = torch.as_tensor(np.asarray(C, dtype=np.float64) * (N / n)).to(device)
+    out = np.empty((len(resamples), n))
     for b0 in range(0, len(resamples), chunk):
         idx = torch.as_tensor(resamples[b0:b0 + chunk], dtype=torch.long, device=device)
-        G = Ct[idx[:, :, None], idx[:, None, :]]  # (c, N, N) = C of the resampled rows
+        G = Ct[idx[:, :, None], idx[:, None, :]]  # (c, n, n) = the resampled rows' Gram over n
         rows = G.mean(-1, keepdim=True)
         centred = G - rows - rows.transpose(1, 2) + rows.mean(-2, keepdim=True)  # J G J
         lam = torch.linalg.eigvalsh(centred.float()).double()

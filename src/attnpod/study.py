@@ -24,14 +24,14 @@ from .shipped import result_misfit, shipped_result, trained_or_shipped, trains_o
 from .train import History, is_trained, resolve_device, train_in_processes
 
 
-def check_parameters(profile="auto", split: str = "val", overrides=None, data_path="", seeds=()) -> None:
+def check_parameters(profile="auto", split: str | None = "val", overrides=None, data_path="", seeds=()) -> None:
     """Type checks of the notebook parameters that :class:`Profile` does not see (it checks the rest)."""
     if not isinstance(seeds, (list, tuple)) or any(not isinstance(s, int) or isinstance(s, bool) or s < 0
                                                     for s in seeds):
         raise ParameterError(f"seeds must be a list of non-negative integers, e.g. [43, 44], got {seeds!r}")
     if profile is not None and not isinstance(profile, str):
         raise ParameterError(f"profile must be a name such as 'laptop', got {profile!r}")
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise ParameterError(f"split must be one of {SPLITS}, got {split!r}")
     if overrides is not None and not (isinstance(overrides, dict) and all(isinstance(k, str) for k in overrides)):
         raise ParameterError(f"overrides must be a dict of profile settings, e.g. {{'n_snapshots': 50}}, "
@@ -74,12 +74,20 @@ class Study:
 
     @classmethod
     def create(cls, profile: str = "auto", seed: int = 42, device: str = "auto", data_path: str = "",
-               split: str = "val", overrides: dict | None = None, progress: bool = True) -> "Study":
-        """Validate the notebook parameters and load the corpus; fails at once on a bad value."""
+               split: str | None = None, overrides: dict | None = None, progress: bool = True) -> "Study":
+        """Validate the notebook parameters and load the corpus; fails at once on a bad value.
+
+        ``split`` is where the snapshots' windows come from: by default the validation
+        split when it holds N disjoint windows, else the whole file (as the published
+        script draws), which the chapters' run stamp then says.
+        """
         check_parameters(profile=profile, split=split, overrides=overrides, data_path=data_path)
         chosen = get_profile(None if profile in ("", "auto", None) else profile, seed=seed, **(overrides or {}))
-        return cls(chosen, load_corpus(data_path or None), str(resolve_device(device)), split, progress,
-                   str(data_path or ""))
+        corpus = load_corpus(data_path or None)
+        if split is None:
+            fits = chosen.n_snapshots * chosen.block_size <= len(corpus.split("val"))
+            split = "val" if fits else "all"
+        return cls(chosen, corpus, str(resolve_device(device)), split, progress, str(data_path or ""))
 
     @property
     def run_stamp(self) -> str:
@@ -93,6 +101,8 @@ class Study:
         changed = {k: v for k, v in P.as_dict().items()
                    if preset is not None and k not in ("seed", "name") and getattr(preset, k) != v}
         extra = "".join(f", {k} = {v}" for k, v in changed.items())
+        if self.split != "val":
+            extra += f"; snapshots from the {'whole file' if self.split == 'all' else self.split + ' split'}"
         return (f"{P.name} profile, seed {P.seed}{extra}; executed "
                 f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
 
@@ -155,33 +165,35 @@ class Study:
         from training-split snapshots only."""
         return rule_scores(self.analysis(variant, split="train"))
 
-    def pruning(self, variant: str, n_random: int = 50, oracle: bool = False, n_eval: int = 4,
-                n_score: int = 4, n_oracle: int = 1) -> PruningResult:
+    def pruning(self, variant: str, n_random: int = 10, oracle: bool = False, n_eval: int = 4,
+                n_score: int = 4, n_oracle: int = 1, n_perm: int = 19) -> PruningResult:
         """Every head-allocation rule at the scaled budgets, cached as an artifact (:func:`attnpod.heads.prune_heads`).
 
         Importance comes from ``n_score`` training batches; losses from ``n_eval`` fixed validation
-        batches; the greedy oracle (if asked for) measures on the first ``n_oracle`` of those.
+        batches; the greedy oracle (if asked for) chooses its heads on ``n_oracle`` further
+        validation batches, disjoint from those it is judged on; ``n_perm`` orders per budget
+        make the primary rule's permutation null.
         """
-        counts = {"n_random": n_random, "n_eval": n_eval, "n_score": n_score, "n_oracle": n_oracle}
+        counts = {"n_random": n_random, "n_eval": n_eval, "n_score": n_score, "n_oracle": n_oracle, "n_perm": n_perm}
         for name, value in counts.items():
-            if not _is_int(value) or value < (0 if name == "n_random" else 1):
-                raise ParameterError(f"{name} must be a {'non-negative' if name == 'n_random' else 'positive'} "
+            may_be_zero = name in ("n_random", "n_perm")
+            if not _is_int(value) or value < (0 if may_be_zero else 1):
+                raise ParameterError(f"{name} must be a {'non-negative' if may_be_zero else 'positive'} "
                                      f"integer, got {value!r}")
-        if n_oracle > n_eval:
-            raise ParameterError(f"n_oracle ({n_oracle}) cannot exceed n_eval ({n_eval}): the oracle measures on "
-                                 f"the first n_oracle evaluation batches")
         t, P = self.trained(variant), self.profile
         scores = self.allocation_scores(variant)
         budgets = head_budgets(P.n_layer, P.n_head)
         settings = {"weights_sha256": weights_digest(t.model), "scores": {k: v.tolist() for k, v in scores.items()},
                     "budgets": budgets, "n_random": n_random, "oracle": oracle, "n_eval": n_eval, "n_score": n_score,
-                    "n_oracle": n_oracle, "batch": [P.batch_size, P.block_size], "seed": P.seed, "format": 1}
+                    "n_oracle": n_oracle, "n_perm": n_perm, "batch": [P.batch_size, P.block_size], "seed": P.seed,
+                    "format": 2}
 
         def compute():
-            evaluation = evaluation_batches(self.corpus, n_eval, P.batch_size, P.block_size, "val", P.seed + 1000)
+            validation = evaluation_batches(self.corpus, n_eval + n_oracle, P.batch_size, P.block_size, "val",
+                                            P.seed + 1000)
             scoring = evaluation_batches(self.corpus, n_score, P.batch_size, P.block_size, "train", P.seed + 2000)
-            return prune_heads(t.model, evaluation, scoring, scores, budgets, n_random,
-                               evaluation[:n_oracle] if oracle else None, P.seed, self.progress)
+            return prune_heads(t.model, validation[:n_eval], scoring, scores, budgets, n_random,
+                               validation[n_eval:] if oracle else None, P.seed, self.progress, n_perm)
 
         return self._experiment("pruning", variant, settings, compute, PruningResult)
 
@@ -218,12 +230,12 @@ class Study:
         return top_scales(self.analysis(variant, split="train"))
 
     def cache_windows(self, n_windows: int):
-        """The fixed validation windows ``(x, y)`` (n_windows, T) every cache rule is scored on."""
+        """The fixed validation windows ``(x, y)`` (n_windows, T) every cache rule is scored on, no two overlapping."""
         P = self.profile
         batches = evaluation_batches(self.corpus, 1, n_windows, P.block_size, "val", P.seed + 3000)
         return batches[0]
 
-    def kv_cache(self, variant: str, n_random: int = 50, n_windows: int = 32) -> CacheResult:
+    def kv_cache(self, variant: str, n_random: int = 10, n_windows: int = 64, n_perm: int = 19) -> CacheResult:
         """Every KV-cache rule at the scaled budgets, cached as an artifact
         (:func:`attnpod.kvcache.run_cache_experiment`); the analysis-guided rules read training-split
         snapshots, the losses ``n_windows`` fixed validation windows."""
@@ -233,12 +245,12 @@ class Study:
         budgets = cache_budgets(P.block_size)
         settings = {"weights_sha256": weights_digest(t.model), "scores": {k: v.tolist() for k, v in scores.items()},
                     "top_scales": {k: v.tolist() for k, v in scales.items()}, "budgets": budgets,
-                    "n_random": n_random, "n_windows": n_windows, "seed": P.seed, "format": 1}
+                    "n_random": n_random, "n_windows": n_windows, "n_perm": n_perm, "seed": P.seed, "format": 2}
 
         def compute():
             x, y = self.cache_windows(n_windows)
             return run_cache_experiment(t.model, x, y, scores, scales, budgets, n_random, P.seed,
-                                        progress=self.progress)
+                                        progress=self.progress, n_perm=n_perm)
 
         return self._experiment("kv_cache", variant, settings, compute, CacheResult)
 
