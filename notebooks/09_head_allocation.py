@@ -169,10 +169,21 @@ baselines = {(study.label(v), rule): verdict for v, res in results.items() for r
              claims.experiment_verdicts(res, ["∝ importance", "∝ cut-to-one loss", "Michel one-shot",
                                               "Michel iterative"], "uniform", ["Michel iterative"],
                                         "head allocation").items()}
-glue("h_baselines", "; ".join(f"{rule} {verdicts_.verdict}" for (m, rule), verdicts_ in baselines.items()
+glue("h_baselines", "; ".join(f"{rule} {claims.outcome_of(verdict)}" for (m, rule), verdict in baselines.items()
                               if m == study.label("base")), display=False)
 with pd.option_context("display.max_colwidth", None):
     display(verdict_table)
+fig = figure(study, "pruning_null", **pruning)
+glue("fig_pruning_null", fig, display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig_pruning_null
+# :name: fig-pruning-null
+# The permutation null of $\propto H^*(0.10)$: at each budget, the loss increase of
+# its own head counts (red) against every sampled reordering of those counts
+# across layers (grey) and uniform (line). A rule that knows which layer needs
+# more heads sits below the grey cloud.
+# ```
 
 # ## Rank correlations
 #

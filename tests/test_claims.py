@@ -248,7 +248,7 @@ def test_shape_claims_read_half_ensembles():
     values[1, 2, :20] = 10  # 20 of 50 halves: model 2's ratio falls to 1.25
     v = claims.ranks_non_uniform(ranks, claims.Halves(values, halves, 20))
     assert v.verdict == "agree" and v.stability == pytest.approx(0.6)
-    assert str(v) == "agree (60% of half-ensembles)" and "at N/2 = 10" in v.measurement
+    assert str(v) == "agree (60% of half-ensembles of N/2)" and "at N/2 = 10" in v.measurement
 
 
 def test_allocation_verdict_leaves_out_budgets_where_the_rule_is_uniform():
@@ -267,3 +267,35 @@ def test_correlation_p_value_is_exact_for_six_layers():
     assert claims.correlation_p_value([1, 2, 3, 4, 5, 6], [2, 4, 6, 8, 10, 12]) == pytest.approx(2 / 720)
     assert claims.correlation_p_value([1, 2, 3, 4, 5, 6], [3, 1, 6, 2, 5, 4]) > 0.3
     assert np.isnan(claims.correlation_p_value([1, 1, 1], [1, 2, 3]))
+
+
+def test_experiment_verdicts_read_an_experiment_result():
+    """The chapters' verdicts from a result object: the best baseline per budget, the null where run,
+    budgets where a rule splits as uniform left out."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(6)
+    uniform = rng.normal(2.0, 0.05, (2, 96))
+    losses = {"uniform": uniform, "∝ H*(0.1)": uniform - 0.1 + rng.normal(0, 0.01, (2, 96)),
+              "∝ T_spec": uniform.copy(), "A": uniform - 0.05, "B": uniform - 0.2}
+    counts = {"uniform": [[2, 2, 2], [1, 1, 1]], "∝ H*(0.1)": [[1, 2, 3], [1, 1, 1]], "∝ T_spec": [[2, 2, 2], [1, 1, 1]],
+              "A": [[1, 1, 4], [1, 1, 1]], "B": [[1, 1, 4], [1, 1, 1]]}
+    null = np.stack([np.stack([uniform[k] + 0.05 for _ in range(20)]) for k in range(2)])
+    result = SimpleNamespace(budgets=np.array([6, 3]), loss=lambda r: losses[r], counts=lambda r: np.array(counts[r]),
+                             null=lambda r: null if r == "∝ H*(0.1)" else None)
+    np.testing.assert_array_equal(claims.best_of(result, ["A", "B"]), losses["B"])
+    v = claims.experiment_verdicts(result, ["∝ H*(0.1)", "∝ T_spec"], "uniform", ["A", "B"], "heads")
+    # budget 3 is uniform for every rule: only budget 6 counts; better, beats its null, but worse than B
+    assert v["∝ H*(0.1)"].verdict == "better, informative" and "same split as uniform at 3" in v["∝ H*(0.1)"].measurement
+    assert v["∝ T_spec"].verdict == "identical to uniform"
+    v = claims.experiment_verdicts(result, ["∝ H*(0.1)"], "uniform", ["A"], "heads")
+    assert v["∝ H*(0.1)"].verdict == "better, useful"
+
+
+def test_a_null_on_fewer_windows_ranks_the_rule_on_those_windows():
+    """The rule is ranked among its permutations on the windows they were scored on, not on all."""
+    uniform = np.full((1, 8), 2.0)
+    rule = np.array([[1.0, 1.0, 1.0, 1.0, 9.0, 9.0, 9.0, 9.0]])  # good on the first 4 windows, bad on the rest
+    permuted = [np.full((20, 4), 1.5)]  # the null on the first 4 windows
+    v = claims.allocation_verdict(rule, uniform, [8], permuted)
+    assert "beats 100% of 20 orders" in v.measurement  # 1.0 < 1.5 on the shared windows (all 8 would give 5.0)

@@ -168,10 +168,12 @@ def test_experiment_on_a_tiny_model():
     x, y = torch.randint(0, 65, (4, 16), generator=gen), torch.randint(0, 65, (4, 16), generator=gen)
     scores = {"uniform": np.ones(3), "∝ H*(0.1)": np.array([1.0, 2.0, 3.0])}
     result = kv.run_cache_experiment(model, x, y, scores, {"TC": np.array([8.0, 8.0, 8.0])}, [2, 4], n_random=3,
-                                     progress=False, n_perm=3)
+                                     progress=False, n_perm=3, null_windows=2)
     assert result.rules[:4] == ["recent window", "StreamingLLM", "H2O", "PyramidKV schedule, H2O selection"]
-    # the permutation null of ∝ H*(0.1) only (∝ 1/H*(0.1) was not asked for): its own split, reordered
+    # the permutation null of ∝ H*(0.1) only (∝ 1/H*(0.1) was not asked for): its own split, reordered,
+    # scored on the first 2 windows
     assert result.null_rules == ["∝ H*(0.1)"] and result.null_allocations.shape == (1, 2, 3, 3)
+    assert result.null_losses.shape == (1, 2, 3, 2)
     for k in range(2):
         own = result.allocations[result.rules.index("∝ H*(0.1)"), k]
         for order, loss in zip(result.null_allocations[0, k], result.null("∝ H*(0.1)")[k]):
@@ -179,7 +181,8 @@ def test_experiment_on_a_tiny_model():
                 assert np.isnan(loss).all()
                 continue
             assert sorted(order) == sorted(own) and list(order) != list(own)
-            np.testing.assert_allclose(loss, kv.window_losses(model, x, y, "h2o", order.astype(int)), rtol=1e-6)
+            np.testing.assert_allclose(loss, kv.window_losses(model, x[:2], y[:2], "h2o", order.astype(int)),
+                                       rtol=1e-6)
     assert result.losses.shape == (len(result.rules), 2, 4) and result.random_losses.shape == (3, 2, 4)
     assert (result.allocations.sum(-1) == np.array([6, 12])).all()
     assert list(result.window_allocations[0]) == [8, 8, 8]

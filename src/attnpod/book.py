@@ -138,11 +138,12 @@ def head_rank_maps(study: "Study", variant: str = "base", **pruning) -> tuple[np
     return rank, pruning_results(study, **pruning)[variant].importance
 
 
-def cache_results(study: "Study", n_random: int = 10, n_windows: int = 64, models=None, n_perm: int = 19) -> dict:
+def cache_results(study: "Study", n_random: int = 10, n_windows: int = 64, models=None, n_perm: int = 19,
+                  null_windows: int = 32) -> dict:
     """Chapter 10: every KV-cache rule on the models that decode token by token, cached."""
     from .study import CACHE_MODELS
 
-    return {v: study.kv_cache(v, n_random=n_random, n_windows=n_windows, n_perm=n_perm)
+    return {v: study.kv_cache(v, n_random=n_random, n_windows=n_windows, n_perm=n_perm, null_windows=null_windows)
             for v in (models or CACHE_MODELS)}
 
 
@@ -255,6 +256,11 @@ def _recipes() -> dict:
             xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits, H2O"),
         "cache_allocation": lambda s, **p: _cache_allocation(s, cache_results(s, **p)),
         "attention_sinks": lambda s, **p: _sinks(s, cache_results(s, **p)),
+        "pruning_null": lambda s, **p: f.plot_permutation_null(
+            {s.label(v): r for v, r in pruning_results(s, **p).items()}, "∝ H*(0.1)", "uniform"),
+        "cache_null": lambda s, **p: f.plot_permutation_null(
+            {s.label(v): r for v, r in cache_results(s, **p).items()}, "∝ H*(0.1)", "H2O",
+            xlabel="mean cache keys per layer, B"),
     }
 
 
@@ -281,10 +287,12 @@ FIGURES = {
     "rank_by_scale_001": "H*(0.01) across scales (06)",
     "coherency": "Figure 3: cross-coherency maps (07)",
     "pruning_curves": "head pruning curves (09)",
+    "pruning_null": "∝ H*(0.1) against the permutations of its own head counts (09)",
     "head_maps": "per-head H*(0.10) and importance (09)",
     "cache_selection": "KV cache: token selection rules (10)",
     "cache_allocation": "KV cache: budget allocation rules, H2O (10)",
     "attention_sinks": "attention on token 0 per layer (10)",
+    "cache_null": "∝ H*(0.1) against the permutations of its own cache split (10)",
     "verdict_grid": "the verdict matrix: readings by claims (11)",
     "your_model_scalograms": "BASE through the transformers adapter beside our own (12)",
 }

@@ -13,6 +13,7 @@ each with the reason it has the value it has (see also the method page).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -81,8 +82,6 @@ def half_interval(values, halves, N: int, level: float = LEVEL):
     H*(ε), and an integer statistic's percentiles collapse to one value. Returns
     ``(mean, lo, hi)``, each of shape ``values.shape[:-1]``.
     """
-    from statistics import NormalDist
-
     t = np.asarray(values, dtype=float)
     halves = np.asarray(halves)
     B, m = halves.shape
@@ -180,7 +179,7 @@ class Halves:
         return f"at N/2 = {self.halves.shape[1]}: {fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
-HALF_BASIS = "half-ensembles"
+HALF_BASIS = "half-ensembles of N/2"
 
 
 def index_separates_layers(index, halves: Halves | None = None) -> Verdict:
@@ -538,8 +537,6 @@ def compare(differences, margin: float = EQUIVALENCE_MARGIN, n_boot: int = 2000,
     d = np.asarray(differences, dtype=float)
     means = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(-1)
     (lo, hi), (lo90, hi90) = interval(means, LEVEL), interval(means, 0.90)
-    from statistics import NormalDist
-
     detectable = (NormalDist().inv_cdf(0.5 + LEVEL / 2) + Z_POWER) * float(means.std())
     return Comparison(float(d.mean()), float(lo), float(hi), float(lo90), float(hi90), margin, detectable)
 
@@ -585,7 +582,8 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
     """One allocation rule's verdict over the budgets: better, equivalent, worse or inconclusive, with its tier.
 
     ``losses[k, w]``, ``uniform[k, w]``: per budget k and window w. ``permuted[k]``: the
-    losses ``[p, w]`` of the rule's own counts reordered across layers (NaN rows: padding);
+    losses ``[p, u]`` of the rule's own counts reordered across layers, on the first u ≤ w
+    windows (NaN rows: padding), against which the rule's loss on those windows is ranked;
     ``best_baseline[k, w]``: the best baseline's losses. At each budget the paired
     difference from uniform is one of the four outcomes (:class:`Comparison`); the rule's
     verdict is the outcome at more than half the budgets, else inconclusive. Its tier
@@ -600,7 +598,8 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
             continue
         null = None if permuted is None else np.asarray(permuted[k], dtype=float)
         valid = None if null is None else null[~np.isnan(null).all(-1)]
-        mean_loss = float(np.mean(losses[k]))
+        shared = slice(None) if null is None else slice(0, null.shape[-1])  # the null's windows: the first ones
+        mean_loss = float(np.mean(np.asarray(losses[k])[shared]))
         per_budget.append(BudgetVerdict(
             int(b), compare(np.asarray(losses[k]) - uniform[k], margin, seed=k),
             None if valid is None else permutation_share(mean_loss, valid.mean(-1)),

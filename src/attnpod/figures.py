@@ -336,6 +336,38 @@ def plot_budget_curves(results: dict, rules=None, xlabel: str = "heads kept", fe
     return fig
 
 
+def plot_permutation_null(results: dict, rule: str, uniform: str, xlabel: str = "heads kept"):
+    """Does the analysis choose the right layers? Per budget, the loss increase of ``rule`` against every
+    permutation of its own per-layer counts (grey dots) and against ``uniform`` (line); one panel per model.
+
+    ``results[label]``: a :class:`attnpod.heads.PruningResult` or :class:`attnpod.kvcache.CacheResult`
+    whose permutation null of ``rule`` was run.
+    """
+    labels = [k for k, r in results.items() if r.null(rule) is not None]
+    fig, axes = _subplots(1, max(len(labels), 1), figsize=(3.6 * max(len(labels), 1), 3.4), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        res = results[label]
+        U = res.null(rule).shape[-1]  # the null is scored on the first U windows: so is everything here
+
+        def increase(losses):
+            return (losses[..., :U] - res.baseline[:U]).mean(-1)
+
+        null = increase(res.null(rule))  # (K, P), NaN rows where fewer orders exist
+        positions = np.arange(len(res.budgets))
+        for k in positions:
+            values = null[k][~np.isnan(null[k])]
+            jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
+            ax.plot(k + jitter, values, "o", ms=2.5, color="0.6", label="its counts, permuted" if k == 0 else None)
+        ax.plot(positions, increase(res.loss(uniform)), "-", color="k", lw=1, label=uniform)
+        ax.plot(positions, increase(res.loss(rule)), "D", ms=5, color="C3", label=rule)
+        ax.set_xticks(positions, [str(b) for b in res.budgets])  # in the experiment's order of budgets
+        ax.set(title=label, xlabel=xlabel)  # a linear axis per model: the null is read against its own rule
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("loss increase (nats / char)")
+    axes[0, -1].legend(fontsize=7)
+    return fig
+
+
 def plot_sinks(sinks: dict, uniform: float):
     """Attention on token 0 per layer, one bar group per model; the line is what uniform causal attention gives."""
     labels = list(sinks)

@@ -286,8 +286,8 @@ class CacheResult:
     window_uniform[w, b] a uniform recent window of the same total; sinks[l]: the
     attention on token 0, sink_uniform: what uniform attention would give it. The
     permutation null of the rules ``null_rules[q]``: null_allocations[q, k, p, l], the
-    rule's split reordered across layers, and null_losses[q, k, p, w] (NaN rows where a
-    budget has fewer distinct orders).
+    rule's split reordered across layers, and null_losses[q, k, p, u] on the first U of
+    the windows (NaN rows where a budget has fewer distinct orders).
     """
 
     budgets: np.ndarray
@@ -320,7 +320,8 @@ class CacheResult:
         return self.allocations[self.rules.index(rule)]
 
     def null(self, rule: str) -> np.ndarray | None:
-        """The permutation null's NLL ``[k, p, w]`` of ``rule`` (its own split reordered across layers), if run."""
+        """The permutation null's NLL ``[k, p, u]`` of ``rule`` (its own split reordered across layers) on the
+        first u windows, if run."""
         return self.null_losses[self.null_rules.index(rule)] if rule in self.null_rules else None
 
     def loss(self, rule: str) -> np.ndarray:
@@ -339,7 +340,7 @@ class CacheResult:
     SHAPES = {"budgets": ("K",), "losses": ("R", "K", "W"), "allocations": ("R", "K", "L"),
               "random_losses": ("D", "K", "W"), "random_allocations": ("D", "K", "L"), "baseline": ("W",),
               "window_allocations": ("V", "L"), "window_losses": ("V", "W"), "window_uniform": ("V", "W"),
-              "sinks": ("L",), "null_allocations": ("Q", "K", "P", "L"), "null_losses": ("Q", "K", "P", "W")}
+              "sinks": ("L",), "null_allocations": ("Q", "K", "P", "L"), "null_losses": ("Q", "K", "P", "U")}
 
     def save(self, path: Path) -> None:
         arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
@@ -369,7 +370,7 @@ NULL_RULES = ("∝ H*(0.1)", "∝ 1/H*(0.1)")  # the primary rules: their permut
 
 def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budgets, n_random: int = 50,
                          seed: int = 0, chunk: int = 64, progress: bool = True, n_perm: int = 19,
-                         null_rules=NULL_RULES) -> CacheResult:
+                         null_rules=NULL_RULES, null_windows: int | None = None) -> CacheResult:
     """Every selection and allocation rule at every mean budget, on windows ``x``, ``y`` (N, T).
 
     Selection rules (recent, StreamingLLM, H2O) split the budget equally. Allocation
@@ -378,7 +379,10 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
     ``top_scales[name]`` (per-layer dominant lag scales) give a rule ∝ the scale and a
     scale-selective window each. Each of ``null_rules`` gets its permutation null:
     ``n_perm`` distinct reorderings of its split per budget
-    (:func:`attnpod.allocation.permuted_allocations`).
+    (:func:`attnpod.allocation.permuted_allocations`), scored on the first
+    ``null_windows`` windows (default: all); the rule is judged against them on the same
+    windows. The ranking of splits by mean NLL on shared windows is steadier than
+    either mean, so fewer windows serve the null than the comparison with uniform.
     """
     check_decodable(model)
     L, T = model.config.n_layer, x.shape[1]
@@ -423,9 +427,11 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
     window_losses_ = np.array([evaluate("recent", a) for a in windows.values()]).reshape(len(windows), -1)
     window_uniform = np.array([evaluate("recent", allocate(np.ones(L), int(a.sum()), 1, T))
                                for a in windows.values()]).reshape(len(windows), -1)
-    null_losses = np.full((*null_allocations.shape[:3], len(baseline)), np.nan)
+    U = len(x) if null_windows is None else min(int(null_windows), len(x))
+    null_losses = np.full((*null_allocations.shape[:3], U), np.nan)
     for q, k, p in orders:
-        null_losses[q, k, p] = evaluate("h2o", null_allocations[q, k, p].astype(int))
+        bar.update()
+        null_losses[q, k, p] = window_losses(model, x[:U], y[:U], "h2o", null_allocations[q, k, p].astype(int), chunk)
     bar.close()
     sinks, sink_uniform = sink_mass(model, x[:chunk])
     return CacheResult(np.array(budgets), rules, selections, losses, np.array(allocations), random_losses,

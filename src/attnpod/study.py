@@ -235,7 +235,8 @@ class Study:
         batches = evaluation_batches(self.corpus, 1, n_windows, P.block_size, "val", P.seed + 3000)
         return batches[0]
 
-    def kv_cache(self, variant: str, n_random: int = 10, n_windows: int = 64, n_perm: int = 19) -> CacheResult:
+    def kv_cache(self, variant: str, n_random: int = 10, n_windows: int = 64, n_perm: int = 19,
+                 null_windows: int = 32) -> CacheResult:
         """Every KV-cache rule at the scaled budgets, cached as an artifact
         (:func:`attnpod.kvcache.run_cache_experiment`); the analysis-guided rules read training-split
         snapshots, the losses ``n_windows`` fixed validation windows."""
@@ -245,12 +246,13 @@ class Study:
         budgets = cache_budgets(P.block_size)
         settings = {"weights_sha256": weights_digest(t.model), "scores": {k: v.tolist() for k, v in scores.items()},
                     "top_scales": {k: v.tolist() for k, v in scales.items()}, "budgets": budgets,
-                    "n_random": n_random, "n_windows": n_windows, "n_perm": n_perm, "seed": P.seed, "format": 2}
+                    "n_random": n_random, "n_windows": n_windows, "n_perm": n_perm, "null_windows": null_windows,
+                    "seed": P.seed, "format": 2}
 
         def compute():
             x, y = self.cache_windows(n_windows)
             return run_cache_experiment(t.model, x, y, scores, scales, budgets, n_random, P.seed,
-                                        progress=self.progress, n_perm=n_perm)
+                                        progress=self.progress, n_perm=n_perm, null_windows=null_windows)
 
         return self._experiment("kv_cache", variant, settings, compute, CacheResult)
 
