@@ -145,7 +145,10 @@ alloc
 # - The largest and smallest $H^*(0.10)$ across layers differ by a factor of
 #   {glue:text}`rank_ratio_min` to {glue:text}`rank_ratio_max`, depending on the
 #   model ({glue:text}`rank_measure`; non-uniform if at least 1.5 for every
-#   model: **{glue:text}`rank_verdict`**).
+#   model: **{glue:text}`rank_verdict`**). The share in brackets is how many
+#   half-ensembles of $N/2$ snapshots reproduce the verdict: where it is low,
+#   the verdict reached on $N$ snapshots does not hold on $N/2$, and the
+#   non-uniformity is a property of the ensemble's size as much as of the layers.
 # - BASE needs {glue:text}`base_rank_range` modes for ε = 0.10 out of $N =$
 #   {glue:text}`N`, against 8 heads per layer: the spectra decay slowly.
 # - For BASE the lowest rank is at layer {glue:text}`base_rank_low`, the highest

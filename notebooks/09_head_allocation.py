@@ -62,7 +62,7 @@
 #   - else **inconclusive**: too few windows to tell.
 #
 #   A rule's verdict is the outcome at more than half the budgets where it splits
-#   differently from uniform. Its tier: **informative** if it is better *and*
+#   differently from uniform, else **mixed** (it depends on the budget). Its tier: **informative** if it is better *and*
 #   beats 95 % of the permutations of its own per-layer counts across layers
 #   ({glue:text}`n_perm` distinct orders per budget, for the primary rule
 #   $\propto H^*(0.10)$): the null keeps the rule's non-uniformity and randomises

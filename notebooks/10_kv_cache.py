@@ -76,7 +76,8 @@
 # character is a 2 % change in perplexity, far below what separates the
 # selection rules here), else **better** or **worse** if its 95 % interval
 # excludes 0, else **inconclusive**. A rule's verdict is the outcome at more than
-# half the budgets where it splits differently from uniform. Its tier:
+# half the budgets where it splits differently from uniform, else **mixed** (it
+# depends on the budget). Its tier:
 # **informative** if better and beating 95 % of the permutations of its own
 # per-layer budgets across layers ({glue:text}`kv_perm` distinct orders per
 # budget, for the primary rules $\propto H^*(0.10)$ and $\propto 1/H^*(0.10)$,
@@ -251,9 +252,9 @@ uniform_like = [rule for rule in guided if all(verdicts[(m, rule)].verdict == "i
                                                for m in labels.values())]
 glue("kv_uniform_like", ", ".join(uniform_like) or "none", display=False)
 scales = paper_scales()
-edges = {labels[v]: [f"layer {l + 1} ({name})" for name, s_ in study.top_scales(v).items()
-                     for l, a in enumerate(s_) if a in (scales[0], scales[-1])] for v in models}
-glue("kv_edges", "; ".join(f"{m}: {', '.join(e) or 'none'}" for m, e in edges.items()), display=False)
+edges = {f"{labels[v]}, {name}": [str(l + 1) for l, a in enumerate(s_) if a in (scales[0], scales[-1])]
+         for v in models for name, s_ in study.top_scales(v).items()}
+glue("kv_edges", "; ".join(f"{k}: layers {', '.join(e)}" for k, e in edges.items() if e) or "none", display=False)
 mid_inc = {labels[v]: {rule: claims.paired_interval(r.loss(rule)[mid] - r.loss("H2O")[mid])
                        for rule in ("∝ H*(0.1)", "∝ 1/H*(0.1)", kvcache.PYRAMID) if rule in r.rules}
            for v, r in results.items()}

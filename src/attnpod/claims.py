@@ -586,7 +586,7 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
     windows (NaN rows: padding), against which the rule's loss on those windows is ranked;
     ``best_baseline[k, w]``: the best baseline's losses. At each budget the paired
     difference from uniform is one of the four outcomes (:class:`Comparison`); the rule's
-    verdict is the outcome at more than half the budgets, else inconclusive. Its tier
+    verdict is the outcome at more than half the budgets, else "mixed" (it depends on the budget). Its tier
     (:class:`BudgetVerdict`) is the one reached at more than half the budgets. Budgets
     where ``same_as_uniform[k]`` (the rule splits exactly as uniform) are left out: they
     test nothing; if all are, the verdict says so.
@@ -607,7 +607,8 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
             None if best_baseline is None else compare(np.asarray(losses[k]) - best_baseline[k], margin, seed=50 + k)))
     criterion = (f"per budget, the paired difference from uniform: equivalent if its 90 % interval lies within "
                  f"±{margin:g} nats (TOST), else better or worse if its 95 % interval excludes 0, else inconclusive; "
-                 f"the verdict holds at more than half the budgets where the rule differs from uniform. "
+                 f"the verdict is the outcome at more than half the budgets where the rule differs from uniform, "
+                 f"else mixed. "
                  f"Informative: better and beating {PERMUTATION_SHARE:.0%} of the permutations of its own layer "
                  f"counts; useful: also not worse than the best baseline (95 % upper end below +{margin:g})")
     skipped = f"; the same split as uniform at {', '.join(str(b) for b, s in zip(budgets, same) if s)}" if same.any() else ""
@@ -617,7 +618,7 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
     n = len(per_budget)
     counts = {o: sum(v.uniform.outcome == o for v in per_budget) for o in OUTCOMES}
     majority = [o for o in OUTCOMES if counts[o] > n / 2]
-    outcome = majority[0] if majority else "inconclusive"
+    outcome = majority[0] if majority else "mixed"  # no outcome at most budgets: it depends on the budget
     tiers = [v.tier for v in per_budget]
     tier = ("useful" if tiers.count("useful") > n / 2 else
             "informative" if tiers.count("useful") + tiers.count("informative") > n / 2 else
