@@ -233,7 +233,9 @@ def test_allocation_verdict_needs_a_majority_of_budgets():
     (["better, useful", "better", "better, informative", "worse"], "better (3 of 4 models)"),
     (["better", "better", "worse", "worse"], "no majority (better 2, worse 2 of 4 models)"),
     (["equivalent"], "equivalent (1 of 1 models)"),
-    (["worse", "worse"], "worse (2 of 2 models)")])
+    (["worse", "worse"], "worse (2 of 2 models)"),
+    (["mixed", "mixed"], "mixed (2 of 2 models)"),
+    (["mixed", "identical to uniform"], "no majority (mixed 1, identical to uniform 1 of 2 models)")])
 def test_a_rule_across_models_takes_the_majority_outcome(verdicts, expected):
     from types import SimpleNamespace
 

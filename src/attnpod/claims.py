@@ -657,7 +657,7 @@ def across_models(verdicts) -> str:
     """The book-level reading of one rule's allocation verdicts on several models: the outcome on more than
     half of them with the count, e.g. "worse (3 of 4 models)", else "no majority" with every count."""
     outcomes = [outcome_of(v) for v in verdicts]
-    counts = {o: outcomes.count(o) for o in OUTCOMES if o in outcomes}
+    counts = {o: outcomes.count(o) for o in dict.fromkeys(outcomes)}  # every outcome met, mixed included
     for o, n in counts.items():
         if n > len(outcomes) / 2:
             return f"{o} ({n} of {len(outcomes)} models)"
