@@ -147,15 +147,17 @@ def allocation_baselines(model, score_batches, importance_raw) -> dict[str, np.n
     """Per-layer scores of the allocation-only baselines, from the scoring (training) windows: a layer's
     total importance (Michel's, not normalised), and the loss increase when it alone is cut to its most
     important head."""
-    L = model.config.n_layer
     full = batch_losses(model, score_batches).mean()
-    one = np.ones(np.shape(importance_raw), dtype=np.float32)
-    cut = []
-    for l in range(L):
-        mask = one.copy()
-        mask[l] = keep_by_importance([1], importance_raw[l:l + 1])[0]
-        cut.append(batch_losses(model, score_batches, mask).mean() - full)
+    cut = [batch_losses(model, score_batches, cut_to_one_mask(importance_raw, l)).mean() - full
+           for l in range(model.config.n_layer)]
     return {"∝ importance": importance_raw.sum(1), "∝ cut-to-one loss": np.maximum(np.array(cut), 0.0)}
+
+
+def cut_to_one_mask(importance, layer: int) -> np.ndarray:
+    """Every head kept, except in ``layer``, which keeps only its most important one: (L, H)."""
+    mask = np.ones(np.shape(importance), dtype=np.float32)
+    mask[layer] = keep_by_importance([1], np.asarray(importance)[layer:layer + 1])[0]
+    return mask
 
 
 @dataclass
@@ -284,12 +286,7 @@ def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets,
     null_losses = np.full((*null_counts.shape[:3], len(baseline)), np.nan)
     for q, k, p in zip(*np.nonzero(~np.isnan(null_counts[..., 0]))):
         null_losses[q, k, p] = evaluate(keep_by_importance(null_counts[q, k, p].astype(int), importance))
-    one = np.ones((L, H), dtype=np.float32)
-    cut = []
-    for l in range(L):
-        mask = one.copy()
-        mask[l] = keep_by_importance([1], importance[l:l + 1])[0]
-        cut.append(evaluate(mask))
+    cut = [evaluate(cut_to_one_mask(importance, l)) for l in range(L)]
     bar.close()
     return PruningResult(np.array(budgets), rules, losses, np.array([[masks[r][b] for b in budgets] for r in rules]),
                          random_losses, baseline, importance, np.array(cut), null_rules, null_counts, null_losses)
