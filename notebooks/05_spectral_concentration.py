@@ -69,7 +69,8 @@ glue("fig_fits", fig, display=False)
 # ## Table 2
 
 # %%
-halves = {s: stack_halves([shape_halves(r, s) for r in analyses.values()], 1)  # [layer, model, half]
+shapes = [shape_halves(r) for r in analyses.values()]
+halves = {s: stack_halves([shape[s] for shape in shapes], 1)  # [layer, model, half]
           for s in ("spectral_concentration", "first_share")}
 N, M = P.n_snapshots, halves["first_share"].halves.shape[1]
 glue("N", N, display=False)

@@ -58,7 +58,7 @@ layers = study.layer_labels
 
 # %%
 eps = analyses["base"].epsilons
-halves = {v: shape_halves(r, "effective_rank") for v, r in analyses.items()}  # [layer, ε, half]
+halves = {v: shape_halves(r)["effective_rank"] for v, r in analyses.items()}  # [layer, ε, half]
 table3 = pd.concat({study.label(v): claims.with_half_intervals(r.effective_rank, halves[v], "{:.0f}", index=layers,
                                                                columns=[f"ε = {e:g}" for e in eps])
                     for v, r in analyses.items()}, axis=1)

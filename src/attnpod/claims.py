@@ -341,12 +341,13 @@ def top_scale_indices(result, reading: str) -> np.ndarray:
     return np.array([dominant_scale_indices(s, 1)[0] for s in S])
 
 
-def shape_halves(result, statistic: str) -> Halves:
-    """One model's shape statistic (``spectral_concentration``, ``first_share``: ``[l, h]``;
-    ``effective_rank``: ``[l, e, h]``) on its half-ensembles, at each layer's top scale."""
+def shape_halves(result) -> dict[str, Halves]:
+    """One model's shape statistics on its half-ensembles, at each layer's top scale, computed once:
+    ``spectral_concentration`` and ``first_share`` ``[l, h]``, ``effective_rank`` ``[l, e, h]``."""
     from .analysis import half_statistics
 
-    return Halves(half_statistics(result)[statistic], result.halves, result.snapshot_energy.shape[1])
+    N = result.snapshot_energy.shape[1]
+    return {k: Halves(v, result.halves, N) for k, v in half_statistics(result).items()}
 
 
 def stack_halves(parts: list[Halves], axis: int = 0) -> Halves:
@@ -385,10 +386,12 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
     def stack(f):
         return np.array([f(m) for m in models])
 
+    shapes = {m: shape_halves(r) for m, r in analyses.items()} if shape_replicates else {}
+
     def halves(statistic, axis, pick=lambda x: x):
         if not shape_replicates:
             return None
-        parts = [shape_halves(analyses[m], statistic) for m in models]
+        parts = [shapes[m][statistic] for m in models]
         return stack_halves([Halves(pick(p.values), p.halves, p.N) for p in parts], axis)
 
     top_scales = stack(lambda m: analyses[m].scales[tops[m]])  # (M, L)
@@ -460,9 +463,13 @@ def with_half_intervals(values, halves: Halves, fmt: str = "{:.3f}", index=None,
 def paired_interval(differences, n_boot: int = 2000, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
     """Mean of paired per-batch differences ``d[b]`` and its bootstrap interval over batches."""
     d = np.asarray(differences, dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
-    lo, hi = interval(d[idx].mean(-1), level)
+    lo, hi = interval(_bootstrap_means(d, n_boot, seed), level)
     return float(d.mean()), float(lo), float(hi)
+
+
+def _bootstrap_means(d: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """The means of ``n_boot`` resamples of the windows' paired differences ``d[w]`` (seeded)."""
+    return d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(-1)
 
 
 def rank_correlation(a, b) -> float:
@@ -535,7 +542,7 @@ class Comparison:
 def compare(differences, margin: float = EQUIVALENCE_MARGIN, n_boot: int = 2000, seed: int = 0) -> Comparison:
     """:class:`Comparison` of paired per-window differences ``d[w]`` (rule − reference), bootstrap over windows."""
     d = np.asarray(differences, dtype=float)
-    means = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(-1)
+    means = _bootstrap_means(d, n_boot, seed)
     (lo, hi), (lo90, hi90) = interval(means, LEVEL), interval(means, 0.90)
     detectable = (NormalDist().inv_cdf(0.5 + LEVEL / 2) + Z_POWER) * float(means.std())
     return Comparison(float(d.mean()), float(lo), float(hi), float(lo90), float(hi90), margin, detectable)

@@ -78,9 +78,13 @@ def head_importance(model, batches, mask=None, normalise: bool = True) -> np.nda
         total += grad.abs().sum(0).double()
         count += len(x)
     importance = (total / count).cpu().numpy()
-    if normalise:
-        importance = importance / np.maximum(np.linalg.norm(importance, axis=-1, keepdims=True), 1e-30)
-    return importance
+    return normalised(importance) if normalise else importance
+
+
+def normalised(importance) -> np.ndarray:
+    """Importance divided by each layer's ℓ2 norm (Michel et al.)."""
+    importance = np.asarray(importance)
+    return importance / np.maximum(np.linalg.norm(importance, axis=-1, keepdims=True), 1e-30)
 
 
 def keep_by_importance(counts, importance) -> np.ndarray:
@@ -251,10 +255,10 @@ def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets,
     Importance is measured on ``score_batches`` (training windows).
     """
     L, H = model.config.n_layer, model.config.n_head
-    importance = head_importance(model, score_batches)
+    raw = head_importance(model, score_batches, normalise=False)  # one pass over the scoring windows
+    importance = normalised(raw)
     budgets = [int(b) for b in budgets]
-    scores = dict(layer_scores) | allocation_baselines(model, score_batches,
-                                                       head_importance(model, score_batches, normalise=False))
+    scores = dict(layer_scores) | allocation_baselines(model, score_batches, raw)
     masks = {rule: {b: keep_by_importance(allocate(s, b, 1, H), importance) for b in budgets}
              for rule, s in scores.items()}
     masks["Michel one-shot"] = michel_one_shot(importance, budgets)
