@@ -233,7 +233,8 @@ def test_models_train_side_by_side_in_processes(tmp_path, monkeypatch):
     same, _, _ = train(profile, "base", study.corpus, "cpu", progress=False)  # reloads the stored model
     for a, b in zip(same.parameters(), runs["base"].model.parameters()):
         assert torch.equal(a, b)
-    with pytest.raises(AttnpodError, match=r"training base failed: .*lr.*\(log: .*train-smoke-base-seed3.log\)"):
+    # both diverge; whichever process ends first is the one reported
+    with pytest.raises(AttnpodError, match=r"training (base|ega1) failed: .*lr.*\(log: .*train-smoke-\1-seed3.log\)"):
         train_in_processes(profile.replace(lr=1e9, steps=40), ["base", "ega1"], str(corpus_file()), "cpu",
                            progress=False)
 
