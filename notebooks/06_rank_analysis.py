@@ -38,11 +38,19 @@ from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
+glue("own_seed", study.profile.seed, display=False)
 P = study.profile
 analyses = study.analyses()
 layers = study.layer_labels
 
 # %% [markdown]
+# ```{note}
+# Every figure and table of this chapter shows one training seed,
+# {glue:text}`own_seed`. [Verdicts across readings](11_verdicts) shows the
+# spread of its numbers over every seed of the build, and its verdicts judged on
+# each of them.
+# ```
+#
 # ## Definition
 #
 # $$

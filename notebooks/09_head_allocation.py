@@ -97,6 +97,7 @@ from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
+glue("own_seed", study.profile.seed, display=False)
 P = study.profile
 layers = study.layer_labels
 glue("n_random", n_random, display=False)
@@ -105,6 +106,13 @@ glue("oracle_windows", oracle_batches * P.batch_size, display=False)
 glue("n_perm", n_perm, display=False)
 
 # %% [markdown]
+# ```{note}
+# This chapter's experiments rest on one training seed, {glue:text}`own_seed`:
+# unlike the claims of [Verdicts across readings](11_verdicts), they are not yet
+# run on the book's other seeds, so their verdicts cannot be called robust to
+# training.
+# ```
+#
 # ## Pruning curves
 
 # %% tags=["hide-input"]

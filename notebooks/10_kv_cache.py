@@ -119,6 +119,7 @@ from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
+glue("own_seed", study.profile.seed, display=False)
 P = study.profile
 cache = dict(n_random=n_random, n_windows=n_windows, models=models, n_perm=n_perm, null_windows=null_windows)
 results = cache_results(study, **cache)
@@ -134,6 +135,13 @@ glue("kv_null_windows", null_windows, display=False)
 glue("kv_b", budgets[mid], display=False)
 
 # %% [markdown]
+# ```{note}
+# This chapter's experiments rest on one training seed, {glue:text}`own_seed`:
+# unlike the claims of [Verdicts across readings](11_verdicts), they are not yet
+# run on the book's other seeds, so their verdicts cannot be called robust to
+# training.
+# ```
+#
 # ## Do these models have attention sinks?
 #
 # StreamingLLM keeps the first tokens because large models park attention on

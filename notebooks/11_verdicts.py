@@ -31,18 +31,17 @@ seed = 42
 device = "auto"
 data_path = ""
 overrides = {}
-seeds = []  # extra training seeds to compare (each trains four more models)
+seeds = []  # training seeds besides `seed`; empty: the profile's shipped ones (laptop: 43–46)
 
 # %% tags=["hide-input"]
 import pandas as pd
 from myst_nb import glue
 
 from attnpod import claims
-from attnpod.book import figure, verdict_matrices
-from attnpod.study import Study, check_parameters
+from attnpod.book import figure, seed_measurements, seed_spread, seed_verdict_matrix, verdict_matrices
+from attnpod.study import Study
 
-check_parameters(seeds=seeds)
-study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides, seeds=seeds)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
 
 # %% [markdown]
@@ -102,26 +101,73 @@ glue("fig_verdict_grid", fig, display=False)
 #
 # ## Seeds
 #
-# The verdicts above come from one training seed. With the `seeds` parameter,
-# the book trains the four models again with each extra seed and judges the
-# claims under our reading for each.
+# The verdicts above come from one training seed, and their replicates resample
+# snapshots, not training. Here every cell is judged again on each of
+# {glue:text}`n_seeds` training seeds ({glue:text}`seed_list`; seed
+# {glue:text}`own_seed` trained by this book, the others shipped, see
+# [Models and training](01_models_and_training)), under the same rules, without
+# the bootstrap: the spread over seeds replaces it. A cell reads "disagree in 5
+# of 5 seeds" where one verdict holds in at least 4 of 5 seeds (the book-level
+# verdict, `attnpod.claims.across_seeds`); otherwise it is **seed-dependent** and
+# says which seeds go which way. With fewer than 3 seeds a cell gives its count
+# and is never called robust.
 
 # %%
-per_seed = {seed: claims.reading_verdicts(study.analyses(), "tc")}
-for s in seeds:
-    per_seed[s] = claims.reading_verdicts(Study.create(profile, seed=s, device=device, data_path=data_path,
-                                                       overrides=overrides).analyses(), "tc")
-seed_table = pd.DataFrame({f"seed {s}": {claims.CLAIM_ROWS[k]: v.verdict for k, v in col.items()}
-                           for s, col in per_seed.items()})
-flips = [claim for claim, row in seed_table.iterrows() if row.nunique() > 1]
-glue("n_seeds", len(per_seed), display=False)
-glue("seed_flips", ", ".join(flips) if flips else ("none" if len(per_seed) > 1 else "one seed only: not measured"),
-     display=False)
-seed_table
+seed_verdicts, seed_cells = seed_verdict_matrix(study)
+glue("n_seeds", len(study.seeds), display=False)
+glue("seed_list", ", ".join(map(str, study.seeds)), display=False)
+glue("own_seed", study.profile.seed, display=False)
+glue("seed_verdict_matrix", seed_verdicts.T, display=False)
+dependent = [(reading, claims.CLAIM_ROWS[k]) for reading, col in seed_cells.items() for k, v in col.items()
+             if v.verdict == "seed-dependent"]
+glue("n_dependent", f"{len(dependent)} of {sum(len(c) for c in seed_cells.values())}", display=False)
+ours_col = seed_cells[f"{claims.READINGS['tc']}; validation"]
+glue("scale_seeds", str(ours_col["scale"]), display=False)
+glue("scale_seeds_pub", str(seed_cells["published pipeline; validation"]["scale"]), display=False)
+for r in ("tc", "rectified", "tc_fluct", "rectified_fluct", "published"):  # the findings page's column
+    column = seed_cells[f"{claims.READINGS[r]}; validation" if r != "published" else "published pipeline; validation"]
+    for claim, cell in column.items():
+        glue(f"seeds_{claim}_{r}", str(cell), display=False)
+fig = figure(study, "seed_verdict_grid", verdicts=seed_verdicts)
+glue("fig_seed_grid", fig, display=False)
 
 # %% [markdown]
-# Seeds compared: {glue:text}`n_seeds`. Verdicts that flip between seeds:
-# {glue:text}`seed_flips`.
+# ```{glue:figure} fig_seed_grid
+# :name: fig-seed-grid
+# Each claim's verdict under each reading, judged on every training seed: the
+# verdict that holds in at least 4 of 5 seeds with its count, or seed-dependent
+# (purple) with the seeds that go each way.
+# ```
+#
+# Seed-dependent cells: {glue:text}`n_dependent`. The same as a table:
+#
+# ```{glue:} seed_verdict_matrix
+# ```
+#
+# ### The spread of every per-layer number
+#
+# The chapters before this one show seed {glue:text}`own_seed`. Here are the
+# numbers their verdicts rest on, for every seed: each layer's top scale under
+# each reading, and at the Torrence–Compo top scale 𝒯_spec, $H^*(0.10)$ and the
+# first mode's share of the variance (validation snapshots).
+
+# %%
+measurements = seed_measurements(study)
+fig = figure(study, "seed_spread", measurements=measurements)
+glue("fig_seed_spread", fig, display=False)
+glue("seed_spread_table", seed_spread(measurements), display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig_seed_spread
+# :name: fig-seed-spread
+# One dot per seed, for each model side by side, and a bar at the mean over
+# seeds; the top scales on a log axis.
+# ```
+#
+# Mean ± sd over the seeds, per layer:
+#
+# ```{glue:} seed_spread_table
+# ```
 #
 # ## What we found
 #
@@ -130,4 +176,7 @@ seed_table
 #   published pipeline: **{glue:text}`scale_pub`**; under our orientation with
 #   Torrence–Compo power: **{glue:text}`scale_ours`**; rectified:
 #   **{glue:text}`scale_rect`**.
-# - Verdicts that flip between seeds: {glue:text}`seed_flips`.
+# - Over {glue:text}`n_seeds` training seeds, the scale claim under our reading
+#   is **{glue:text}`scale_seeds`**; under the published pipeline
+#   **{glue:text}`scale_seeds_pub`**. Seed-dependent cells of the matrix:
+#   {glue:text}`n_dependent`.

@@ -14,6 +14,11 @@
 # (the tests run it on a CPU). Needs torch with CUDA, numpy, safetensors, tqdm,
 # filelock and threadpoolctl; no matplotlib or pandas (nothing here draws), no
 # pooch (the corpus is given by path), no jupyter.
+#
+# A GPU machine that copies the working tree takes at most 64 MiB of it, and the laptop
+# profile's shipped models alone are about 60 MB: before the call, move the other
+# profiles' checkpoints out (bash scripts/stash_checkpoints.sh out), and back after it
+# (bash scripts/stash_checkpoints.sh back), before committing what the run shipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seed=${1:-42}

@@ -301,3 +301,43 @@ def test_a_null_on_fewer_windows_ranks_the_rule_on_those_windows():
     permuted = [np.full((20, 4), 1.5)]  # the null on the first 4 windows
     v = claims.allocation_verdict(rule, uniform, [8], permuted)
     assert "beats 100% of 20 orders" in v.measurement  # 1.0 < 1.5 on the shared windows (all 8 would give 5.0)
+
+
+# ----------------------------------------------------------------------------- training seeds
+
+def test_across_seeds_four_of_five_is_the_book_verdict():
+    v = claims.across_seeds({42: "disagree", 43: "disagree", 44: "agree", 45: "disagree", 46: "disagree"}, "scale")
+    assert (v.verdict, v.count, v.n, v.robust) == ("disagree", 4, 5, True)
+    assert str(v) == "disagree in 4 of 5 seeds"
+    assert str(claims.across_seeds({s: "agree (97% of resamples)" for s in range(5)})) == "agree in 5 of 5 seeds"
+
+
+def test_across_seeds_three_to_two_is_seed_dependent_and_names_the_seeds():
+    v = claims.across_seeds({42: "agree", 43: "partly", 44: "agree", 45: "partly", 46: "agree"})
+    assert v.verdict == "seed-dependent" and v.count == 3 and v.robust
+    assert v.seeds_with("agree") == [42, 44, 46] and v.seeds_with("partly") == [43, 45]
+    assert str(v) == "seed-dependent: agree in 3 of 5 (42, 44, 46); partly in 2 of 5 (43, 45)"
+
+
+def test_across_seeds_with_too_few_seeds_is_never_robust():
+    one = claims.across_seeds({42: claims.Verdict("c", "m", "r", "agree", 1.0)})
+    assert (one.verdict, one.robust) == ("agree", False)
+    assert str(one) == "agree in 1 of 1 seed (too few seeds to call robust)"
+    assert claims.across_seeds({42: "agree", 43: "disagree"}).verdict == "seed-dependent"
+    assert str(claims.across_seeds({42: "worse", 43: "worse, informative"})) == \
+        "worse in 2 of 2 seeds (too few seeds to call robust)"
+    three = claims.across_seeds({1: "agree", 2: "agree", 3: "disagree"})  # 2 of 3 is under 80 %
+    assert three.verdict == "seed-dependent" and three.robust
+    with pytest.raises(ValueError):
+        claims.across_seeds({})
+
+
+def test_seed_matrix_has_a_cell_per_claim_and_reading():
+    def col(scale, ranks):
+        return {"scale": claims.Verdict("c", "m", "r", scale), "ranks": claims.Verdict("c", "m", "r", ranks)}
+
+    table, cells = claims.seed_matrix({"ours": {42: col("agree", "disagree"), 43: col("agree", "agree"),
+                                                44: col("agree", "disagree")}})
+    assert table.loc[claims.CLAIM_ROWS["scale"], "ours"] == "agree in 3 of 3 seeds"
+    assert cells["ours"]["ranks"].verdict == "seed-dependent"
+    assert list(table.index) == [claims.CLAIM_ROWS["scale"], claims.CLAIM_ROWS["ranks"]]

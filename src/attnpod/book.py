@@ -88,21 +88,139 @@ def conv_twin(base, conv):
     return twin.eval()
 
 
-def verdict_matrices(study: "Study"):
-    """Chapter 11: the paper's claims (rows) under every reading (columns), and what each verdict rests on:
-    our four readings and the published pipeline on the validation windows, ours on whole-file windows."""
-    from . import claims
-    from .study import Study
+OUR_READINGS = ("tc", "rectified", "tc_fluct", "rectified_fluct")
 
-    whole = Study(study.profile, study.corpus, study.device, split="all", progress=study.progress,
-                  data_path=study.data_path, shipped=study.shipped, shipped_folder=study.shipped_folder)
-    val, published, whole_file = study.analyses(), study.analyses("published"), whole.analyses()
-    ours = ("tc", "rectified", "tc_fluct", "rectified_fluct")
-    columns = {f"{claims.READINGS[r]}; validation": claims.reading_verdicts(val, r) for r in ours}
+
+def reading_columns(study: "Study") -> dict:
+    """The paper's claims under every reading, ``{reading: {claim: Verdict}}``: our four readings and the
+    published pipeline on the validation windows, ours on whole-file windows."""
+    from . import claims
+
+    val, published, whole_file = study.analyses(), study.analyses("published"), study.on_split("all").analyses()
+    columns = {f"{claims.READINGS[r]}; validation": claims.reading_verdicts(val, r) for r in OUR_READINGS}
     columns["published pipeline; validation"] = claims.reading_verdicts(published, "published")
-    for r in ours:
+    for r in OUR_READINGS:
         columns[f"{claims.READINGS[r]}; whole file"] = claims.reading_verdicts(whole_file, r)
-    return claims.verdict_matrix(columns)
+    return columns
+
+
+def verdict_matrices(study: "Study"):
+    """Chapter 11: the paper's claims (rows) under every reading (columns), and what each verdict rests on."""
+    from . import claims
+
+    return claims.verdict_matrix(reading_columns(study))
+
+
+def seed_verdict_matrix(study: "Study"):
+    """Chapter 11: every cell of the verdict matrix judged on each of the study's training seeds
+    (:attr:`Study.seeds`), as "disagree in 5 of 5 seeds" or "seed-dependent: ..."
+    (:func:`attnpod.claims.across_seeds`). Returns the table and the cells."""
+    from . import claims
+
+    per_seed = {s: reading_columns(study.seed_study(s)) for s in study.seeds}
+    readings = next(iter(per_seed.values()))
+    return claims.seed_matrix({r: {s: cols[r] for s, cols in per_seed.items()} for r in readings})
+
+
+def seed_losses(study: "Study", causal: bool = False):
+    """Each seed's final validation loss (seeds by models): the four models, and with ``causal`` the
+    causal-gate EGA-1 too, EGA-1's gain over BASE and the share of it the causal gate keeps."""
+    import pandas as pd
+
+    models = (*study.models, "ega1_causal") if causal else study.models
+    rows = {}
+    for s in study.seeds:
+        val = {v: study.seed_study(s).trained(v).history.val[-1] for v in models}
+        rows[s] = {study.label(v): val[v] for v in models}
+        if causal:
+            gain, kept = val["ega1"] - val["base"], val["ega1_causal"] - val["base"]
+            rows[s] |= {"EGA-1 − BASE": gain, "causal EGA-1 − BASE": kept,
+                        "share kept by the causal gate": kept / gain if gain < 0 else float("nan")}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("seed")
+
+
+def with_spread(table, fmt: str = "{:.4f}"):
+    """``table`` (seeds by columns) formatted, with a last row "mean ± sd" over the seeds."""
+    import pandas as pd
+
+    cells = table.map(lambda x: fmt.format(x))
+    spread = {c: fmt.format(table[c].mean()) + (f" ± {fmt.format(table[c].std(ddof=1))}" if len(table) > 1 else "")
+              for c in table.columns}
+    return pd.concat([cells, pd.DataFrame([spread], index=[f"mean ± sd ({len(table)} seeds)"])])
+
+
+def shipped_comparison(study: "Study"):
+    """Chapter 01: the models trained here against the shipped ones of the same seed and settings, the
+    evidence that the shipped models are what this code trains: final validation loss (the training
+    record) and the loss on the fixed check windows (the weights themselves), with their differences.
+    Models without a shipped twin get an empty row."""
+    import copy
+
+    import pandas as pd
+
+    from .config import parse_model_name
+    from .shipped import check_loss, find, shipped_root
+    from .train import model_config, training_settings
+
+    folder = shipped_root(study.profile.name, folder=study.shipped_folder or None)
+    rows = {}
+    for v in study.models:
+        variant, causal = parse_model_name(v)
+        cfg = model_config(study.profile, variant, study.corpus.vocab_size, causal)
+        entry = find(folder, training_settings(study.profile, cfg), study.profile.seed)
+        t = study.trained(v)
+        weights = copy.deepcopy(t.model)  # check_loss moves a model to the CPU: not the study's own
+        here = {"val loss, trained here": t.history.val[-1], "check loss, trained here": check_loss(weights, study.corpus)}
+        if entry is None:
+            rows[study.label(v)] = here
+            continue
+        rows[study.label(v)] = here | {
+            "val loss, shipped": entry["val_loss"], "check loss, shipped": entry["check"]["val_loss"],
+            "Δ val loss": here["val loss, trained here"] - entry["val_loss"],
+            "Δ check loss": here["check loss, trained here"] - entry["check"]["val_loss"],
+            "shipped from": f"{entry['device']}, torch {entry['torch']}, {entry['date'][:10]}"}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# The per-layer numbers whose spread over seeds the book shows: the top scale under each reading, and
+# the shape of the spectrum at the Torrence–Compo top scale.
+SEED_STATISTICS = {"top scale, TC": "tc", "top scale, rectified": "rectified",
+                   "top scale, TC fluct.": "tc_fluct", "top scale, rectified fluct.": "rectified_fluct",
+                   "𝒯_spec": None, "H*(0.10)": None, "first-mode share": None}
+
+
+def seed_measurements(study: "Study"):
+    """Every seed's per-layer numbers (:data:`SEED_STATISTICS`, plus the published pipeline's top scale),
+    one row per (statistic, model, layer, seed), on the validation snapshots."""
+    import pandas as pd
+
+    from . import claims
+    from .pod import effective_rank, spectral_concentration
+
+    rows = []
+    for s in study.seeds:
+        st = study.seed_study(s)
+        for v in study.models:
+            result, published = st.analysis(v), st.analysis(v, orientation="published")
+            layers = np.arange(result.eigenvalues.shape[0])
+            lam = result.eigenvalues[layers, claims.top_scale_indices(result, "tc")]  # (L, N)
+            values = {name: result.scales[claims.top_scale_indices(result, r)]
+                      for name, r in SEED_STATISTICS.items() if r}
+            values["top scale, published"] = published.scales[claims.top_scale_indices(published, "published")]
+            values["𝒯_spec"] = np.array([spectral_concentration(x) for x in lam])
+            values["H*(0.10)"] = np.array([effective_rank(x, 0.10) for x in lam], dtype=float)
+            values["first-mode share"] = lam[:, 0] / np.maximum(lam.sum(-1), 1e-300)
+            rows += [{"statistic": name, "model": study.label(v), "layer": l + 1, "seed": s, "value": float(x)}
+                     for name, vals in values.items() for l, x in enumerate(vals)]
+    return pd.DataFrame(rows)
+
+
+def seed_spread(frame, fmt: str = "{:.3g}"):
+    """A table of "mean ± sd" over seeds: rows (statistic, model), columns layers, from
+    :func:`seed_measurements` (or any frame with statistic, model, layer, seed and value)."""
+    grouped = frame.groupby(["statistic", "model", "layer"], sort=False)["value"]
+    cells = grouped.agg(lambda x: fmt.format(x.mean()) + (" ± " + fmt.format(x.std(ddof=1)) if len(x) > 1 else ""))
+    return cells.unstack("layer").rename(columns=lambda l: f"layer {l}")
 
 
 def adapter_comparison(study: "Study", n_windows: int = 0) -> dict:
@@ -238,6 +356,10 @@ def _recipes() -> dict:
         # a chapter that has computed the result already passes it (verdicts=, compared=): drawn, not recomputed
         "verdict_grid": lambda s, verdicts=None: f.plot_verdict_grid(
             verdict_matrices(s)[0] if verdicts is None else verdicts),
+        "seed_verdict_grid": lambda s, verdicts=None: f.plot_verdict_grid(
+            seed_verdict_matrix(s)[0] if verdicts is None else verdicts),
+        "seed_spread": lambda s, measurements=None: f.plot_seed_spread(
+            seed_measurements(s) if measurements is None else measurements),
         "your_model_scalograms": lambda s, n_windows=0, compared=None: _your_model(
             f, compared or adapter_comparison(s, n_windows)),
         "orientation": lambda s: f.plot_scalogram_grid({"BASE (ours)": s.analysis("base"),
@@ -294,6 +416,8 @@ FIGURES = {
     "attention_sinks": "attention on token 0 per layer (10)",
     "cache_null": "∝ H*(0.1) against the permutations of its own cache split (10)",
     "verdict_grid": "the verdict matrix: readings by claims (11)",
+    "seed_verdict_grid": "the verdict matrix across training seeds, k of n in every cell (11)",
+    "seed_spread": "top scales, T_spec, H*(0.10) and the first-mode share per layer, every seed (11)",
     "your_model_scalograms": "BASE through the transformers adapter beside our own (12)",
 }
 

@@ -378,7 +378,8 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
         raise ValueError("the published reading needs the analyses made with orientation='published'")
     tops = {m: top_scale_indices(r, reading) for m, r in analyses.items()}
     lam = {m: r.eigenvalues[np.arange(len(tops[m])), tops[m]] for m, r in analyses.items()}  # (L, N)
-    boot = {m: bootstrap_statistics(r) for m, r in analyses.items()}
+    resampled = all(len(r.resamples) > 0 for r in analyses.values())  # none for extra training seeds
+    boot = {m: bootstrap_statistics(r) for m, r in analyses.items()} if resampled else {}
     key = {"tc": "top_scale", "rectified": "rectified_top_scale", "tc_fluct": "fluctuation_top_scale",
            "rectified_fluct": "rectified_fluctuation_top_scale", "published": "top_scale"}[reading]
     shape_replicates = reading in ("tc", "published") and all(len(r.halves) >= 2 for r in analyses.values())
@@ -399,7 +400,7 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
     share = stack(lambda m: lam[m][:, 0] / np.maximum(lam[m].sum(-1), 1e-300)).T
     ranks = stack(lambda m: [effective_rank(x, 0.10) for x in lam[m]])
     out = {
-        "scale": scale_contrast(top_scales, stack(lambda m: boot[m][key]), READINGS[reading]),
+        "scale": scale_contrast(top_scales, stack(lambda m: boot[m][key]) if resampled else None, READINGS[reading]),
         "separates": index_separates_layers(index, halves("spectral_concentration", 1)),
         "layer1": layer1_degenerate(share, np.isnan(index), halves("first_share", 1)),
         "ranks": ranks_non_uniform(ranks, halves("effective_rank", 0, lambda v: v[:, 0])),
@@ -408,7 +409,8 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
         common = tops[base]  # BASE's top scale, layer by layer
         layers = np.arange(len(common))
         energy = {m: analyses[m].eigenvalues[layers, common].sum(-1) for m in (base, ega)}
-        replicates = {m: boot[m]["energy_by_scale"][layers, :, common] for m in (base, ega)}  # (L, B)
+        replicates = {m: boot[m]["energy_by_scale"][layers, :, common] if resampled else None
+                      for m in (base, ega)}  # (L, B)
         out["ega_energy"] = ega_raises_energy(energy[base], energy[ega], replicates[base], replicates[ega])
     return out
 
@@ -653,6 +655,85 @@ def experiment_verdicts(result, rules, uniform: str, baselines, what: str) -> di
     same = {r: (result.counts(r) == result.counts(uniform)).all(-1) for r in rules}
     return {r: allocation_verdict(result.loss(r), reference, result.budgets, result.null(r), best, r, what,
                                   same_as_uniform=same[r]) for r in rules}
+
+
+# Training seeds: a claim's book-level verdict is the one it reaches in at least this share of the seeds
+# (4 of 5; 3 of 3); with fewer than MIN_SEEDS seeds, a verdict gives its count and is not called robust.
+ROBUST_SHARE = 0.8
+MIN_SEEDS = 3
+
+
+def verdict_word(verdict) -> str:
+    """What a claim's verdict says, without its replicate share or tier: "agree", "worse", ..."""
+    text = verdict.verdict if isinstance(verdict, Verdict) else str(verdict)
+    return text.split(" (")[0].split(",")[0].strip()
+
+
+@dataclass(frozen=True)
+class SeedVerdict:
+    """One claim judged on several training seeds: each seed's verdict, and the book's.
+
+    ``verdict`` is the verdict reached in at least :data:`ROBUST_SHARE` of the seeds, or
+    "seed-dependent"; ``robust`` is False where fewer than :data:`MIN_SEEDS` seeds exist.
+    """
+
+    claim: str
+    per_seed: dict  # seed -> that seed's verdict (its word)
+    verdict: str
+    count: int  # seeds that reach the book-level verdict (the most common one where seed-dependent)
+    robust: bool
+
+    @property
+    def n(self) -> int:
+        return len(self.per_seed)
+
+    def seeds_with(self, word: str) -> list:
+        return [s for s, v in self.per_seed.items() if v == word]
+
+    def __str__(self) -> str:
+        n, plural = self.n, "s" if self.n != 1 else ""
+        if self.verdict != "seed-dependent":
+            text = f"{self.verdict} in {self.count} of {n} seed{plural}"
+            return text if self.robust else f"{text} (too few seeds to call robust)"
+        words = sorted(set(self.per_seed.values()), key=lambda w: (-len(self.seeds_with(w)), w))
+        return "seed-dependent: " + "; ".join(
+            f"{w} in {len(self.seeds_with(w))} of {n} ({', '.join(map(str, self.seeds_with(w)))})" for w in words)
+
+
+def across_seeds(per_seed: dict, claim: str = "") -> SeedVerdict:
+    """The book-level verdict of one claim from its verdict on each training seed (``{seed: Verdict or
+    text}``): the verdict that holds in at least :data:`ROBUST_SHARE` of them ("disagree in 5 of 5
+    seeds"), else "seed-dependent", with which seeds go which way. Fewer than :data:`MIN_SEEDS` seeds:
+    the verdict that all of them reach, with its count, never called robust."""
+    if not per_seed:
+        raise ValueError("a verdict across seeds needs at least one seed")
+    words = {s: verdict_word(v) for s, v in per_seed.items()}
+    values = list(words.values())
+    top = max(dict.fromkeys(values), key=values.count)
+    k, n = values.count(top), len(values)
+    robust = n >= MIN_SEEDS
+    holds = k >= ROBUST_SHARE * n - 1e-9 if robust else k == n
+    return SeedVerdict(claim, words, top if holds else "seed-dependent", k, robust)
+
+
+def ega_gain_across_seeds(gains: dict) -> SeedVerdict:
+    """"EGA-1 improves on BASE" seed by seed, from ``{seed: val(EGA-1) − val(BASE)}``: "improves" where the
+    difference is negative, else "no gain"."""
+    return across_seeds({s: "improves" if g < 0 else "no gain" for s, g in gains.items()}, "EGA-1 improves on BASE")
+
+
+def seed_matrix(columns: dict[str, dict[int, dict[str, Verdict]]]):
+    """Claims (rows) by readings (columns), each cell the verdict across seeds (:func:`across_seeds`):
+    ``columns[reading][seed][claim]`` as :func:`reading_verdicts` returns per seed. Returns the
+    DataFrame of texts and the dict of :class:`SeedVerdict` cells."""
+    import pandas as pd
+
+    cells = {}
+    for name, by_seed in columns.items():
+        claims = [k for k in CLAIM_ROWS if all(k in col for col in by_seed.values())]
+        cells[name] = {k: across_seeds({s: col[k] for s, col in by_seed.items()}, CLAIM_ROWS[k]) for k in claims}
+    table = pd.DataFrame({name: {CLAIM_ROWS[k]: str(v) for k, v in col.items()} for name, col in cells.items()})
+    return table.loc[[CLAIM_ROWS[k] for k in CLAIM_ROWS if CLAIM_ROWS[k] in table.index]], cells
 
 
 def outcome_of(verdict: Verdict) -> str:

@@ -412,13 +412,16 @@ def plot_verdict_grid(verdicts):
     from matplotlib.patches import Patch
 
     grid = verdicts.T  # readings (rows) by claims (columns)
-    words = [[str(v).split(" (")[0] for v in row] for row in grid.values]
+    # the verdict's word: "agree (97% of resamples)", "agree in 5 of 5 seeds", "seed-dependent: agree in 3 ..."
+    words = [[str(v).split(" (")[0].split(":")[0].split(" in ")[0] for v in row] for row in grid.values]
     colours = np.array([[to_rgb(VERDICT_COLOURS.get(w, "#bdbdbd")) for w in row] for row in words])
-    fig, ax = _subplots(figsize=(1.9 * grid.shape[1] + 3.5, 0.45 * grid.shape[0] + 1.8))
+    lines = max(str(t).count(";") + str(t).count(" (") + 1 for t in grid.values.ravel())
+    fig, ax = _subplots(figsize=(1.9 * grid.shape[1] + 3.5, (0.3 + 0.17 * lines) * grid.shape[0] + 1.8))
     ax.imshow(colours, aspect="auto")
     for r, row in enumerate(grid.values):
         for c, text in enumerate(row):
-            ax.text(c, r, str(text).replace(" (", "\n("), ha="center", va="center", fontsize=6.5)
+            ax.text(c, r, "\n".join(_wrap(part, 26) for part in str(text).replace(" (", "\n(").split("; ")),
+                    ha="center", va="center", fontsize=6.5)
     ax.set_xticks(range(grid.shape[1]), [_wrap(str(c).replace("𝒯", "T"), 22) for c in grid.columns],
                   fontsize=7)  # matplotlib's fonts have no 𝒯
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
@@ -426,6 +429,40 @@ def plot_verdict_grid(verdicts):
     ax.legend(handles=[Patch(color=c, label=w) for w, c in VERDICT_COLOURS.items()]
               + [Patch(color="#bdbdbd", label="other")], loc="upper center", bbox_to_anchor=(0.5, -0.02),
               ncol=5, fontsize=7, frameon=False)
+    return fig
+
+
+def plot_seed_spread(measurements, statistics=None):
+    """The spread over training seeds of per-layer numbers: one panel per statistic, layers along x, one
+    dot per seed for each model (side by side) and a bar at the mean.
+
+    ``measurements``: the long table of :func:`attnpod.book.seed_measurements` (columns statistic,
+    model, layer, seed, value).
+    """
+    statistics = list(statistics or dict.fromkeys(measurements["statistic"]))
+    models = list(dict.fromkeys(measurements["model"]))
+    ncols = min(4, len(statistics))
+    nrows = -(-len(statistics) // ncols)
+    fig, axes = _subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows), squeeze=False)
+    width = 0.7 / max(len(models), 1)
+    for ax, name in zip(axes.ravel(), statistics):
+        part = measurements[measurements["statistic"] == name]
+        for m, model in enumerate(models):
+            rows = part[part["model"] == model]
+            for layer, group in rows.groupby("layer"):
+                x = layer + (m - (len(models) - 1) / 2) * width
+                ax.plot(np.full(len(group), x), group["value"], "o", ms=3, alpha=0.7, color=f"C{m}",
+                        label=model if layer == rows["layer"].min() else None)
+                ax.plot([x - width / 2, x + width / 2], [group["value"].mean()] * 2, "-", color=f"C{m}", lw=1.5)
+        if name.startswith("top scale"):
+            ax.set_yscale("log")
+        ax.set(title=name.replace("𝒯", "T"), xlabel="layer")  # matplotlib's fonts have no 𝒯
+        ax.set_xticks(sorted(part["layer"].unique()))
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(statistics):]:
+        ax.axis("off")
+    seeds = sorted(measurements["seed"].unique())
+    axes[0, 0].legend(fontsize=6, title=f"seeds {', '.join(map(str, seeds))}", title_fontsize=6)
     return fig
 
 

@@ -181,15 +181,26 @@ def _inside(folder: Path, name: str) -> Path:
     return path
 
 
+def rebuild_command(folder: Path, entry: dict) -> str:
+    """The command that makes a manifest entry's file again (profile: the folder's name)."""
+    profile, seed = Path(folder).name, entry["seed"]
+    device = " --device cuda" if profile in GPU_ONLY_PROFILES else ""
+    if "kind" in entry:
+        return f"python -m attnpod experiments --profile {profile} --seed {seed}{device}"
+    model = f"--profile {profile} --seed {seed} --model {model_name(entry['variant'], entry['causal_gate'])}"
+    return f"python -m attnpod train {model}{device} && python -m attnpod ship {model}"
+
+
 def _verified(folder: Path, entry: dict) -> Path:
     """The path of a manifest entry's file, after checking it against the entry's SHA-256."""
     path = _inside(folder, entry["file"])
+    remedy = f"restore it (git checkout -- {path}) or rebuild it: {rebuild_command(folder, entry)}"
     if not path.is_file():
-        raise MissingCheckpoint(f"{path} is listed in the manifest but missing: restore it (git checkout -- {path})")
+        raise MissingCheckpoint(f"{path} is listed in the manifest but missing: {remedy}")
     digest = sha256_file(path)
     if digest != entry["sha256"]:
         raise CheckpointError(f"{path}: its SHA-256 does not match the manifest's; the file is corrupted or was "
-                              f"replaced: restore it (git checkout -- {path})")
+                              f"replaced: {remedy}")
     return path
 
 

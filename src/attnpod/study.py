@@ -6,7 +6,7 @@ they need; every expensive result comes from (or goes to) the artifact store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from os import PathLike
 
 import numpy as np
@@ -68,26 +68,33 @@ class Study:
     data_path: str = ""
     shipped: bool = False  # the models from the shipped folder, even where they could be trained
     shipped_folder: str = ""  # where shipped models and results live ('' : checkpoints/<profile>/ of the checkout)
+    retrained_first: bool = False  # with shipped: a model retrained in the store wins over the shipped one
+    replicates: bool = True  # analyses carry their bootstrap and half-ensembles (off for extra seeds)
+    chosen_seeds: tuple = ()  # the seeds to judge claims on, if not the profile's (BOOK_SEEDS)
     _trained: dict = field(default_factory=dict, repr=False)
     experiment_files: dict = field(default_factory=dict, repr=False)  # (kind, model) -> the result file read
     _analyses: dict = field(default_factory=dict, repr=False)
+    _seed_studies: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, profile: str = "auto", seed: int = 42, device: str = "auto", data_path: str = "",
-               split: str | None = None, overrides: dict | None = None, progress: bool = True) -> "Study":
+               split: str | None = None, overrides: dict | None = None, progress: bool = True,
+               seeds=()) -> "Study":
         """Validate the notebook parameters and load the corpus; fails at once on a bad value.
 
         ``split`` is where the snapshots' windows come from: by default the validation
         split when it holds N disjoint windows, else the whole file (as the published
-        script draws), which the chapters' run stamp then says.
+        script draws), which the chapters' run stamp then says. ``seeds``: the training
+        seeds to judge claims on besides ``seed`` (default: the profile's, :data:`BOOK_SEEDS`).
         """
-        check_parameters(profile=profile, split=split, overrides=overrides, data_path=data_path)
+        check_parameters(profile=profile, split=split, overrides=overrides, data_path=data_path, seeds=seeds)
         chosen = get_profile(None if profile in ("", "auto", None) else profile, seed=seed, **(overrides or {}))
         corpus = load_corpus(data_path or None)
         if split is None:
             fits = chosen.n_snapshots * chosen.block_size <= len(corpus.split("val"))
             split = "val" if fits else "all"
-        return cls(chosen, corpus, str(resolve_device(device)), split, progress, str(data_path or ""))
+        return cls(chosen, corpus, str(resolve_device(device)), split, progress, str(data_path or ""),
+                   chosen_seeds=tuple(seeds))
 
     @property
     def run_stamp(self) -> str:
@@ -113,12 +120,40 @@ class Study:
 
     label = staticmethod(model_label)
 
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The training seeds every claim is judged on: the study's own, then the profile's others
+        (:data:`BOOK_SEEDS`), which come from shipped weights unless retrained here."""
+        seeds = self.chosen_seeds or BOOK_SEEDS.get(self.profile.name, ())
+        return (self.profile.seed, *dict.fromkeys(s for s in seeds if s != self.profile.seed))
+
+    def seed_study(self, seed: int) -> "Study":
+        """The same study at another training seed. Its models are the shipped ones
+        (``checkpoints/<profile>/``, verified; a missing or damaged file is an error that
+        names it, never a silent fallback), or retrained ones where the artifact store holds
+        them (``python -m attnpod train --profile P --seed S --model ...``). Its analyses
+        skip the bootstrap and half-ensembles: the spread over seeds replaces them."""
+        if seed == self.profile.seed:
+            return self
+        if seed not in self._seed_studies:
+            self._seed_studies[seed] = Study(self.profile.replace(seed=seed), self.corpus, self.device, self.split,
+                                             self.progress, self.data_path, shipped=True,
+                                             shipped_folder=self.shipped_folder, retrained_first=True,
+                                             replicates=False)
+        return self._seed_studies[seed]
+
+    def on_split(self, split: str) -> "Study":
+        """The same study (the same models, already loaded) with its snapshots from another ``split``."""
+        return replace(self, split=split, _seed_studies={})
+
     def trained(self, variant: str) -> Trained:
         """The trained model (``variant`` may end in ``_causal`` for the causal EGA gate)."""
         if variant not in self._trained:
             base, causal = parse_model_name(variant)
+            shipped = self.shipped and not (self.retrained_first and is_trained(self.profile, base,
+                                                                                 self.corpus.vocab_size, causal))
             model, history, name = trained_or_shipped(self.profile, base, self.corpus, self.device, causal,
-                                                      self.progress, shipped=self.shipped,
+                                                      self.progress, shipped=shipped,
                                                       folder=self.shipped_folder or None)
             self._trained[variant] = Trained(model, history, name)
         return self._trained[variant]
@@ -153,6 +188,8 @@ class Study:
                  **options) -> FieldAnalysis:
         """The cached analysis of one model (``split`` defaults to the study's; ``heads="all"``: per head)."""
         split = split or self.split
+        if not self.replicates:
+            options = {"n_boot": 0, "n_half": 0} | options
         key = (variant, orientation, split, heads, tuple(sorted(options.items())))
         if key not in self._analyses:
             t = self.trained(variant)
@@ -257,4 +294,6 @@ class Study:
         return self._experiment("kv_cache", variant, settings, compute, CacheResult)
 
 
+# The training seeds of each profile's book: the study trains its own (42) and reads the others' shipped weights.
+BOOK_SEEDS = {"smoke": (42, 43), "laptop": (42, 43, 44, 45, 46), "paper": (42,)}
 CACHE_MODELS = ("base", "ega1_causal")  # the models that decode token by token (kvcache.decodable)

@@ -1,0 +1,148 @@
+"""Training seeds: the book's extra seeds come from shipped weights (or retrained ones), never silently fewer."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnpod import shipped
+from attnpod.book import seed_losses, with_spread
+from attnpod.config import get_profile
+from attnpod.study import BOOK_SEEDS, Study
+
+SMOKE_SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "smoke"
+
+
+@pytest.fixture
+def smoke_folder(tmp_path):
+    folder = tmp_path / "checkpoints" / "smoke"
+    shutil.copytree(SMOKE_SHIPPED, folder, ignore=shutil.ignore_patterns("*.lock"))
+    return folder
+
+
+def smoke_study(corpus, folder, **kw):
+    return Study(get_profile("smoke"), corpus, "cpu", progress=False, shipped_folder=str(folder), **kw)
+
+
+def no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("an extra seed was trained instead of read")
+
+    import attnpod.train
+
+    monkeypatch.setattr(attnpod.train, "train", refuse)
+
+
+def test_the_shipped_smoke_seeds_are_the_books(corpus):
+    manifest = shipped.read_manifest(SMOKE_SHIPPED)
+    held = {(e["seed"], e["variant"], e["causal_gate"]) for e in manifest["entries"]}
+    models = {("base", False), ("ega1", False), ("ega_morlet", False), ("conv_l4", False), ("ega1", True)}
+    assert held == {(s, v, c) for s in BOOK_SEEDS["smoke"] for v, c in models}
+
+
+def test_extra_seeds_are_read_from_the_shipped_weights(corpus, smoke_folder, monkeypatch):
+    study = smoke_study(corpus, smoke_folder)
+    assert study.seeds == (42, 43)
+    assert smoke_study(corpus, smoke_folder, chosen_seeds=(44, 42, 44)).seeds == (42, 44)
+    no_training(monkeypatch)
+    other = study.seed_study(43)
+    assert other is study.seed_study(43) and study.seed_study(42) is study
+    assert (other.profile.seed, other.replicates, study.replicates) == (43, False, True)
+    model = other.trained("base").model
+    entry = next(e for e in shipped.read_manifest(smoke_folder)["entries"]
+                 if (e["seed"], e["variant"], e["causal_gate"]) == (43, "base", False))
+    reference = shipped.load_shipped(smoke_folder, entry, corpus)
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+    assert other.trained("base").history.val[-1] == entry["val_loss"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "tampered", "unlisted"])
+def test_a_bad_shipped_seed_stops_the_build_in_one_line_naming_file_and_command(corpus, smoke_folder, damage,
+                                                                               monkeypatch):
+    path = smoke_folder / "base-seed43.safetensors"
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "tampered":
+        data = bytearray(path.read_bytes())
+        data[-10] ^= 0xFF
+        path.write_bytes(bytes(data))
+    else:
+        import json
+
+        manifest = json.loads((smoke_folder / shipped.MANIFEST).read_text())
+        manifest["entries"] = [e for e in manifest["entries"] if e["file"] != path.name]
+        (smoke_folder / shipped.MANIFEST).write_text(json.dumps(manifest))
+    study = smoke_study(corpus, smoke_folder)
+    no_training(monkeypatch)
+    monkeypatch.setattr(Study, "seeds", property(lambda self: (43,)))  # the shipped seed alone: nothing to train
+    with pytest.raises(shipped.CheckpointError if damage in ("truncated", "tampered") else shipped.MissingCheckpoint) as err:
+        seed_losses(study)  # never a table of fewer seeds
+    message = str(err.value)
+    assert "\n" not in message
+    assert ("base" in message and "seed 43" in message) if damage == "unlisted" else str(path) in message
+    assert "python -m attnpod train --profile smoke --model base" in message.replace(" --seed 43", "") or \
+        "python -m attnpod train --profile smoke --seed 43 --model base" in message
+
+
+@pytest.mark.slow
+def test_a_retrained_seed_wins_over_the_shipped_one(corpus, smoke_folder):
+    from attnpod.train import train
+
+    profile = get_profile("smoke", seed=43)
+    model, history, path = train(profile, "base", corpus, "cpu", progress=False)
+    study = smoke_study(corpus, smoke_folder)
+    other = study.seed_study(43)
+    assert other.trained("base").name == path.parent.name
+    for a, b in zip(other.trained("base").model.parameters(), model.parameters()):
+        assert torch.equal(a.float(), b.float())
+    assert other.trained("ega1").name != other.trained("base").name  # not retrained: shipped
+
+
+def test_seed_losses_have_every_seed_and_their_spread(corpus, smoke_folder, monkeypatch):
+    study = smoke_study(corpus, smoke_folder)
+    monkeypatch.setattr(Study, "seeds", property(lambda self: (43,)))  # shipped only: nothing to train
+    table = seed_losses(study, causal=True)
+    assert list(table.index) == [43]
+    gain = table.loc[43, "EGA-1 − BASE"]
+    assert gain == pytest.approx(table.loc[43, "EGA-1"] - table.loc[43, "BASE"])
+    two = table.loc[[43, 43]].set_axis([1, 2])
+    two.iloc[1] += 0.1
+    spread = with_spread(two)
+    assert spread.index[-1] == "mean ± sd (2 seeds)"
+    assert spread.loc["mean ± sd (2 seeds)", "BASE"].endswith(f"± {0.1 / 2 ** 0.5:.4f}")
+
+
+def test_the_checkpoint_stash_leaves_the_tree_light_and_restores_it(tmp_path):
+    """scripts/stash_checkpoints.sh, the GPU runbook's first and last step, in a scratch repository."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(root / "scripts" / "stash_checkpoints.sh", repo / "scripts")
+    for profile in ("laptop", "smoke", "paper"):
+        (repo / "checkpoints" / profile).mkdir(parents=True)
+        (repo / "checkpoints" / profile / "manifest.json").write_text(profile)
+
+    def run(*args, check=True):
+        done = subprocess.run(list(args), cwd=repo, capture_output=True, text=True)
+        assert not check or done.returncode == 0, done.stderr
+        return done
+
+    run("git", "init", "-q")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    stash = tmp_path / "stash"
+    run("bash", "scripts/stash_checkpoints.sh", "out", str(stash))
+    tracked = run("git", "ls-files", "checkpoints").stdout.split()
+    assert tracked == ["checkpoints/paper/manifest.json"]  # what a GPU call copies
+    assert sorted(p.name for p in (repo / "checkpoints").iterdir()) == ["paper"]
+    assert run("bash", "scripts/stash_checkpoints.sh", "out", str(stash), check=False).returncode != 0  # never twice
+    run("bash", "scripts/stash_checkpoints.sh", "back", str(stash))
+    assert run("git", "status", "--porcelain").stdout == ""
+    assert (repo / "checkpoints" / "laptop" / "manifest.json").read_text() == "laptop"
+    assert not stash.exists()
