@@ -141,7 +141,7 @@ glue("ega_gap", f"{gap:+.3f}", display=False)
 table1
 
 # %% [markdown]
-# ## Seed 42 here, and the shipped seeds
+# ## Trained here and shipped: the training seeds
 #
 # Training noise moves a small model's numbers more than resampling its
 # snapshots does, so the book judges every claim on {glue:text}`n_seeds` training

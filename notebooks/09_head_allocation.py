@@ -92,10 +92,11 @@ from IPython.display import display
 from myst_nb import glue
 
 from attnpod import claims
-from attnpod.book import budget_table, figure, head_rank_maps, pruning_results
+from attnpod.book import budget_table, figure, head_rank_maps, pruning_results, reproduction_check
 from attnpod.study import Study
 
-study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+# the shipped weights of this seed where the profile ships them: their experiments' results are shipped too
+study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides).with_shipped_models()
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
 glue("own_seed", study.profile.seed, display=False)
 P = study.profile
@@ -112,6 +113,13 @@ glue("n_perm", n_perm, display=False)
 # run on the book's other seeds, so their verdicts cannot be called robust to
 # training.
 # ```
+#
+# The experiments run on the shipped weights of seed {glue:text}`own_seed` where
+# the profile ships them (the laptop profile does), and their full results were
+# computed once by `python -m attnpod experiments` and shipped beside the weights
+# with their SHA-256, since they take longer than a build may. A build reads them
+# and recomputes a stated subset here, on the same weights and windows, to show
+# that they reproduce; see {ref}`the end of this chapter <pruning-reproduction>`.
 #
 # ## Pruning curves
 
@@ -224,6 +232,23 @@ glue("head_corr", ", ".join(f"{k} {c:+.2f}" for k, c in head_corr.items()), disp
 # Per-head effective rank (left) and importance (right), layers by heads.
 # ```
 #
+# (pruning-reproduction)=
+# ## The shipped results, reproduced
+#
+# Recomputed here: {glue:text}`repro_rules` at the middle budget, on the first
+# evaluation windows, against the shipped losses of the same weights and windows
+# (where the results were computed in this build instead, the row says so).
+# Verdict: **{glue:text}`repro_verdict`**.
+
+# %% tags=["hide-input"]
+repro, repro_verdict = reproduction_check(study, "pruning", results)
+glue("repro_rules", ", ".join(r for r in dict.fromkeys(repro.index.get_level_values("rule")) if r != "(all)")
+     or "nothing (every result was computed in this build)", display=False)
+glue("repro_verdict", str(repro_verdict) if repro_verdict else "computed in this build, nothing shipped to check",
+     display=False)
+repro
+
+# %% [markdown]
 # ## What we found
 #
 # - "$H^*(0.10)$ guides head allocation": **{glue:text}`h_verdict`**

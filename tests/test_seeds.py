@@ -146,3 +146,35 @@ def test_the_checkpoint_stash_leaves_the_tree_light_and_restores_it(tmp_path):
     assert run("git", "status", "--porcelain").stdout == ""
     assert (repo / "checkpoints" / "laptop" / "manifest.json").read_text() == "laptop"
     assert not stash.exists()
+
+
+@pytest.mark.slow
+def test_a_shipped_experiment_is_read_for_its_own_weights_and_its_subset_reproduces(corpus, smoke_folder):
+    """A laptop-style build: the experiment's result shipped for the shipped weights is read, not computed,
+    and the stated subset recomputed here matches it; a result that differs fails the check."""
+    from attnpod import claims
+    from attnpod.book import REPRODUCED_RULES, reproduction_check
+    from attnpod.shipped import ship_result
+
+    maker = smoke_study(corpus, smoke_folder).with_shipped_models()
+    assert maker.shipped and "the shipped weights" in maker.run_stamp
+    options = dict(n_random=0, n_perm=0)
+    made = {"pruning": maker.pruning("base", **options), "kv_cache": maker.kv_cache("base", n_windows=8, **options)}
+    for kind, result in made.items():
+        ship_result(kind, "base", 42, maker.experiment_files[kind, "base"], result.meta, smoke_folder)
+        assert maker.experiment_source(kind, "base") == "computed"
+
+    reader = smoke_study(corpus, smoke_folder).with_shipped_models()
+    read = {"pruning": reader.pruning("base", **options), "kv_cache": reader.kv_cache("base", n_windows=8, **options)}
+    for kind, result in read.items():
+        assert reader.experiment_source(kind, "base") == "shipped"
+        table, verdict = reproduction_check(reader, kind, {"base": result})
+        assert verdict.verdict == "reproduces", table
+        assert list(table.index.get_level_values("rule")) == list(REPRODUCED_RULES[kind])
+        assert table["max |Δ loss|"].max() <= claims.REPRODUCE_TOL
+        result.losses[:] += 0.01  # a result that is not these weights' on these windows
+        assert reproduction_check(reader, kind, {"base": result})[1].verdict == "does not reproduce"
+
+    other = reader.seed_study(43)  # other weights: nothing is shipped for them, so it is computed
+    other.pruning("base", **options)
+    assert other.experiment_source("pruning", "base") == "computed"

@@ -265,6 +265,49 @@ def cache_results(study: "Study", n_random: int = 10, n_windows: int = 64, model
             for v in (models or CACHE_MODELS)}
 
 
+# The subset of a shipped experiment a build recomputes: these rules at the middle budget, on the first
+# evaluation batch (pruning) or REPRODUCED_WINDOWS windows (cache).
+REPRODUCED_RULES = {"pruning": ("uniform", "∝ H*(0.1)"), "kv_cache": ("H2O", "PyramidKV schedule, H2O selection",
+                                                                     "∝ H*(0.1)")}
+REPRODUCED_WINDOWS = 8
+
+
+def reproduction_check(study: "Study", kind: str, results: dict):
+    """Chapters 09 and 10: every model's experiment ``results`` (``kind`` "pruning" or "kv_cache") where
+    shipped, with :data:`REPRODUCED_RULES` recomputed here at the middle budget on the first windows and
+    set against the shipped losses. Returns the table (one row per model and rule, its source, the
+    largest |Δ loss|) and the :func:`attnpod.claims.reproduces` verdict over the shipped rows (None if
+    nothing was shipped)."""
+    import pandas as pd
+
+    from . import claims
+    from .heads import batch_losses
+    from .kvcache import window_losses
+
+    rows, worst = [], []
+    for v, result in results.items():
+        source = study.experiment_source(kind, v)
+        if source != "shipped":
+            rows.append({"model": study.label(v), "rule": "(all)", "result": source})
+            continue
+        model, k = study.trained(v).model, len(result.budgets) // 2
+        for rule in REPRODUCED_RULES[kind]:
+            r = result.rules.index(rule)
+            if kind == "pruning":
+                batches = study.pruning_windows(int(result.meta["n_eval"]) + int(result.meta["n_oracle"]))
+                here = batch_losses(model, batches[:1], result.masks[r, k])
+            else:
+                x, y = study.cache_windows(int(result.meta["n_windows"]))
+                n = REPRODUCED_WINDOWS
+                here = window_losses(model, x[:n], y[:n], result.selections[r], result.allocations[r, k])
+            gap = float(np.abs(here - result.losses[r, k, :len(here)]).max())
+            worst.append(gap)
+            rows.append({"model": study.label(v), "rule": rule, "result": "shipped",
+                         "budget": int(result.budgets[k]), "windows": len(here), "max |Δ loss|": gap})
+    verdict = claims.reproduces(max(worst)) if worst else None
+    return pd.DataFrame(rows).set_index(["model", "rule"]), verdict
+
+
 def budget_table(result, rules=None, unit: str = "heads", random_label: str = "random median"):
     """Loss increase over the full model or cache with its paired 95 % interval, rules (rows) by budgets."""
     import pandas as pd

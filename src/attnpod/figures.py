@@ -434,7 +434,8 @@ def plot_verdict_grid(verdicts):
 
 def plot_seed_spread(measurements, statistics=None):
     """The spread over training seeds of per-layer numbers: one panel per statistic, layers along x, one
-    dot per seed for each model (side by side) and a bar at the mean.
+    dot per seed for each model (side by side) and a bar at the mean; the top scales on a log axis with
+    the scale claim's thresholds (a = 7 and 20) dotted.
 
     ``measurements``: the long table of :func:`attnpod.book.seed_measurements` (columns statistic,
     model, layer, seed, value).
@@ -455,7 +456,19 @@ def plot_seed_spread(measurements, statistics=None):
                         label=model if layer == rows["layer"].min() else None)
                 ax.plot([x - width / 2, x + width / 2], [group["value"].mean()] * 2, "-", color=f"C{m}", lw=1.5)
         if name.startswith("top scale"):
+            from matplotlib.ticker import NullFormatter
+
+            from .claims import COARSE, FINE
+
             ax.set_yscale("log")
+            lo, hi = part["value"].min(), part["value"].max()
+            ax.set_ylim(min(lo, FINE) / 1.3, max(hi, COARSE) * 1.3)  # both thresholds always in view
+            ax.set_yticks([t for t in (1, 2, 3, 5, 7, 10, 20, 30, 50, 100, 200, 500)
+                           if min(lo, FINE) / 1.3 <= t <= max(hi, COARSE) * 1.3])
+            ax.yaxis.set_major_formatter("{x:g}")
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            for level in (FINE, COARSE):  # the claim's "fine" and "coarse" thresholds
+                ax.axhline(level, color="0.5", lw=0.8, ls=":")
         ax.set(title=name.replace("𝒯", "T"), xlabel="layer")  # matplotlib's fonts have no 𝒯
         ax.set_xticks(sorted(part["layer"].unique()))
         ax.grid(alpha=0.3)

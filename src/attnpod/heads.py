@@ -286,7 +286,8 @@ def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets,
 
     baseline = evaluate(None)
     losses = np.array([[evaluate(masks[r][b]) for b in budgets] for r in rules])
-    random_losses = np.array([[evaluate(m) for m in draw] for draw in random_masks])
+    random_losses = np.array([[evaluate(m) for m in draw] for draw in random_masks]).reshape(
+        n_random, len(budgets), len(baseline))  # (0, K, W) without draws
     null_losses = np.full((*null_counts.shape[:3], len(baseline)), np.nan)
     for q, k, p in zip(*np.nonzero(~np.isnan(null_counts[..., 0]))):
         null_losses[q, k, p] = evaluate(keep_by_importance(null_counts[q, k, p].astype(int), importance))

@@ -404,7 +404,7 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
         add(f"∝ top scale ({name})", "h2o", [allocate_cache(scales, b, T) for b in budgets])
     rng = np.random.default_rng(seed)
     random_allocations = np.array([[allocate_cache(rng.dirichlet(np.ones(L)), b, T) for b in budgets]
-                                   for _ in range(n_random)])
+                                   for _ in range(n_random)]).reshape(n_random, len(budgets), L)
     windows = {f"scale window ({name})": scale_window(s, T) for name, s in top_scales.items()}
     null_rules = [r for r in null_rules if r in rules]
     null_allocations = stack_nulls([permuted_allocations(allocations[rules.index(r)], n_perm, seed)
@@ -423,7 +423,8 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
 
     baseline = evaluate(None, None)
     losses = np.array([[evaluate(s, a) for a in allocs] for s, allocs in zip(selections, allocations)])
-    random_losses = np.array([[evaluate("h2o", a) for a in draw] for draw in random_allocations])
+    random_losses = np.array([[evaluate("h2o", a) for a in draw] for draw in random_allocations]).reshape(
+        n_random, len(budgets), len(baseline))  # (0, K, W) without draws
     window_losses_ = np.array([evaluate("recent", a) for a in windows.values()]).reshape(len(windows), -1)
     window_uniform = np.array([evaluate("recent", allocate(np.ones(L), int(a.sum()), 1, T))
                                for a in windows.values()]).reshape(len(windows), -1)

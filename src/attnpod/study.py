@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 
@@ -20,8 +21,9 @@ from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest
 from .data import SPLITS, Corpus, load_corpus
-from .shipped import result_misfit, shipped_result, trained_or_shipped, trains_only_on_gpu
-from .train import History, is_trained, resolve_device, train_in_processes
+from .shipped import (MissingCheckpoint, find, result_misfit, shipped_result, shipped_root, trained_or_shipped,
+                      trains_only_on_gpu)
+from .train import History, is_trained, model_config, resolve_device, train_in_processes, training_settings
 
 
 def check_parameters(profile="auto", split: str | None = "val", overrides=None, data_path="", seeds=()) -> None:
@@ -110,6 +112,8 @@ class Study:
         extra = "".join(f", {k} = {v}" for k, v in changed.items())
         if self.split != "val":
             extra += f"; snapshots from the {'whole file' if self.split == 'all' else self.split + ' split'}"
+        if self.shipped and not trains_only_on_gpu(P.name, self.device):
+            extra += "; the shipped weights"
         return (f"{P.name} profile, seed {P.seed}{extra}; executed "
                 f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
 
@@ -226,24 +230,31 @@ class Study:
                     "format": 2}
 
         def compute():
-            validation = evaluation_batches(self.corpus, n_eval + n_oracle, P.batch_size, P.block_size, "val",
-                                            P.seed + 1000)
+            validation = self.pruning_windows(n_eval + n_oracle)
             scoring = evaluation_batches(self.corpus, n_score, P.batch_size, P.block_size, "train", P.seed + 2000)
             return prune_heads(t.model, validation[:n_eval], scoring, scores, budgets, n_random,
                                validation[n_eval:] if oracle else None, P.seed, self.progress, n_perm)
 
         return self._experiment("pruning", variant, settings, compute, PruningResult)
 
+    def pruning_windows(self, n_batches: int):
+        """The fixed validation batches head pruning is judged on (then the oracle's), no two windows overlapping."""
+        P = self.profile
+        return evaluation_batches(self.corpus, n_batches, P.batch_size, P.block_size, "val", P.seed + 1000)
+
     def _experiment(self, kind: str, variant: str, settings: dict, compute, result_class):
         """The result of experiment ``kind`` on a model, cached in the store under its settings.
 
+        A result shipped with the models (``checkpoints/<profile>/results/``) made with these
+        settings on these very weights (their SHA-256 is a setting) is read instead, verified.
         At a profile whose models are shipped because this machine may not train them
-        (:func:`attnpod.shipped.trains_only_on_gpu`), the experiment would take hours:
-        the result shipped with the models is read instead (verified), or
-        :class:`~attnpod.shipped.MissingCheckpoint` says how to compute it on a GPU.
+        (:func:`attnpod.shipped.trains_only_on_gpu`), the experiment would take hours: a
+        missing result is :class:`~attnpod.shipped.MissingCheckpoint`, saying how to compute
+        it on a GPU.
         """
-        if trains_only_on_gpu(self.profile.name, self.device):
-            path = shipped_result(self.profile.name, kind, variant, settings, folder=self.shipped_folder or None)
+        gpu_only = trains_only_on_gpu(self.profile.name, self.device)
+        path = self._shipped_result(kind, variant, settings, required=gpu_only)
+        if path is not None:  # a shipped result made with these settings on these very weights
             self.experiment_files[kind, variant] = path
             result = result_class.load(path)
             windows = settings["n_eval"] * settings["batch"][0] if kind == "pruning" else settings["n_windows"]
@@ -261,6 +272,46 @@ class Study:
             result.meta.update(settings)
             result.save(path)
         return result
+
+    def _shipped_result(self, kind: str, variant: str, settings: dict, required: bool) -> "Path | None":
+        """The verified shipped result of this experiment (settings, weights' SHA-256 included), if any;
+        ``required``: its absence is an error saying how to make it."""
+        try:
+            return shipped_result(self.profile.name, kind, variant, settings, folder=self.shipped_folder or None)
+        except MissingCheckpoint:
+            if required:
+                raise
+            return None
+
+    def experiment_source(self, kind: str, variant: str) -> str:
+        """Where an experiment's result came from: "shipped" or "computed" (here, or cached in the store)."""
+        path = self.experiment_files.get((kind, variant))
+        if path is None:
+            raise ParameterError(f"no {kind} experiment of {variant} was run by this study")
+        try:
+            folder = shipped_root(self.profile.name, folder=self.shipped_folder or None).resolve()
+        except MissingCheckpoint:
+            return "computed"
+        return "shipped" if Path(path).resolve().is_relative_to(folder) else "computed"
+
+    def with_shipped_models(self) -> "Study":
+        """The same study on its seed's shipped weights, where the profile ships them all (the models and
+        ``ega1_causal``), else itself. Chapters 09 and 10 run on these: their experiments' results are
+        shipped for those weights (``python -m attnpod experiments``), so a build reads them and
+        recomputes a stated subset instead of every evaluation."""
+        if self.shipped:
+            return self
+        try:
+            folder = shipped_root(self.profile.name, folder=self.shipped_folder or None)
+        except MissingCheckpoint:
+            return self
+        for name in (*self.models, "ega1_causal"):
+            variant, causal = parse_model_name(name)
+            settings = training_settings(self.profile, model_config(self.profile, variant, self.corpus.vocab_size,
+                                                                    causal))
+            if find(folder, settings, self.profile.seed) is None:
+                return self
+        return replace(self, shipped=True, _trained={}, _analyses={}, _seed_studies={}, experiment_files={})
 
     def top_scales(self, variant: str) -> dict[str, np.ndarray]:
         """Each layer's top dominant lag scale from training-split snapshots (:func:`attnpod.allocation.top_scales`)."""
