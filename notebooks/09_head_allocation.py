@@ -92,7 +92,8 @@ from IPython.display import display
 from myst_nb import glue
 
 from attnpod import claims
-from attnpod.book import budget_table, figure, head_rank_maps, pruning_results, reproduction_check
+from attnpod.book import (budget_table, figure, head_rank_maps, pruning_results, reproduction_check,
+                          reproduction_texts)
 from attnpod.study import Study
 
 # the shipped weights of this seed where the profile ships them: their experiments' results are shipped too
@@ -242,10 +243,8 @@ glue("head_corr", ", ".join(f"{k} {c:+.2f}" for k, c in head_corr.items()), disp
 
 # %% tags=["hide-input"]
 repro, repro_verdict = reproduction_check(study, "pruning", results)
-glue("repro_rules", ", ".join(r for r in dict.fromkeys(repro.index.get_level_values("rule")) if r != "(all)")
-     or "nothing (every result was computed in this build)", display=False)
-glue("repro_verdict", str(repro_verdict) if repro_verdict else "computed in this build, nothing shipped to check",
-     display=False)
+for name, text in zip(("repro_rules", "repro_verdict"), reproduction_texts(repro, repro_verdict)):
+    glue(name, text, display=False)
 repro
 
 # %% [markdown]

@@ -115,7 +115,7 @@ from myst_nb import glue
 from attnpod import claims, kvcache
 from attnpod.wavelet import paper_scales
 from attnpod.book import (CACHE_SELECTION_RULES, budget_table, cache_allocation_rules, cache_results, figure,
-                          reproduction_check)
+                          reproduction_check, reproduction_texts)
 from attnpod.study import Study
 
 # the shipped weights of this seed where the profile ships them: their experiments' results are shipped too
@@ -361,10 +361,8 @@ pd.DataFrame(cost_rows).T
 
 # %% tags=["hide-input"]
 repro, repro_verdict = reproduction_check(study, "kv_cache", results)
-glue("repro_rules", ", ".join(r for r in dict.fromkeys(repro.index.get_level_values("rule")) if r != "(all)")
-     or "nothing (every result was computed in this build)", display=False)
-glue("repro_verdict", str(repro_verdict) if repro_verdict else "computed in this build, nothing shipped to check",
-     display=False)
+for name, text in zip(("repro_rules", "repro_verdict"), reproduction_texts(repro, repro_verdict)):
+    glue(name, text, display=False)
 repro
 
 # %% [markdown]

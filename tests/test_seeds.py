@@ -10,6 +10,7 @@ from attnpod import shipped
 from attnpod.book import seed_losses, with_spread
 from attnpod.config import get_profile
 from attnpod.study import BOOK_SEEDS, Study
+from attnpod.train import model_config, training_settings
 
 SMOKE_SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "smoke"
 
@@ -34,11 +35,26 @@ def no_training(monkeypatch):
     monkeypatch.setattr(attnpod.train, "train", refuse)
 
 
-def test_the_shipped_smoke_seeds_are_the_books(corpus):
-    manifest = shipped.read_manifest(SMOKE_SHIPPED)
+@pytest.mark.parametrize("profile", ["smoke", "laptop"])
+def test_the_shipped_seeds_are_the_books_and_load(corpus, profile):
+    """Every seed the book reads is shipped, verified (SHA-256, tensors, check loss) and at its profile's
+    settings; the laptop profile ships seed 42's experiment results too."""
+    folder = SMOKE_SHIPPED.parent / profile
+    manifest = shipped.read_manifest(folder)
     held = {(e["seed"], e["variant"], e["causal_gate"]) for e in manifest["entries"]}
     models = {("base", False), ("ega1", False), ("ega_morlet", False), ("conv_l4", False), ("ega1", True)}
-    assert held == {(s, v, c) for s in BOOK_SEEDS["smoke"] for v, c in models}
+    assert held == {(s, v, c) for s in BOOK_SEEDS[profile] for v, c in models}
+    for entry in manifest["entries"]:
+        settings = training_settings(get_profile(profile, seed=entry["seed"]),
+                                     model_config(get_profile(profile), entry["variant"], 65, entry["causal_gate"]))
+        assert entry["settings"] == settings
+        shipped.load_shipped(folder, entry, corpus)
+    results = {(e["kind"], e["model"], e["seed"]) for e in manifest["results"]}
+    if profile == "laptop":
+        assert results == {("pruning", v, 42) for v in ("base", "ega1", "ega_morlet", "conv_l4")} | {
+            ("kv_cache", v, 42) for v in ("base", "ega1_causal")}
+        for entry in manifest["results"]:
+            shipped._verified(folder, entry)
 
 
 def test_extra_seeds_are_read_from_the_shipped_weights(corpus, smoke_folder, monkeypatch):

@@ -308,6 +308,13 @@ def reproduction_check(study: "Study", kind: str, results: dict):
     return pd.DataFrame(rows).set_index(["model", "rule"]), verdict
 
 
+def reproduction_texts(table, verdict) -> tuple[str, str]:
+    """What :func:`reproduction_check` recomputed, and its verdict, in words for the chapter's text."""
+    rules = [r for r in dict.fromkeys(table.index.get_level_values("rule")) if r != "(all)"]
+    return (", ".join(rules) or "nothing (every result was computed in this build)",
+            str(verdict) if verdict else "computed in this build, nothing shipped to check")
+
+
 def budget_table(result, rules=None, unit: str = "heads", random_label: str = "random median"):
     """Loss increase over the full model or cache with its paired 95 % interval, rules (rows) by budgets."""
     import pandas as pd
