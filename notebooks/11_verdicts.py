@@ -41,6 +41,7 @@ from attnpod import claims
 from attnpod.book import figure, seed_measurements, seed_spread, seed_verdict_matrix, verdict_matrices
 from attnpod.study import Study
 
+pd.set_option("display.max_colwidth", None)  # a seed-dependent cell names its seeds: show it whole
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides, seeds=seeds)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
 

@@ -13,12 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def copy_book(tmp_path) -> Path:
-    """The book's sources in a fresh folder (no executed notebooks, no status page)."""
+    """The book's sources in a fresh folder (no executed notebooks, no status page), with the smoke seeds."""
     book = tmp_path / "book_root"
     book.mkdir()
     for name in ("_config.yml", "_toc.yml", "pyproject.toml"):
         shutil.copy(ROOT / name, book / name)
     shutil.copytree(ROOT / "book", book / "book", ignore=shutil.ignore_patterns("status.md", "_build", "__pycache__"))
+    # the smoke profile's shipped training seeds, which chapters 01, 08, 11 read (the laptop's are not needed)
+    shutil.copytree(ROOT / "checkpoints" / "smoke", book / "checkpoints" / "smoke", ignore=shutil.ignore_patterns("*.lock"))
     (book / "notebooks").mkdir()
     for nb in (ROOT / "notebooks").glob("*.py"):
         shutil.copy(nb, book / "notebooks" / nb.name)
