@@ -159,15 +159,12 @@ def shipped_comparison(study: "Study"):
     import pandas as pd
 
     from .config import parse_model_name
-    from .shipped import check_loss, find, shipped_root
-    from .train import model_config, training_settings
+    from .shipped import check_loss, shipped_entry, shipped_root
 
     folder = shipped_root(study.profile.name, folder=study.shipped_folder or None)
     rows = {}
     for v in study.models:
-        variant, causal = parse_model_name(v)
-        cfg = model_config(study.profile, variant, study.corpus.vocab_size, causal)
-        entry = find(folder, training_settings(study.profile, cfg), study.profile.seed)
+        entry = shipped_entry(study.profile, *parse_model_name(v), study.corpus.vocab_size, folder)
         t = study.trained(v)
         weights = copy.deepcopy(t.model)  # check_loss moves a model to the CPU: not the study's own
         here = {"val loss, trained here": t.history.val[-1], "check loss, trained here": check_loss(weights, study.corpus)}

@@ -404,6 +404,14 @@ def find(folder: Path, settings: dict, seed: int) -> dict | None:
     return None
 
 
+def shipped_entry(profile, variant: str, causal_gate: bool, vocab_size: int, folder: Path) -> dict | None:
+    """The manifest entry in ``folder`` of this profile's model (variant, gate) at its seed, if shipped."""
+    from .train import model_config
+
+    return find(folder, training_settings(profile, model_config(profile, variant, vocab_size, causal_gate)),
+                profile.seed)
+
+
 def history_of(entry: dict) -> History:
     """The training record of a shipped model, as the book's :class:`~attnpod.train.History`."""
     curve = entry["curve"]
@@ -438,9 +446,8 @@ def shipped_model(profile, variant: str, causal_gate: bool, corpus, device="cpu"
     from .train import model_config
 
     cfg = model_config(profile, variant, corpus.vocab_size, causal_gate)
-    settings = training_settings(profile, cfg)
     folder = shipped_root(profile.name, root, folder)
-    entry = find(folder, settings, profile.seed)
+    entry = shipped_entry(profile, variant, causal_gate, corpus.vocab_size, folder)
     if entry is None:
         gate = " --causal-gate" if causal_gate else ""
         why = (f"the {profile.name} profile is not trained on a CPU (hours per model). On a GPU: "

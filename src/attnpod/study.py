@@ -21,9 +21,9 @@ from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest
 from .data import SPLITS, Corpus, load_corpus
-from .shipped import (MissingCheckpoint, find, result_misfit, shipped_result, shipped_root, trained_or_shipped,
-                      trains_only_on_gpu)
-from .train import History, is_trained, model_config, resolve_device, train_in_processes, training_settings
+from .shipped import (MissingCheckpoint, result_misfit, shipped_entry, shipped_result, shipped_root,
+                      trained_or_shipped, trains_only_on_gpu)
+from .train import History, is_trained, resolve_device, train_in_processes
 
 
 def check_parameters(profile="auto", split: str | None = "val", overrides=None, data_path="", seeds=()) -> None:
@@ -306,10 +306,7 @@ class Study:
         except MissingCheckpoint:
             return self
         for name in (*self.models, "ega1_causal"):
-            variant, causal = parse_model_name(name)
-            settings = training_settings(self.profile, model_config(self.profile, variant, self.corpus.vocab_size,
-                                                                    causal))
-            if find(folder, settings, self.profile.seed) is None:
+            if shipped_entry(self.profile, *parse_model_name(name), self.corpus.vocab_size, folder) is None:
                 return self
         return replace(self, shipped=True, _trained={}, _analyses={}, _seed_studies={}, experiment_files={})
 
