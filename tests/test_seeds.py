@@ -38,7 +38,7 @@ def no_training(monkeypatch):
 @pytest.mark.parametrize("profile", ["smoke", "laptop"])
 def test_the_shipped_seeds_are_the_books_and_load(corpus, profile):
     """Every seed the book reads is shipped, verified (SHA-256, tensors, check loss) and at its profile's
-    settings; the laptop profile ships seed 42's experiment results too."""
+    settings; the laptop profile ships every seed's experiment results too (chapters 09 and 10)."""
     folder = SMOKE_SHIPPED.parent / profile
     manifest = shipped.read_manifest(folder)
     held = {(e["seed"], e["variant"], e["causal_gate"]) for e in manifest["entries"]}
@@ -49,10 +49,11 @@ def test_the_shipped_seeds_are_the_books_and_load(corpus, profile):
                                      model_config(get_profile(profile), entry["variant"], 65, entry["causal_gate"]))
         assert entry["settings"] == settings
         shipped.load_shipped(folder, entry, corpus)
-    results = {(e["kind"], e["model"], e["seed"]) for e in manifest["results"]}
+    results = {(e["kind"], e["model"], e["seed"]) for e in manifest["results"] if e["kind"] != "real_model"}
     if profile == "laptop":
-        assert results == {("pruning", v, 42) for v in ("base", "ega1", "ega_morlet", "conv_l4")} | {
-            ("kv_cache", v, 42) for v in ("base", "ega1_causal")}
+        assert results == {("pruning", v, s) for v in ("base", "ega1", "ega_morlet", "conv_l4")
+                           for s in BOOK_SEEDS[profile]} | {("kv_cache", v, s) for v in ("base", "ega1_causal")
+                                                            for s in BOOK_SEEDS[profile]}
         for entry in manifest["results"]:
             shipped._verified(folder, entry)
 
@@ -194,3 +195,34 @@ def test_a_shipped_experiment_is_read_for_its_own_weights_and_its_subset_reprodu
     other = reader.seed_study(43)  # other weights: nothing is shipped for them, so it is computed
     other.pruning("base", **options)
     assert other.experiment_source("pruning", "base") == "computed"
+
+
+@pytest.mark.slow
+def test_every_laptop_seed_reads_its_shipped_experiments_without_an_analysis(corpus, monkeypatch):
+    """Chapters 09 and 10 on every laptop seed: each seed's shipped results are found with the chapters'
+    own options (the extra seeds: book.EXTRA_SEED_EXPERIMENTS) and read as they are, no analysis run (the
+    rules' scores come with the result), and judged across the seeds."""
+    from attnpod import claims
+    from attnpod.book import (EXTRA_SEED_EXPERIMENTS, PRIMARY_COMPARISONS, seed_experiment_results,
+                              seed_experiment_verdicts)
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("an analysis was run to read a shipped result")
+
+    monkeypatch.setattr(Study, "analysis", refuse)
+    study = Study.create("laptop", device="cpu", progress=False).with_shipped_models()
+    assert study.seeds == BOOK_SEEDS["laptop"]
+    for kind in ("pruning", "kv_cache"):
+        results = seed_experiment_results(study, kind)
+        assert list(results) == list(BOOK_SEEDS["laptop"])
+        for seed, by_model in results.items():
+            for model, result in by_model.items():
+                assert study.seed_study(seed).experiment_source(kind, model) == "shipped"
+                assert len(result.random_losses) == (10 if seed == 42 else EXTRA_SEED_EXPERIMENTS[kind]["n_random"])
+        table, cells = seed_experiment_verdicts(study, kind, results)
+        rules = PRIMARY_COMPARISONS[kind][0]
+        assert len(cells) == len(next(iter(results.values()))) * len(rules)
+        assert [c for c in table.columns] == [f"seed {s}" for s in BOOK_SEEDS["laptop"]] + ["across seeds"]
+        for cell in cells.values():
+            assert cell.n == 5 and cell.robust
+            assert str(cell) == str(claims.across_seeds(cell.per_seed))

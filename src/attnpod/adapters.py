@@ -89,13 +89,19 @@ def fields_from_attentions(attentions, heads: str = "mean") -> np.ndarray:
     return stacked.mean(axis=2) if heads == "mean" else stacked
 
 
-def hf_fields(model, windows, heads: str = "mean", batch_size: int = 8, progress: bool = True) -> np.ndarray:
+def hf_fields(model, windows, heads: str = "mean", batch_size: int = 8, progress: bool = True,
+              out=None, statistics=None) -> np.ndarray:
     """Attention fields of a HuggingFace ``transformers`` model over token ``windows[n, t]``.
 
     The model runs in eval mode with ``output_attentions=True``; it must use eager
     attention (``attn_implementation="eager"`` when loading), since fused kernels
-    return no probabilities.
+    return no probabilities. With ``out`` (a ``.npy`` path) the fields stream batch by
+    batch into a memory map (:func:`attnpod.fields.stream_fields`): only one batch's
+    attention is ever in memory. ``statistics`` (a :class:`attnpod.fields.LayerStatistics`)
+    sees every batch's per-head maps on the way.
     """
+    from .fields import stream_fields
+
     windows = token_windows(windows)
     implementation = getattr(getattr(model, "config", None), "_attn_implementation", "eager")
     if implementation not in (None, "eager"):
@@ -103,12 +109,18 @@ def hf_fields(model, windows, heads: str = "mean", batch_size: int = 8, progress
                                   f"load it with attn_implementation='eager'")
     device = next(model.parameters()).device
     model.eval()
-    parts = []
-    with torch.no_grad():
-        for n0 in tqdm(range(0, len(windows), batch_size), desc="attention fields", disable=not progress):
-            out = model(input_ids=windows[n0:n0 + batch_size].to(device), output_attentions=True)
-            parts.append(fields_from_attentions(getattr(out, "attentions", None), heads))
-    return np.concatenate(parts)
+    N, T = windows.shape
+    L, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    shape = (N, L, T, T) if heads == "mean" else (N, L, H, T, T)
+
+    def batches():
+        with torch.no_grad():
+            for n0 in range(0, N, batch_size):
+                result = model(input_ids=windows[n0:n0 + batch_size].to(device), output_attentions=True)
+                yield torch.from_numpy(fields_from_attentions(getattr(result, "attentions", None), "all"))
+
+    return stream_fields(batches(), shape, heads, out, progress, total=-(-N // batch_size),
+                         on_batch=None if statistics is None else statistics.add)
 
 
 def transformer_lens_fields(cache, heads: str = "mean") -> np.ndarray:

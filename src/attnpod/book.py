@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .claims import READINGS
 from .config import ParameterError
 
 if TYPE_CHECKING:
@@ -96,11 +97,20 @@ def reading_columns(study: "Study") -> dict:
     published pipeline on the validation windows, ours on whole-file windows."""
     from . import claims
 
-    val, published, whole_file = study.analyses(), study.analyses("published"), study.on_split("all").analyses()
-    columns = {f"{claims.READINGS[r]}; validation": claims.reading_verdicts(val, r) for r in OUR_READINGS}
-    columns["published pipeline; validation"] = claims.reading_verdicts(published, "published")
+    columns = claim_columns(study.analyses(), study.analyses("published"), "; validation")
+    whole_file = study.on_split("all").analyses()
     for r in OUR_READINGS:
         columns[f"{claims.READINGS[r]}; whole file"] = claims.reading_verdicts(whole_file, r)
+    return columns
+
+
+def claim_columns(analyses: dict, published: dict, suffix: str = "") -> dict:
+    """The paper's claims under our four readings of ``analyses`` and the published pipeline's reading of
+    ``published`` (the same models analysed with orientation="published"): ``{reading: {claim: Verdict}}``."""
+    from . import claims
+
+    columns = {f"{claims.READINGS[r]}{suffix}": claims.reading_verdicts(analyses, r) for r in OUR_READINGS}
+    columns[f"published pipeline{suffix}"] = claims.reading_verdicts(published, "published")
     return columns
 
 
@@ -239,10 +249,10 @@ def adapter_comparison(study: "Study", n_windows: int = 0) -> dict:
 
 
 def pruning_results(study: "Study", n_random: int = 10, oracle_models=("base",), eval_batches: int = 4,
-                    oracle_batches: int = 1, n_perm: int = 19) -> dict:
+                    oracle_batches: int = 1, n_perm: int = 19, models=None) -> dict:
     """Chapter 09: every head-allocation rule on every model (:meth:`~attnpod.study.Study.pruning`), cached."""
     return {v: study.pruning(v, n_random=n_random, oracle=v in oracle_models, n_eval=eval_batches,
-                             n_oracle=oracle_batches, n_perm=n_perm) for v in study.models}
+                             n_oracle=oracle_batches, n_perm=n_perm) for v in (models or study.models)}
 
 
 def head_rank_maps(study: "Study", variant: str = "base", **pruning) -> tuple[np.ndarray, np.ndarray]:
@@ -260,6 +270,66 @@ def cache_results(study: "Study", n_random: int = 10, n_windows: int = 64, model
 
     return {v: study.kv_cache(v, n_random=n_random, n_windows=n_windows, n_perm=n_perm, null_windows=null_windows)
             for v in (models or CACHE_MODELS)}
+
+
+# Chapters 09 and 10 on a profile's other training seeds (Study.seed_study): the primary comparisons with their
+# permutation nulls, read from the results `python -m attnpod experiments --seed S` ships; the greedy oracle and
+# the band of random splits stay on the book's own seed.
+EXTRA_SEED_EXPERIMENTS = {"pruning": {"n_random": 0, "oracle_models": ()}, "kv_cache": {"n_random": 0}}
+
+
+def experiment_options(study: "Study", kind: str, **chosen) -> dict:
+    """The options of experiment ``kind`` ("pruning" or "kv_cache") for this study's seed: the chapter's
+    ``chosen`` ones, with :data:`EXTRA_SEED_EXPERIMENTS` on any seed but the profile's first."""
+    from .study import BOOK_SEEDS
+
+    own = BOOK_SEEDS.get(study.profile.name, (42,))[0]
+    return {**chosen, **(EXTRA_SEED_EXPERIMENTS[kind] if study.profile.seed != own else {})}
+
+# The primary comparisons of chapters 09 and 10, judged on every training seed: the rules, the uniform rule they
+# are set against, the baselines of the "useful" tier, and what is allocated (claims.experiment_verdicts).
+PRIMARY_COMPARISONS = {
+    "pruning": (("∝ H*(0.1)",), "uniform", ("Michel iterative",), "head allocation"),
+    "kv_cache": (("∝ H*(0.1)", "PyramidKV schedule, H2O selection"), "H2O",
+                 ("PyramidKV schedule, H2O selection", *CACHE_SELECTION_RULES), "the KV-cache budget"),
+}
+
+
+def seed_experiment_results(study: "Study", kind: str, **options) -> dict:
+    """Experiment ``kind`` ("pruning" or "kv_cache") on each of the study's training seeds
+    (:attr:`~attnpod.study.Study.seeds`), with the chapter's ``options`` (:func:`experiment_options`):
+    ``{seed: {model: result}}``, read from the shipped results where they match, else computed."""
+    run = pruning_results if kind == "pruning" else cache_results
+    return {s: run(study.seed_study(s), **experiment_options(study.seed_study(s), kind, **options))
+            for s in study.seeds}
+
+
+def seed_experiment_verdicts(study: "Study", kind: str, seed_results: dict):
+    """The primary comparisons of :data:`PRIMARY_COMPARISONS` on every model and seed of ``seed_results``
+    (:func:`seed_experiment_results`), each judged by the chapter's criterion
+    (:func:`attnpod.claims.experiment_verdicts`) and then across seeds
+    (:func:`attnpod.claims.across_seeds`). Returns the table (rows: model and rule; a column per
+    seed, then "across seeds") and the cells ``{(model label, rule): SeedVerdict}``."""
+    import pandas as pd
+
+    from . import claims
+
+    rules, uniform, baselines, what = PRIMARY_COMPARISONS[kind]
+    per_seed: dict = {}
+    for s, results in seed_results.items():
+        for v, result in results.items():
+            for rule, verdict in claims.experiment_verdicts(result, rules, uniform, baselines, what).items():
+                per_seed.setdefault((study.label(v), rule), {})[s] = verdict
+    cells = {key: claims.across_seeds(by_seed, f"{key[1]} guides {what}, {key[0]}") for key, by_seed in per_seed.items()}
+    table = pd.DataFrame({key: {**{f"seed {s}": claims.verdict_word(v) for s, v in by_seed.items()},
+                                "across seeds": str(cells[key])} for key, by_seed in per_seed.items()}).T
+    return table.rename_axis(["model", "rule"]), cells
+
+
+def across_models_and_seeds(cells: dict, rule: str) -> str:
+    """One rule's verdict across seeds on each model, in words: "BASE: worse in 5 of 5 seeds; ..."."""
+    return "; ".join(f"{model}: {cell}" for (model, r), cell in cells.items() if r == rule)
+
 
 
 # The subset of a shipped experiment a build recomputes: these rules at the middle budget, on the first
@@ -303,6 +373,117 @@ def reproduction_check(study: "Study", kind: str, results: dict):
                          "budget": int(result.budgets[k]), "windows": len(here), "max |Δ loss|": gap})
     verdict = claims.reproduces(max(worst)) if worst else None
     return pd.DataFrame(rows).set_index(["model", "rule"]), verdict
+
+
+def seed_reproduction_check(study: "Study", kind: str, seed_results: dict):
+    """:func:`reproduction_check` on every seed of ``seed_results`` (``{seed: results}``, as
+    :func:`seed_experiment_results` returns): the table with a seed level first, and the verdict over all."""
+    import pandas as pd
+
+    from . import claims
+
+    tables = {s: reproduction_check(study.seed_study(s), kind, results) for s, results in seed_results.items()}
+    gaps = [float(t["max |Δ loss|"].max()) for t, v in tables.values() if v is not None]
+    return (pd.concat({s: t for s, (t, _) in tables.items()}, names=["seed"]),
+            claims.reproduces(max(gaps)) if gaps else None)
+
+
+# ----------------------------------------------------------------------------- the real model (chapter 13)
+
+def real_model(profile: str, n_windows: int = 0, length: int = 0, seed: int = 42, n_boot: int = 200,
+               n_half: int = 100, data_path: str = "", progress: bool = True) -> dict:
+    """Chapter 13: the real model's analyses in both orientations (:func:`attnpod.pretrained.analyse_pretrained`),
+    read from ``checkpoints/laptop/`` where shipped with these settings. ``n_windows`` 0: the profile's
+    (:data:`attnpod.pretrained.REAL_MODEL_WINDOWS`); ``length`` 0: 128 tokens at the smoke profile, else 256."""
+    from .config import ParameterError
+    from .data import load_corpus
+    from .pretrained import LENGTH, REAL_MODEL_WINDOWS, SMOLLM2, analyse_pretrained
+    from .shipped import MissingCheckpoint, shipped_root
+
+    if profile not in REAL_MODEL_WINDOWS:
+        raise ParameterError(f"unknown profile {profile!r}; choose one of {sorted(REAL_MODEL_WINDOWS)}")
+    try:
+        folder = shipped_root("laptop")
+    except MissingCheckpoint:
+        folder = None
+    return analyse_pretrained(load_corpus(data_path or None).text, SMOLLM2, n_windows or REAL_MODEL_WINDOWS[profile],
+                              length or (128 if profile == "smoke" else LENGTH), seed, n_boot, n_half,
+                              progress=progress, shipped_folder=folder)
+
+
+def real_model_source(analyses: dict) -> str:
+    """Where the real model's analyses came from, in words: shipped (verified), cached in the store, or computed."""
+    sources = {a.meta.get("source", "computed") for a in analyses.values()}
+    words = {"shipped": "shipped, verified", "cached": "computed earlier, cached in the store",
+             "computed": "computed in this build"}
+    return " and ".join(words[s] for s in sorted(sources))
+
+
+def layer_table(analyses: dict):
+    """Chapter 13, per layer: the top scale under every reading, the POD numbers at the Torrence–Compo top
+    scale with their half-ensemble intervals, the published pipeline's explanation (diagonal mass, the last
+    query's self-attention), and what the attention does (:class:`attnpod.fields.LayerStatistics`)."""
+    import pandas as pd
+
+    from . import claims
+
+    causal, published = analyses["causal"], analyses["published"]
+    L = len(causal.scalogram)
+    tops = [causal.scales[claims.top_scale_indices(causal, r)] for r in OUR_READINGS]
+    table = dict(zip(TOP_SCALE_COLUMNS, [*tops, published.scales[claims.top_scale_indices(published, "published")]]))
+    tops = claims.top_scale_indices(causal, "tc")
+    lam = causal.eigenvalues[np.arange(L), tops]
+    from .pod import effective_rank, spectral_concentration
+
+    table["𝒯_spec"] = [spectral_concentration(x) for x in lam]
+    table["H*(0.1)"] = [effective_rank(x, 0.10) for x in lam]
+    table["λ₁ share"] = lam[:, 0] / np.maximum(lam.sum(-1), 1e-300)
+    table["diagonal mass (published)"] = published.diagonal_mass
+    table["last query's self-attention² (published)"] = published.corner
+    for k, v in layer_statistics(causal).items():
+        table[k] = v
+    return pd.DataFrame(table, index=pd.RangeIndex(1, L + 1, name="layer"))
+
+
+def pod_intervals(analyses: dict, table):
+    """Chapter 13: 𝒯_spec, H*(0.1) and the λ₁ share at each layer's top scale (from :func:`layer_table`) with
+    their 95 % half-ensemble intervals (the causal analysis's half-ensembles), as "value | mean [lo, hi]"."""
+    import pandas as pd
+
+    from . import claims
+
+    shape = claims.shape_halves(analyses["causal"])
+
+    def column(name, halves, fmt):
+        one = claims.Halves(np.asarray(halves.values)[:, None], halves.halves, halves.N)  # one model
+        return claims.with_half_intervals(table[name].to_numpy()[:, None], one, fmt).iloc[:, 0].to_numpy()
+
+    rank = shape["effective_rank"]
+    return pd.DataFrame({
+        "top scale": table["top scale, Torrence–Compo power, raw fields"],
+        "𝒯_spec": column("𝒯_spec", shape["spectral_concentration"], "{:.3f}"),
+        "H*(0.1)": column("H*(0.1)", claims.Halves(np.asarray(rank.values)[:, 0], rank.halves, rank.N), "{:.0f}"),
+        "λ₁ share": column("λ₁ share", shape["first_share"], "{:.3f}"),
+    }, index=table.index)
+
+
+TOP_SCALE_COLUMNS = [f"top scale, {READINGS[r]}" for r in OUR_READINGS] + ["top scale, published pipeline"]
+# Chapter 13's picture of what each layer does: panel title -> columns of layer_table.
+REAL_MODEL_PANELS = {"H*(0.1)": ["H*(0.1)"], "𝒯_spec": ["𝒯_spec"],
+                     "attention on token 0": ["attention on token 0"],
+                     "approximate rank (90 % of Σσ²)": ["approximate rank (90 % of Σσ²)"],
+                     "mean attention distance (tokens)": ["mean attention distance (tokens)"],
+                     "normalised entropy": ["normalised entropy"],
+                     "top scale, Torrence–Compo": ["top scale, Torrence–Compo power, raw fields"]}
+STATISTIC_LABELS = {"distance": "mean attention distance (tokens)", "entropy": "attention entropy (nats)",
+                    "normalised_entropy": "normalised entropy", "sink": "attention on token 0",
+                    "rank": "approximate rank (90 % of Σσ²)"}
+
+
+def layer_statistics(causal) -> dict:
+    """The real model's :class:`~attnpod.fields.LayerStatistics` per layer (heads averaged), by label."""
+    per_head = causal.meta["statistics"]
+    return {STATISTIC_LABELS[k]: np.asarray(v).mean(-1) for k, v in per_head.items()}
 
 
 def reproduction_texts(table, verdict) -> tuple[str, str]:
@@ -430,7 +611,20 @@ def _recipes() -> dict:
         "cache_null": lambda s, **p: f.plot_permutation_null(
             {s.label(v): r for v, r in cache_results(s, **p).items()}, "∝ H*(0.1)", "H2O",
             xlabel="mean cache keys per layer, B"),
+        # chapter 13 passes the analyses it has (analyses=); else they are read or computed (real_model)
+        "real_model_scales": lambda s, analyses=None, **p: f.plot_scale_map(
+            _real(s, analyses, p)["causal"].scalogram, _real(s, analyses, p)["causal"].scales,
+            "Torrence–Compo scale energy, raw fields"),
+        "real_model_top_scales": lambda s, analyses=None, **p: f.plot_layer_panels(
+            layer_table(_real(s, analyses, p)), {"top scale under each reading": TOP_SCALE_COLUMNS}),
+        "real_model_layers": lambda s, analyses=None, **p: f.plot_layer_panels(
+            layer_table(_real(s, analyses, p)), REAL_MODEL_PANELS),
     }
+
+
+def _real(study: "Study", analyses, options: dict) -> dict:
+    return analyses if analyses is not None else real_model(study.profile.name, data_path=study.data_path,
+                                                            progress=study.progress, **options)
 
 
 # What each figure shows, by name: the command line lists them without importing torch or matplotlib.
@@ -462,6 +656,9 @@ FIGURES = {
     "cache_allocation": "KV cache: budget allocation rules, H2O (10)",
     "attention_sinks": "attention on token 0 per layer (10)",
     "cache_null": "∝ H*(0.1) against the permutations of its own cache split (10)",
+    "real_model_scales": "the real model's scale energy per layer (13)",
+    "real_model_top_scales": "the real model's top scale per layer under every reading (13)",
+    "real_model_layers": "what each of the real model's layers does, beside H* and the top scale (13)",
     "verdict_grid": "the verdict matrix: readings by claims (11)",
     "seed_verdict_grid": "the verdict matrix across training seeds, k of n in every cell (11)",
     "seed_spread": "top scales, T_spec, H*(0.10) and the first-mode share per layer, every seed (11)",

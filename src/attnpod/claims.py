@@ -330,6 +330,48 @@ def simulation_matches(max_logit_difference: float) -> Verdict:
                    "passes" if max_logit_difference <= SIMULATION_TOL else "fails")
 
 
+# ----------------------------------------------------------------------------- what a low H* means (real model)
+
+# A layer whose queries (i ≥ 1) put at least this share of their attention on token 0 is sink-dominated.
+SINK_SHARE = 0.5
+
+
+def layer_kinds(h_star, sink, top_scales) -> list[str]:
+    """What each layer's attention is, from its H*(0.1), its attention on token 0 and its top scale:
+    "sink" (sink ≥ :data:`SINK_SHARE`), else "coarse" (top scale ≥ COARSE), "fine" (≤ FINE), or "middle"."""
+    kinds = []
+    for h, s, a in zip(np.asarray(h_star), np.asarray(sink), np.asarray(top_scales)):
+        kinds.append("sink" if s >= SINK_SHARE else "coarse" if a >= COARSE else "fine" if a <= FINE else "middle")
+    return kinds
+
+
+def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000) -> Verdict:
+    """Does a low H*(0.1) in the deep layers mean a coarse linguistic scale, or sink collapse?
+
+    Deep layers: the last half. Low H*: at or below the median over all layers. Each
+    such layer is a sink, coarse, fine or middle (:func:`layer_kinds`); the verdict is
+    "sinks" or "coarse scale" where that kind is more than half of them, else "mixed".
+    The measurement adds the Spearman correlation of H* with the sink share over all
+    layers and its permutation p-value (a negative correlation: the more sink, the fewer modes).
+    """
+    h, s, a = (np.asarray(x, dtype=float) for x in (h_star, sink, top_scales))
+    L = len(h)
+    deep = np.arange(L) >= L // 2
+    low = deep & (h <= np.median(h))
+    kinds = layer_kinds(h[low], s[low], a[low])
+    counts = {k: kinds.count(k) for k in ("sink", "coarse", "fine", "middle")}
+    n = int(low.sum())
+    verdict = ("sinks" if counts["sink"] > n / 2 else "coarse scale" if counts["coarse"] > n / 2 else "mixed")
+    rho, p = rank_correlation(h, s), correlation_p_value(h, s, n_sample)
+    layers = ", ".join(str(l + 1) for l in np.flatnonzero(low))
+    text = (f"{n} deep layers with low H* ({layers}): " + ", ".join(f"{k} {c}" for k, c in counts.items() if c)
+            + f"; Spearman(H*, sink) over {L} layers {rho:+.2f} (p = {p:.3f})")
+    return Verdict("a low H* in a deep layer is a coarse scale, not a sink", text,
+                   f"deep = layers {L // 2 + 1}–{L}; low = H*(0.1) at or below the median; a layer is a sink if "
+                   f"≥ {SINK_SHARE:.0%} of its attention is on token 0, else coarse if its top scale ≥ {COARSE:g}; "
+                   f"the verdict is the kind of more than half of them, else mixed", verdict)
+
+
 # ----------------------------------------------------------------------------- one verdict per claim and reading
 
 READINGS = {

