@@ -34,7 +34,7 @@
 # %% tags=["parameters"]
 profile = "auto"
 data_path = ""
-n_windows = 0  # 0: the profile's (smoke 16, laptop 200)
+n_windows = 0  # 0: the profile's (smoke 16, laptop 200, paper 1000)
 length = 0  # tokens per window; 0: 128 at the smoke profile, else 256
 seed = 42
 n_boot = 200

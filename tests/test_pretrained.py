@@ -168,3 +168,63 @@ def test_the_shipped_real_model_analyses_are_listed_verified_and_read_by_the_lap
     assert np.asarray(meta["statistics"]["sink"]).shape == (30, 9) and 2 < meta["loss"] < 6
     table = layer_table(analyses)
     assert len(table) == 30 and table["attention on token 0"].between(0, 1).all()
+
+
+def direct_llama_fields(model, window) -> np.ndarray:
+    """Head-averaged attention of a Llama-family model for one window, computed here from its weights:
+    each layer's normed input, Q and K projections, rotary positions (rotate-half form), grouped key
+    heads repeated, causal softmax(QKᵀ/√d). (L, T, T)."""
+    cfg = model.config
+    H, Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
+    d = cfg.hidden_size // H
+    T = window.shape[-1]
+    with torch.no_grad():
+        hidden = model(input_ids=window[None], output_hidden_states=True).hidden_states  # inputs of each layer
+        inv_freq = model.model.rotary_emb.inv_freq.double()
+        angles = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
+        cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)  # (T, d)
+
+        def rotate(x):  # x (heads, T, d): x cos + rotate_half(x) sin
+            half = torch.cat([-x[..., d // 2:], x[..., :d // 2]], -1)
+            return x * cos + half * sin
+
+        out = []
+        for l, layer in enumerate(model.model.layers):
+            h = layer.input_layernorm(hidden[l])[0].double()
+            attn = layer.self_attn
+            q = rotate((h @ attn.q_proj.weight.double().T).view(T, H, d).transpose(0, 1))
+            k = rotate((h @ attn.k_proj.weight.double().T).view(T, Hkv, d).transpose(0, 1))
+            k = k.repeat_interleave(H // Hkv, dim=0)
+            scores = q @ k.transpose(-1, -2) / d ** 0.5
+            scores = scores.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
+            out.append(torch.softmax(scores, -1).mean(0).numpy())
+    return np.stack(out)
+
+
+def test_streamed_fields_of_a_grouped_query_llama_equal_a_direct_computation(tmp_path):
+    """A small random Llama with grouped-query attention (4 query heads, 2 key/value heads) and rotary
+    positions, as SmolLM2 is built: the adapter's streamed fields equal the attention computed here, 1e-5."""
+    transformers = pytest.importorskip("transformers")
+    from attnpod.adapters import hf_fields
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config._attn_implementation = "eager"
+    model = transformers.LlamaForCausalLM(config).eval()
+    windows = torch.randint(50, (3, 24))
+    fields = hf_fields(model, windows, batch_size=2, progress=False, out=tmp_path / "f.npy")
+    for n in range(len(windows)):
+        np.testing.assert_allclose(fields[n], direct_llama_fields(model, windows[n]), atol=1e-5)
+
+
+@pytest.mark.slow
+@needs_model
+def test_the_real_models_fields_equal_a_direct_computation(tmp_path, corpus):
+    """SmolLM2's streamed fields for one window of the corpus equal the direct computation, 1e-5."""
+    from attnpod.adapters import hf_fields
+
+    model, tokenizer = pretrained.load_pretrained()
+    window = pretrained.Tokenised.of(corpus.text[:2000], tokenizer).tokens[:64]
+    fields = hf_fields(model, window[None], progress=False, out=tmp_path / "f.npy")
+    np.testing.assert_allclose(fields[0], direct_llama_fields(model, window), atol=1e-5)
