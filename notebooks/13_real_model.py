@@ -81,9 +81,10 @@ glue("rm_source", real_model_source(analyses), display=False)
 # {glue:text}`rm_loss_windows` validation-split windows is {glue:text}`rm_loss`
 # nats per token.
 #
-# Head-averaged fields of all 30 layers stream batch by batch into a memory-mapped
-# file in the artifact store (`attnpod.adapters.hf_fields`), and each batch's
-# per-head attention feeds the layer statistics on the way. Both orientations are
+# Head-averaged fields of all 30 layers stream batch by batch into a `.npy` file
+# in the artifact store (`attnpod.adapters.hf_fields`), which the analysis reads
+# back one layer at a time, and each batch's per-head attention feeds the layer
+# statistics on the way. Both orientations are
 # analysed (ours, causal lag; the published pipeline's), with
 # {glue:text}`rm_boot` bootstrap resamples and {glue:text}`rm_half`
 # half-ensembles. These analyses take longer than a build may at the laptop

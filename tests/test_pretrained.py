@@ -228,3 +228,84 @@ def test_the_real_models_fields_equal_a_direct_computation(tmp_path, corpus):
     window = pretrained.Tokenised.of(corpus.text[:2000], tokenizer).tokens[:64]
     fields = hf_fields(model, window[None], progress=False, out=tmp_path / "f.npy")
     np.testing.assert_allclose(fields[0], direct_llama_fields(model, window), atol=1e-5)
+
+
+def write_tiny_llama_gguf(path, model) -> None:
+    """``model`` (a LlamaForCausalLM, float32) as a GGUF file written with gguf's writer: llama.cpp's tensor
+    names, its interleaved order of the Q and K rows, and a minimal byte-pair tokenizer."""
+    import gguf
+
+    cfg = model.config
+    H, Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
+
+    def interleave(w, heads):  # the rotary halves of each head, pairwise (what the loader undoes)
+        return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(H)
+    writer.add_head_count_kv(Hkv)
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_rope_dimension_count(cfg.hidden_size // H)
+    writer.add_vocab_size(cfg.vocab_size)
+    tokens = [chr(97 + i) for i in range(26)] + ["ab"] + [f"<t{i}>" for i in range(27, cfg.vocab_size)]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * len(tokens))
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_token_merges(["a b"])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    writer.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    names = {"input_layernorm": "attn_norm", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        writer.add_tensor(f"blk.{i}.attn_q.weight", interleave(sd[p + "self_attn.q_proj.weight"], H))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", interleave(sd[p + "self_attn.k_proj.weight"], Hkv))
+        for ours, theirs in names.items():
+            writer.add_tensor(f"blk.{i}.{theirs}.weight", sd[p + ours + ".weight"])
+    writer.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    writer.add_tensor("output.weight", sd["lm_head.weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_the_loader_reads_a_gguf_written_here_as_the_same_weights_and_caches_them(tmp_path, monkeypatch):
+    """A small grouped-query Llama written as GGUF by gguf's writer: load_pretrained verifies it, gives the
+    very weights written (and the same logits), caches them, and the cached copy loads equal; a file whose
+    SHA-256 is not the expected one is refused."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    from dataclasses import replace
+
+    from attnpod.config import sha256_file
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      tie_word_embeddings=False)
+    model = transformers.LlamaForCausalLM(config).eval()
+    path = tmp_path / "tiny.gguf"
+    write_tiny_llama_gguf(path, model)
+    spec = replace(pretrained.SMOLLM2, key="tiny-llama", file=path.name, sha256=sha256_file(path))
+    monkeypatch.setattr(pretrained, "find_gguf", lambda spec=None: path)
+    loaded, tokenizer = pretrained.load_pretrained(spec)
+    cached, _ = pretrained.load_pretrained(spec)
+    for name, weights in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], weights), name
+        assert torch.equal(cached.state_dict()[name], weights), name
+    x = torch.randint(40, (2, 12))
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).logits.numpy(), model(x).logits.numpy(), atol=1e-5)
+    assert tokenizer("ab")["input_ids"]
+    with pytest.raises(CorruptFile, match="SHA-256"):
+        pretrained.load_pretrained(replace(spec, sha256="0" * 64))
