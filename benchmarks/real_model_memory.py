@@ -77,7 +77,7 @@ def main() -> None:
             seconds, peak = queue.get()
             proc.join()
             rows[name] = (seconds, peak)
-    print(f"| stage | what | seconds | peak memory (GB) |\n|---|---|---:|---:|")
+    print("| stage | what | seconds | peak memory (GB) |\n|---|---|---:|---:|")
     what = {"load": "the model from the store", "stream": f"{args.stream} windows, all 30 layers",
             "analyse": f"{args.layers} layers of N = {args.n}, both orientations"}
     for name, (seconds, peak) in rows.items():

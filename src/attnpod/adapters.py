@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .analysis import CAUSAL_TOL, FieldInputError
 from .config import AttnpodError, ParameterError
@@ -96,7 +95,7 @@ def hf_fields(model, windows, heads: str = "mean", batch_size: int = 8, progress
     The model runs in eval mode with ``output_attentions=True``; it must use eager
     attention (``attn_implementation="eager"`` when loading), since fused kernels
     return no probabilities. With ``out`` (a ``.npy`` path) the fields stream batch by
-    batch into a memory map (:func:`attnpod.fields.stream_fields`): only one batch's
+    batch into a ``.npy`` file (:func:`attnpod.fields.stream_fields`): only one batch's
     attention is ever in memory. ``statistics`` (a :class:`attnpod.fields.LayerStatistics`)
     sees every batch's per-head maps on the way.
     """

@@ -223,9 +223,9 @@ class Study:
                                      f"integer, got {value!r}")
         t, P = self.trained(variant), self.profile
         budgets = head_budgets(P.n_layer, P.n_head)
-        settings = {"weights_sha256": weights_digest(t.model), "budgets": budgets, "n_random": n_random, "oracle": oracle, "n_eval": n_eval, "n_score": n_score,
-                    "n_oracle": n_oracle, "n_perm": n_perm, "batch": [P.batch_size, P.block_size], "seed": P.seed,
-                    "format": 2}
+        settings = {"weights_sha256": weights_digest(t.model), "budgets": budgets, "n_random": n_random,
+                    "oracle": oracle, "n_eval": n_eval, "n_score": n_score, "n_oracle": n_oracle, "n_perm": n_perm,
+                    "batch": [P.batch_size, P.block_size], "seed": P.seed, "format": 2}
 
         def measured():
             return {"scores": {k: v.tolist() for k, v in self.allocation_scores(variant).items()}}
