@@ -429,15 +429,14 @@ def layer_table(analyses: dict):
 
     causal, published = analyses["causal"], analyses["published"]
     L = len(causal.scalogram)
-    tops = [causal.scales[claims.top_scale_indices(causal, r)] for r in OUR_READINGS]
-    table = dict(zip(TOP_SCALE_COLUMNS, [*tops, published.scales[claims.top_scale_indices(published, "published")]]))
-    tops = claims.top_scale_indices(causal, "tc")
-    lam = causal.eigenvalues[np.arange(L), tops]
-    from .pod import effective_rank, spectral_concentration
+    from .analysis import spectrum_shape
 
-    table["𝒯_spec"] = [spectral_concentration(x) for x in lam]
-    table["H*(0.1)"] = [effective_rank(x, 0.10) for x in lam]
-    table["λ₁ share"] = lam[:, 0] / np.maximum(lam.sum(-1), 1e-300)
+    scales = [causal.scales[claims.top_scale_indices(causal, r)] for r in OUR_READINGS]
+    table = dict(zip(TOP_SCALE_COLUMNS, [*scales, published.scales[claims.top_scale_indices(published, "published")]]))
+    shape = spectrum_shape(causal.eigenvalues[np.arange(L), claims.top_scale_indices(causal, "tc")], [0.10])
+    table["𝒯_spec"] = shape["spectral_concentration"]
+    table["H*(0.1)"] = shape["effective_rank"][:, 0]
+    table["λ₁ share"] = shape["first_share"]
     table["diagonal mass (published)"] = published.diagonal_mass
     table["last query's self-attention² (published)"] = published.corner
     for k, v in layer_statistics(causal).items():

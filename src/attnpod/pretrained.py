@@ -11,7 +11,7 @@ model, de-quantised: not the float base model.
 
 The corpus in the model's own tokens (:class:`Tokenised`) splits at 90 % as
 :class:`attnpod.data.Corpus` does; :func:`pretrained_fields` streams head-averaged
-fields of every layer into a memory-mapped store, with what each layer's attention
+fields of every layer into a ``.npy`` file in the store, with what each layer's attention
 does (:class:`attnpod.fields.LayerStatistics`) on the way.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,15 +131,10 @@ def load_pretrained(spec: PretrainedModel = SMOLLM2):
                 files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
                 (tmp / "files.json").write_text(json.dumps(files, indent=1))
                 if folder.exists():
-                    import shutil
-
                     shutil.rmtree(folder)
                 tmp.replace(folder)
             finally:
-                if tmp.exists():
-                    import shutil
-
-                    shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(tmp, ignore_errors=True)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
                                                               attn_implementation="eager")
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
@@ -168,7 +164,7 @@ class Tokenised:
 
 
 def pretrained_fields(model, windows, out, batch_size: int = 8, n_rank: int = 16, progress: bool = True):
-    """Head-averaged fields ``fields[n, l, i, j]`` of every layer, streamed into the ``.npy`` memory map ``out``,
+    """Head-averaged fields ``fields[n, l, i, j]`` of every layer, streamed into the ``.npy`` file ``out``,
     and each layer's :class:`~attnpod.fields.LayerStatistics` (ranks on the first ``n_rank`` windows)."""
     from .adapters import hf_fields
     from .fields import LayerStatistics
@@ -235,20 +231,13 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
             out[orientation].meta["source"] = "shipped"
     if len(out) == len(ORIENTATIONS):
         return out
-    loaded: dict = {}
-
-    def model_and_tokens():
-        if not loaded:
-            model, tokenizer = load_pretrained(spec)
-            loaded.update(model=model, tokens=Tokenised.of(text, tokenizer))
-        return loaded["model"], loaded["tokens"]
-
     field_settings = {k: settings[k] for k in ("gguf_sha256", "n_windows", "length", "split", "seed", "n_rank")}
     fields_path = artifact_dir("fields", spec.key, field_settings) / "fields.npy"
     stats_path = fields_path.with_name("statistics.json")
     with artifact_lock(fields_path):
         if not (reusable(fields_path, fields_are_finite) and stats_path.is_file()):
-            model, tokens = model_and_tokens()
+            model, tokenizer = load_pretrained(spec)
+            tokens = Tokenised.of(text, tokenizer)
             windows = tokens.windows(n_windows, length, "all", seed)
 
             def write(tmp):
