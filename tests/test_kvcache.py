@@ -142,6 +142,37 @@ def test_simulation_matches_a_literal_cached_decode(variant, causal, selection):
     assert (full - simulated).abs().max() > 0.1  # the cache budget changed the model
 
 
+@pytest.mark.parametrize("sinks", [1, 2])
+def test_h2o_with_sinks_matches_a_literal_cached_decode_and_keeps_the_first_tokens(sinks):
+    model = sharp_model("base", False)
+    idx = torch.randint(0, 65, (2, 24), generator=torch.Generator().manual_seed(3))
+    budgets = np.array([sinks + 1, 6, 5])
+    select = kv.selector("h2o", torch.as_tensor(np.tile(budgets, (2, 1))), sinks)
+    with torch.no_grad():
+        simulated, _ = model.forward_explicit(idx, select=select)
+        plain, _ = model.forward_explicit(idx, select=kv.selector("h2o", torch.as_tensor(np.tile(budgets, (2, 1)))))
+        for w in range(2):
+            assert (kv.decode_cached(model, idx[w], budgets, "h2o", sinks) - simulated[w]).abs().max() < 1e-4
+    assert (plain - simulated).abs().max() > 1e-3  # keeping the sinks changed what the cache holds
+    T = 20
+    logits = (3 * torch.randn(1, 2, T, T, generator=torch.Generator().manual_seed(0))).masked_fill(
+        ~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    keep = kv.h2o_keep(logits, [7], sinks)
+    assert keep[0, :, sinks:, :sinks].all()  # every later query sees the sinks
+    assert (keep[0, :, 7:].sum(-1) == 7).all()  # and holds its budget exactly
+
+
+def test_sink_protection_by_budget_and_the_protected_splits(tmp_path):
+    assert [kv.protected_sinks(b) for b in (4, 8, 16, 32, 64)] == [1, 2, 4, 4, 4]
+    model = sharp_model("base", False)
+    x = torch.randint(0, 65, (3, 24), generator=torch.Generator().manual_seed(4))
+    losses, allocations = kv.sink_protected_losses(model, x, torch.roll(x, -1, 1), np.array([1.0, 2.0, 6.0]), [4, 8])
+    assert set(losses) == set(kv.SINK_PROTECTED) and losses[kv.UNIFORM].shape == (2, 3)
+    for rule, a in allocations.items():
+        assert (a.sum(-1) == np.array([4, 8]) * 3).all()
+        assert (a.min(-1) >= np.array([2, 3])).all()  # the sinks and the query's own key, every layer
+
+
 def test_budget_of_the_whole_window_is_the_full_model():
     model = sharp_model()
     idx = torch.randint(0, 65, (3, 24), generator=torch.Generator().manual_seed(2))

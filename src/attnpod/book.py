@@ -272,6 +272,30 @@ def cache_results(study: "Study", n_random: int = 10, n_windows: int = 64, model
             for v in (models or CACHE_MODELS)}
 
 
+def sink_protection(study: "Study", results: dict, n_windows: int = 64) -> tuple:
+    """Chapter 10's primary comparison again with sink protection (:func:`attnpod.kvcache.sink_protected_losses`),
+    on each model of ``results`` (its cache result brings the rules' scores): the verdicts of PyramidKV's
+    schedule and ∝ H*(0.1) against uniform H2O, all keeping the sinks (no permutation null), and per model
+    the paired NLL difference that keeping them makes to uniform H2O at each budget."""
+    from . import claims
+    from .kvcache import PYRAMID, UNIFORM, sink_protected_losses
+
+    x, y = study.cache_windows(n_windows)
+    verdicts, effect = {}, {}
+    for v, r in results.items():
+        losses, allocations = sink_protected_losses(study.trained(v).model, x, y, r.meta["scores"]["∝ H*(0.1)"],
+                                                    r.budgets)
+        for rule in (PYRAMID, "∝ H*(0.1)"):
+            same = (allocations[rule] == allocations[UNIFORM]).all(-1)
+            baseline = losses[PYRAMID] if rule != PYRAMID else None
+            verdicts[(study.label(v), rule)] = claims.allocation_verdict(
+                losses[rule], losses[UNIFORM], r.budgets, None, baseline, rule, "the KV-cache budget (sinks kept)",
+                same_as_uniform=same)
+        effect[study.label(v)] = {f"B = {int(b)}": str(claims.compare(losses[UNIFORM][k] - r.loss(UNIFORM)[k], seed=k))
+                                  for k, b in enumerate(r.budgets)}
+    return verdicts, effect
+
+
 # Chapters 09 and 10 on a profile's other training seeds (Study.seed_study): the primary comparisons with their
 # permutation nulls, read from the results `python -m attnpod experiments --seed S` ships; the greedy oracle and
 # the band of random splits stay on the book's own seed.
@@ -479,6 +503,45 @@ STATISTIC_LABELS = {"distance": "mean attention distance (tokens)", "entropy": "
                     "rank": "approximate rank (90 % of Σσ²)"}
 
 
+# ----------------------------------------------------------------------------- the real model's KV cache (chapter 14)
+
+def real_cache(settings: dict | None = None):
+    """Chapter 14: the real model's cache experiment as shipped in ``checkpoints/laptop/`` (verified), with
+    ``settings`` (default: :func:`attnpod.llmcache.experiment_settings`); a missing one is a one-line
+    :class:`~attnpod.shipped.MissingCheckpoint` saying how to compute it. Nothing is computed here."""
+    from .llmcache import cache_experiment
+
+    return cache_experiment("", settings, shipped_only=True)
+
+
+def real_cache_splits(result, k: int):
+    """Keys per key/value head and layer of each allocation rule at budget index ``k``: layers (rows, from 1)
+    by rules."""
+    import pandas as pd
+
+    from .llmcache import ALLOCATION_RULES
+
+    return pd.DataFrame({r: result.counts(r)[k] for r in ALLOCATION_RULES if r in result.rules},
+                        index=pd.Index(np.arange(1, result.allocations.shape[-1] + 1), name="layer"))
+
+
+def equivalence_table(result, rules, uniform: str):
+    """Each rule against ``uniform`` at each budget by :func:`attnpod.claims.compare`: its outcome (better,
+    equivalent, worse, inconclusive), the mean paired difference and its 90 % interval (TOST's)."""
+    import pandas as pd
+
+    from .claims import compare
+
+    cells = {}
+    for rule in rules:
+        row = {}
+        for k, b in enumerate(result.budgets):
+            c = compare(result.loss(rule)[k] - result.loss(uniform)[k], seed=k)
+            row[f"B = {int(b)}"] = f"{c.outcome}: {c.mean:+.3f} [{c.lo90:+.3f}, {c.hi90:+.3f}]"
+        cells[rule] = row
+    return pd.DataFrame(cells).T
+
+
 def layer_statistics(causal) -> dict:
     """The real model's :class:`~attnpod.fields.LayerStatistics` per layer (heads averaged), by label."""
     per_head = causal.meta["statistics"]
@@ -501,7 +564,8 @@ def budget_table(result, rules=None, unit: str = "heads", random_label: str = "r
     rules = list(result.rules if rules is None else rules)
     cells = {rule: [paired_interval(result.losses[result.rules.index(rule), k] - result.baseline)
                     for k in range(len(result.budgets))] for rule in rules}
-    cells[random_label] = [paired_interval(result.random_median()[k] - result.baseline)
+    random = result.random_median()  # (K, U): the random splits may be scored on the first U windows only
+    cells[random_label] = [paired_interval(random[k] - result.baseline[:random.shape[-1]])
                            for k in range(len(result.budgets))]
     index = [f"{b} heads" if unit == "heads" else f"B = {b}" for b in result.budgets]
     return pd.DataFrame({rule: [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in c] for rule, c in cells.items()},
@@ -618,7 +682,35 @@ def _recipes() -> dict:
             layer_table(_real(s, analyses, p)), {"top scale under each reading": TOP_SCALE_COLUMNS}),
         "real_model_layers": lambda s, analyses=None, **p: f.plot_layer_panels(
             layer_table(_real(s, analyses, p)), REAL_MODEL_PANELS),
+        # chapter 14 passes the shipped result it has read (result=)
+        "real_cache_selection": lambda s, result=None: _real_cache_curves(f, result, "selection"),
+        "real_cache_allocation": lambda s, result=None: _real_cache_curves(f, result, "allocation"),
+        "real_cache_null": lambda s, result=None: _real_cache_curves(f, result, "null"),
+        "real_cache_splits": lambda s, result=None, k=2: _real_cache_curves(f, result, "splits", k),
+        "real_cache_sinks": lambda s, result=None: _real_cache_curves(f, result, "sinks"),
     }
+
+
+def _real_cache_curves(f, result, which: str, k: int = 2):
+    """Chapter 14's figures of the shipped result (read here unless given): the selection or allocation
+    rules' loss curves, the permutation null of ∝ H*(0.1), the keys per layer at budget index ``k``, or
+    each layer's attention on token 0 against uniform causal attention over the window."""
+    from .llmcache import ALLOCATION_RULES, SELECTION_RULES, UNIFORM
+
+    result = result or real_cache()
+    xlabel = "mean keys per key/value head, B"
+    if which == "null":
+        return f.plot_permutation_null({"SmolLM2-135M": result}, "∝ H*(0.1)", UNIFORM, xlabel=xlabel, unit="token")
+    if which == "sinks":
+        T = int(result.meta.get("length", 256))
+        return f.plot_sinks({"SmolLM2-135M": result.sinks}, float(np.mean(1.0 / (np.arange(1, T) + 1))))
+    if which == "splits":
+        splits = real_cache_splits(result, k)
+        return f.plot_layer_panels(splits, {f"keys per key/value head, B = {int(result.budgets[k])}":
+                                            list(splits.columns)})
+    rules = SELECTION_RULES if which == "selection" else (UNIFORM, *ALLOCATION_RULES)
+    return f.plot_budget_curves({"SmolLM2-135M": result}, rules=rules, xlabel=xlabel, fewer_right=False,
+                                band_label="random splits, H2O + sinks", unit="token")
 
 
 def _real(study: "Study", analyses, options: dict) -> dict:
@@ -658,6 +750,11 @@ FIGURES = {
     "real_model_scales": "the real model's scale energy per layer (13)",
     "real_model_top_scales": "the real model's top scale per layer under every reading (13)",
     "real_model_layers": "what each of the real model's layers does, beside H* and the top scale (13)",
+    "real_cache_selection": "the real model's KV cache: token selection rules (14)",
+    "real_cache_allocation": "the real model's KV cache: budget allocation rules, H2O + sinks (14)",
+    "real_cache_null": "the real model: ∝ H*(0.1) against the permutations of its own cache split (14)",
+    "real_cache_splits": "the real model: keys per layer under each allocation rule (14)",
+    "real_cache_sinks": "the real model: attention on token 0 per layer, training windows (14)",
     "verdict_grid": "the verdict matrix: readings by claims (11)",
     "seed_verdict_grid": "the verdict matrix across training seeds, k of n in every cell (11)",
     "seed_spread": "top scales, T_spec, H*(0.10) and the first-mode share per layer, every seed (11)",

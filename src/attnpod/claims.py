@@ -705,7 +705,8 @@ def experiment_verdicts(result, rules, uniform: str, baselines, what: str) -> di
     against the ``uniform`` rule, with the permutation null where it was run, and the best of ``baselines``
     at each budget; budgets where a rule splits as uniform does are left out."""
     reference, best = result.loss(uniform), best_of(result, baselines)
-    same = {r: (result.counts(r) == result.counts(uniform)).all(-1) for r in rules}
+    same = {r: result.same_as(r, uniform) if hasattr(result, "same_as")  # a rule may differ in more than its split
+            else (result.counts(r) == result.counts(uniform)).all(-1) for r in rules}
     return {r: allocation_verdict(result.loss(r), reference, result.budgets, result.null(r), best, r, what,
                                   same_as_uniform=same[r]) for r in rules}
 

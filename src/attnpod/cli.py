@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     experiments.add_argument("--to", default=None, help="the shipped models' folder, where the results go too "
                                                         "(default: checkpoints/<profile>/ of the checkout)")
+    experiments.add_argument("--real-model", action="store_true",
+                             help="instead: the KV-cache experiment on the real model, SmolLM2-135M (about 75 "
+                                  "minutes on 2 CPU cores; kept as it goes, so a rerun resumes)")
+    experiments.add_argument("--ship", action="store_true", help="with --real-model: ship its result into --to "
+                                                                 "(default: checkpoints/laptop/)")
     _debug(experiments)
     real = sub.add_parser(
         "real-model", help="the paper's analysis on a real pretrained language model (SmolLM2-135M-Instruct, "
@@ -182,6 +187,8 @@ def _figure(args) -> int:
 
 def _experiments(args) -> int:
     """Both experiments on every model they apply to, on the shipped weights, then shipped."""
+    if args.real_model:
+        return _real_cache(args)
     from .book import cache_results, experiment_options, pruning_results
     from .shipped import ship_result, shipped_root
     from .study import CACHE_MODELS, Study
@@ -198,6 +205,25 @@ def _experiments(args) -> int:
         result = run(study, models=[variant], **experiment_options(study, kind))[variant]
         entry = ship_result(kind, variant, study.profile.seed, study.experiment_files[kind, variant], result.meta,
                             folder, str(study.device))
+        print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
+    return 0
+
+
+def _real_cache(args) -> int:
+    """The real model's cache experiment (attnpod.llmcache.cache_experiment), shipped with --ship."""
+    from .data import load_corpus
+    from .llmcache import RESULT_KIND, cache_experiment, experiment_file, experiment_settings
+    from .pretrained import SMOLLM2
+    from .shipped import ship_result, shipped_root
+
+    settings = experiment_settings(seed=42 if args.seed is None else args.seed)
+    result = cache_experiment(load_corpus(args.data).text, settings)
+    print(f"{SMOLLM2.label}: {len(result.rules)} rules at budgets {settings['budgets']} on {settings['n_windows']} "
+          f"windows ({result.meta['source']})", flush=True)
+    if args.ship:
+        folder = shipped_root("laptop", folder=args.to)
+        entry = ship_result(RESULT_KIND, SMOLLM2.key, settings["seed"], experiment_file(settings),
+                            {k: v for k, v in result.meta.items() if k != "source"}, folder, "cpu")
         print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0
 

@@ -303,7 +303,7 @@ def plot_coherency(maps: dict, scale: float):
 
 
 def plot_budget_curves(results: dict, rules=None, xlabel: str = "heads kept", fewer_right: bool = True,
-                       band_label: str = "random counts"):
+                       band_label: str = "random counts", unit: str = "char"):
     """Loss increase against the budget, one panel per model, one line per rule; random splits as a band.
 
     ``results[label]`` is a :class:`attnpod.heads.PruningResult` or :class:`attnpod.kvcache.CacheResult`
@@ -316,7 +316,8 @@ def plot_budget_curves(results: dict, rules=None, xlabel: str = "heads kept", fe
     for ax, label in zip(axes[0], labels):
         res = results[label]
         kept = res.budgets
-        random_inc = (res.random_losses - res.baseline).mean(-1)  # (draws, K)
+        U = res.random_losses.shape[-1]  # the random draws may be scored on the first U windows only
+        random_inc = (res.random_losses - res.baseline[:U]).mean(-1)  # (draws, K)
         lo, hi = np.percentile(random_inc, [5, 95], axis=0)
         ax.fill_between(kept, lo, hi, color="0.8", label=f"{band_label} (5–95 %)")
         ax.plot(kept, np.median(random_inc, axis=0), "--", color="0.4", lw=1, label=f"{band_label}, median")
@@ -331,12 +332,12 @@ def plot_budget_curves(results: dict, rules=None, xlabel: str = "heads kept", fe
             ax.set_xscale("log", base=2)
             ax.set_xticks(kept, [str(b) for b in kept])
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("validation loss increase (nats / char)")
+    axes[0, 0].set_ylabel(f"validation loss increase (nats / {unit})")
     axes[0, -1].legend(fontsize=7)
     return fig
 
 
-def plot_permutation_null(results: dict, rule: str, uniform: str, xlabel: str = "heads kept"):
+def plot_permutation_null(results: dict, rule: str, uniform: str, xlabel: str = "heads kept", unit: str = "char"):
     """Does the analysis choose the right layers? Per budget, the loss increase of ``rule`` against every
     permutation of its own per-layer counts (grey dots) and against ``uniform`` (line); one panel per model.
 
@@ -363,7 +364,7 @@ def plot_permutation_null(results: dict, rule: str, uniform: str, xlabel: str = 
         ax.set_xticks(positions, [str(b) for b in res.budgets])  # in the experiment's order of budgets
         ax.set(title=label, xlabel=xlabel)  # a linear axis per model: the null is read against its own rule
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("loss increase (nats / char)")
+    axes[0, 0].set_ylabel(f"loss increase (nats / {unit})")
     axes[0, -1].legend(fontsize=7)
     return fig
 
@@ -372,13 +373,14 @@ def plot_sinks(sinks: dict, uniform: float):
     """Attention on token 0 per layer, one bar group per model; the line is what uniform causal attention gives."""
     labels = list(sinks)
     n_layer = len(next(iter(sinks.values())))
-    fig, ax = _subplots(figsize=(6, 3))
+    fig, ax = _subplots(figsize=(6 if n_layer <= 8 else 8, 3))
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         ax.bar(np.arange(n_layer) + i * width, sinks[label], width, label=label)
     ax.axhline(uniform, color="k", ls="--", lw=1, label="uniform attention")
-    ax.set(xticks=np.arange(n_layer) + 0.4 - width / 2, xticklabels=[f"layer {l + 1}" for l in range(n_layer)],
-           ylabel="attention on token 0", yscale="log")
+    names = [f"layer {l + 1}" for l in range(n_layer)] if n_layer <= 8 else [str(l + 1) for l in range(n_layer)]
+    ax.set(xticks=np.arange(n_layer) + 0.4 - width / 2, xticklabels=names, ylabel="attention on token 0",
+           yscale="log", xlabel="" if n_layer <= 8 else "layer")
     ax.legend(fontsize=7)
     return fig
 

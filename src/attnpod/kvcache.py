@@ -109,37 +109,41 @@ def streaming_keep(k, T: int, sinks: int = N_SINKS) -> torch.Tensor:
     return ((j <= i) & ((j < s) | (j > i - (k - s))))[:, None]
 
 
-def h2o_keep(logits: torch.Tensor, k) -> torch.Tensor:
+def h2o_keep(logits: torch.Tensor, k, sinks: int = 0) -> torch.Tensor:
     """H2O's cache, per head, for causal ``logits[N, H, T, T]`` (−inf above the diagonal): (N, H, T, T).
 
-    Query i sees its r = ⌈k/2⌉ most recent keys and the heavy hitters kept so far (at
-    most k − r). After row i, each key's accumulated attention grows by the attention
-    row i gave it; the key leaving the recent window joins the candidates, and while
-    they outnumber k − r the one with the least accumulated attention is evicted.
+    Query i sees the first ``sinks`` keys (sink protection; none in H2O itself), its
+    r = ⌈(k − sinks)/2⌉ most recent keys and the heavy hitters kept so far (at most
+    k − sinks − r). After row i, each key's accumulated attention grows by the attention
+    row i gave it; the key leaving the recent window joins the candidates (unless a
+    sink), and while they outnumber their places the one with the least accumulated
+    attention is evicted.
     """
     N, H, T, _ = logits.shape
     k = torch.as_tensor(k, device=logits.device).reshape(-1)
-    recent = (k + 1) // 2
-    heavy_places = (k - recent)[:, None]  # (N, 1)
+    recent = (k - sinks + 1) // 2
+    heavy_places = (k - sinks - recent)[:, None]  # (N, 1)
     pos = torch.arange(T, device=logits.device)
     acc = torch.zeros(N, H, T, dtype=torch.float64, device=logits.device)
     heavy = torch.zeros(N, H, T, dtype=torch.bool, device=logits.device)
     keep = torch.zeros(N, H, T, T, dtype=torch.bool, device=logits.device)
     for i in range(T):
         n = i + 1  # keys 0…i; later keys play no part yet
-        window = pos[:n] > i - recent[:, None]  # (N, n)
+        window = (pos[:n] > i - recent[:, None]) | (pos[:n] < sinks)  # (N, n)
         row = heavy[..., :n] | window[:, None]
         keep[:, :, i, :n] = row
         acc[..., :n] += F.softmax(logits[:, :, i, :n].masked_fill(~row, float("-inf")).float(), dim=-1)
-        heavy[..., :n] |= (pos[:n] == (i - recent + 1)[:, None])[:, None]  # the key leaving the recent window
+        leaving = (pos[:n] == (i - recent + 1)[:, None]) & (pos[:n] >= sinks)  # the key leaving the recent window
+        heavy[..., :n] |= leaving[:, None]
         over = heavy[..., :n].sum(-1) > heavy_places  # (N, H): at most one too many
         victim = acc[..., :n].masked_fill(~heavy[..., :n], math.inf).argmin(-1, keepdim=True)
         heavy.scatter_(-1, victim, heavy.gather(-1, victim) & ~over[..., None])
     return keep
 
 
-def selector(selection: str, budgets: torch.Tensor):
-    """``select(l, logits)`` for :meth:`attnpod.models.GPT.forward_explicit`: ``budgets[N, L]`` keys per layer."""
+def selector(selection: str, budgets: torch.Tensor, sinks: int = 0):
+    """``select(l, logits)`` for :meth:`attnpod.models.GPT.forward_explicit`: ``budgets[N, L]`` keys per layer;
+    ``sinks``: the first keys H2O always keeps (sink protection)."""
     if selection not in SELECTIONS:
         raise ParameterError(f"unknown cache selection {selection!r}; choose one of {SELECTIONS}")
 
@@ -147,7 +151,7 @@ def selector(selection: str, budgets: torch.Tensor):
         k = budgets[:, l].to(logits.device)
         T = logits.shape[-1]
         if selection == "h2o":
-            return h2o_keep(logits, k)
+            return h2o_keep(logits, k, sinks)
         return recent_keep(k, T) if selection == "recent" else streaming_keep(k, T)
 
     return select
@@ -161,11 +165,12 @@ def scored_positions(block_size: int) -> slice:
 
 
 @torch.inference_mode()
-def window_losses(model, x, y, selection: str | None = None, budgets=None, chunk: int = 64) -> np.ndarray:
+def window_losses(model, x, y, selection: str | None = None, budgets=None, chunk: int = 64,
+                  sinks: int = 0) -> np.ndarray:
     """Mean NLL (nats per character) over the scored positions of each window, (N,).
 
     ``budgets`` keys per layer, (L,) for every window or (N, L); ``selection`` None:
-    the full cache (the baseline).
+    the full cache (the baseline); ``sinks``: the first keys H2O always keeps.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -180,7 +185,8 @@ def window_losses(model, x, y, selection: str | None = None, budgets=None, chunk
         if selection is None:
             logits, _ = model(xb)
         else:
-            logits, _ = model.forward_explicit(xb, select=selector(selection, budgets[a:a + chunk]), maps=False)
+            logits, _ = model.forward_explicit(xb, select=selector(selection, budgets[a:a + chunk], sinks),
+                                               maps=False)
         ce = F.cross_entropy(logits[:, scored].transpose(1, 2).float(), y[a:a + chunk, scored].to(device),
                              reduction="none")
         out.append(ce.mean(-1).cpu().numpy())
@@ -225,24 +231,25 @@ class _Entry:
     acc: float = 0.0
 
 
-def _evict(cache: list, i: int, k: int, selection: str) -> list:
-    """The entries a head keeps after step i, so that query i+1 sees them and itself (at most k keys)."""
+def _evict(cache: list, i: int, k: int, selection: str, sinks: int = 0) -> list:
+    """The entries a head keeps after step i, so that query i+1 sees them and itself (at most k keys);
+    H2O keeps the first ``sinks`` tokens too."""
     nxt = i + 1
     if selection == "recent":
         return [e for e in cache if e.pos > nxt - k]
     if selection == "streaming":
         s = min(N_SINKS, k - 1)
         return [e for e in cache if e.pos < s or e.pos > nxt - (k - s)]
-    recent = (k + 1) // 2
-    window = [e for e in cache if e.pos > nxt - recent]
-    heavy = [e for e in cache if e.pos <= nxt - recent]
-    while len(heavy) > k - recent:
+    recent = (k - sinks + 1) // 2
+    window = [e for e in cache if e.pos > nxt - recent or e.pos < sinks]
+    heavy = [e for e in cache if sinks <= e.pos <= nxt - recent]
+    while len(heavy) > k - sinks - recent:
         heavy.remove(min(heavy, key=lambda e: e.acc))
     return heavy + window
 
 
 @torch.inference_mode()
-def decode_cached(model, idx, budgets, selection: str) -> torch.Tensor:
+def decode_cached(model, idx, budgets, selection: str, sinks: int = 0) -> torch.Tensor:
     """Logits (T, V) of one window ``idx`` (T,), decoded token by token with a real KV cache.
 
     Each layer and head keeps a list of cached (key, value, gate bias) entries and
@@ -266,7 +273,7 @@ def decode_cached(model, idx, budgets, selection: str) -> torch.Tensor:
                 heads.append(sum(pe * e.value for pe, e in zip(p, cache)))
                 for pe, e in zip(p.tolist(), cache):
                     e.acc += pe
-                caches[l][head] = _evict(cache, i, int(budgets[l]), selection)
+                caches[l][head] = _evict(cache, i, int(budgets[l]), selection, sinks)
             return torch.stack(heads)  # (H, hs)
 
         out.append(model.decode_step(int(idx[i]), i, attend, state))
@@ -439,3 +446,32 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
                        random_allocations, baseline, list(windows),
                        np.array(list(windows.values())).reshape(len(windows), L), window_losses_, window_uniform,
                        sinks, sink_uniform, null_rules, null_allocations, null_losses)
+
+
+# ----------------------------------------------------------------------------- sink protection
+
+SINK_PROTECTED = (UNIFORM, PYRAMID, "∝ H*(0.1)")  # chapter 10's primary comparison, with the sinks kept
+
+
+def protected_sinks(budget: int) -> int:
+    """How many first tokens sink protection keeps at a mean budget of ``budget`` keys per layer: the
+    real model's :data:`N_SINKS`, but at most a quarter of the budget (these models' budgets start at 4)."""
+    return max(1, min(N_SINKS, int(budget) // 4))
+
+
+def sink_protected_losses(model, x, y, scores, budgets, chunk: int = 64) -> tuple[dict, dict]:
+    """Uniform H2O, PyramidKV's schedule and ∝ ``scores`` (per layer), each with sink protection
+    (:func:`protected_sinks`; every layer keeps at least the sinks and its own key), at each mean budget:
+    ``losses[rule][k, w]`` on windows ``x``, ``y`` and ``allocations[rule][k, l]``."""
+    L, T = model.config.n_layer, x.shape[1]
+    losses, allocations = {}, {}
+    for rule in SINK_PROTECTED:
+        splits = []
+        for b in budgets:
+            s = protected_sinks(b)
+            weights = np.ones(L) if rule == UNIFORM else pyramid_scores(L, b) if rule == PYRAMID else scores
+            splits.append(allocate(weights, L * int(b), s + 1, T))
+        allocations[rule] = np.array(splits)
+        losses[rule] = np.array([window_losses(model, x, y, "h2o", a, chunk, protected_sinks(b))
+                                 for a, b in zip(splits, budgets)])
+    return losses, allocations

@@ -195,21 +195,21 @@ ORIENTATIONS = ("causal", "published")
 
 
 def analysis_settings(spec: PretrainedModel, n_windows: int, length: int, seed: int, n_boot: int, n_half: int,
-                      n_rank: int) -> dict:
+                      n_rank: int, split: str = "all") -> dict:
     """Everything the real model's analyses depend on (the orientation aside)."""
     from .pipeline import ANALYSIS_FORMAT
 
-    return {"gguf_sha256": spec.sha256, "n_windows": n_windows, "length": length, "split": "all", "seed": seed,
+    return {"gguf_sha256": spec.sha256, "n_windows": n_windows, "length": length, "split": split, "seed": seed,
             "n_boot": n_boot, "n_half": n_half, "n_rank": n_rank, "n_modes": 0, "format": ANALYSIS_FORMAT}
 
 
 def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: int = 200, length: int = LENGTH,
                        seed: int = 42, n_boot: int = 200, n_half: int = 100, n_rank: int = N_RANK, batch_size: int = 8,
-                       progress: bool = True, shipped_folder=None) -> dict:
+                       progress: bool = True, shipped_folder=None, split: str = "all") -> dict:
     """The real model's analyses, ``{"causal": FieldAnalysis, "published": FieldAnalysis}``.
 
-    ``n_windows`` disjoint windows of ``length`` tokens from the whole ``text`` (the model
-    was not trained on our split), head-averaged fields of every layer streamed into the
+    ``n_windows`` disjoint windows of ``length`` tokens from the ``split`` of ``text`` (default: the
+    whole text, since the model was not trained on our split; the cache chapter's rules read "train"), head-averaged fields of every layer streamed into the
     store, each analysed in both orientations (no POD modes kept: the chapter reads
     spectra). The causal analysis's ``meta`` holds each layer's
     :class:`~attnpod.fields.LayerStatistics` per head and the model's loss on
@@ -222,7 +222,7 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
 
     if not (isinstance(n_windows, int) and n_windows >= 2):
         raise ParameterError(f"n_windows must be an integer of at least 2, got {n_windows!r}")
-    settings = analysis_settings(spec, n_windows, length, seed, n_boot, n_half, n_rank)
+    settings = analysis_settings(spec, n_windows, length, seed, n_boot, n_half, n_rank, split)
     out = {}
     for orientation in ORIENTATIONS:
         path = shipped_real_model(spec, orientation, settings, shipped_folder)
@@ -238,7 +238,7 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
         if not (reusable(fields_path, fields_are_finite) and stats_path.is_file()):
             model, tokenizer = load_pretrained(spec)
             tokens = Tokenised.of(text, tokenizer)
-            windows = tokens.windows(n_windows, length, "all", seed)
+            windows = tokens.windows(n_windows, length, split, seed)
 
             def write(tmp):
                 _, statistics = pretrained_fields(model, windows, tmp, batch_size, n_rank, progress)

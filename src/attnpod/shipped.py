@@ -40,7 +40,8 @@ MANIFEST_FORMAT = 2  # 2: every entry carries its check loss; file names are fix
 WEIGHTS_FORMAT = "attnpod-shipped-2"  # the safetensors header names the model it holds
 MAX_BYTES = 10_000_000  # a file of at most 10 MB: the repository stays light
 GPU_ONLY_PROFILES = ("paper",)
-RESULT_KINDS = ("pruning", "kv_cache", "real_model")  # the last: the real model's analyses (attnpod.pretrained)
+# the real model's analyses (attnpod.pretrained) and its cache experiment (attnpod.llmcache) last
+RESULT_KINDS = ("pruning", "kv_cache", "real_model", "real_kv_cache")
 # The weights' own fingerprint: their mean loss on CHECK_WINDOWS fixed validation windows (float32 on a
 # CPU), written when shipped and recomputed on every load. Another model, or these weights under another
 # variant, misses it by far more than CHECK_TOLERANCE; the same weights on another CPU agree to ~1e-6.
@@ -391,6 +392,8 @@ def shipped_result(profile_name: str, kind: str, model: str, settings: dict, roo
                 and _comparable(entry["settings"]) == _comparable(settings)):
             return _verified(folder, entry)
     how = (f"python -m attnpod real-model --windows {settings.get('n_windows')} --ship" if kind == "real_model" else
+           "about 75 minutes on 2 CPU cores: python -m attnpod experiments --real-model --ship"
+           if kind == "real_kv_cache" else
            f"it takes hours on a CPU at this size. On a GPU: python -m attnpod experiments --profile "
            f"{profile_name} --seed {settings.get('seed')} --device cuda (after the models are shipped)")
     raise MissingCheckpoint(f"no shipped {profile_name}-profile {kind} result for {model}, seed "

@@ -1,0 +1,735 @@
+"""KV-cache budgets on a real language model: SmolLM2-135M (beyond the paper).
+
+The character models' cache chapter (:mod:`attnpod.kvcache`) asks whether the
+attention-field analysis tells a layer how much cache it needs; here the same
+question is put to a real model with grouped-query attention: 30 layers, 9 query
+heads sharing 3 key/value heads per layer. A cache holds keys and values, so a budget
+is per key/value head, and a selection rule's scores are pooled over the query heads
+that share it.
+
+The setting is a served prompt: a window of T tokens whose first half, the prompt,
+is prefilled with full attention; the cache is then cut to budget and the second half
+is decoded, each query attending to the keys the cache holds, its own included. Only
+that second half is scored. Layer l keeps at most ``k_l`` keys per key/value head.
+
+Selection, per key/value head (``s`` = :data:`N_SINKS` first tokens, the sinks):
+
+* ``recent``: the last ``k`` tokens, no sinks (the reference without protection);
+* ``streaming`` (StreamingLLM): the sinks and the last ``k − s`` tokens;
+* ``h2o`` (H2O): the sinks, the ``r = ⌈(k − s)/2⌉`` most recent tokens, and at most
+  ``k − s − r`` heavy hitters by accumulated attention (summed over the prompt's rows
+  and every decoded row since, over the query heads of the group). A token leaving the
+  recent window becomes a candidate; while candidates outnumber their places, the one
+  with the least accumulated attention is evicted for good;
+* ``snapkv`` (SnapKV-style): the sinks, the ``r`` most recent tokens, and the
+  ``k − s − r`` prompt tokens that the prompt's last :data:`OBSERVATION` queries attend to
+  most (summed over them and the group's query heads, smoothed by an average over
+  :data:`POOL` neighbouring positions), chosen once at the end of the prompt.
+
+Ada-KV's pooling (``pooled``): the heavy-hitter places of a layer's key/value heads
+are one pool; eviction takes the least-scored candidate of the whole layer, so a head
+that needs more keys gets them from one that needs fewer.
+
+:func:`cache_attention` is registered with the ``transformers`` attention interface;
+inside :func:`cache_plan` every layer masks its scores to what its cache holds, so one
+forward pass of a window is exact. :func:`decode_literal` decodes token by token with
+a real cache of rotated keys and values per head, written independently of the masks;
+the tests and the chapter hold the two together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ParameterError
+
+N_SINKS = 4  # StreamingLLM's attention sinks, kept by every rule but the plain recent window
+OBSERVATION = 16  # SnapKV's observation window: the prompt's last queries
+POOL = 7  # SnapKV's smoothing of the votes over neighbouring positions
+SELECTIONS = ("recent", "streaming", "h2o", "snapkv")
+SELECTION_LABELS = {"recent": "recent window", "streaming": "StreamingLLM", "h2o": "H2O + sinks",
+                    "snapkv": "SnapKV-style + sinks"}
+ATTENTION = "attnpod_cache"  # the name registered with transformers' attention interface
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """What every layer's cache keeps: ``selection`` (one of :data:`SELECTIONS`), ``budgets[l]`` keys per
+    key/value head of layer l, ``pooled`` heavy-hitter places across a layer's heads (Ada-KV), the
+    ``prompt`` length prefilled in full, and the ``sinks`` kept. ``selection`` None: the full cache."""
+
+    selection: str | None
+    budgets: tuple = ()
+    prompt: int = 0
+    pooled: bool = False
+    sinks: int = N_SINKS
+
+    def split(self, k: int) -> tuple[int, int, int]:
+        """(sinks, recent places, heavy places) of a budget of ``k`` keys under this plan's selection."""
+        if self.selection == "recent":
+            return 0, k, 0
+        if self.selection == "streaming":
+            return self.sinks, k - self.sinks, 0
+        recent = (k - self.sinks + 1) // 2
+        return self.sinks, recent, k - self.sinks - recent
+
+
+def check_plan(plan: CachePlan, n_layer: int, length: int) -> CachePlan:
+    """The plan, or a one-line :class:`~attnpod.config.ParameterError` saying what is wrong with it."""
+    if plan.selection is None:
+        return plan
+    if plan.selection not in SELECTIONS:
+        raise ParameterError(f"unknown cache selection {plan.selection!r}; choose one of {SELECTIONS}")
+    budgets = np.asarray(plan.budgets)
+    if budgets.shape != (n_layer,) or not np.issubdtype(budgets.dtype, np.integer):
+        raise ParameterError(f"a cache plan needs one integer budget per layer ({n_layer}), got {plan.budgets!r}")
+    if not 0 < plan.prompt < length:
+        raise ParameterError(f"the prompt must be 1 to {length - 1} tokens of the {length}-token window, "
+                             f"got {plan.prompt}")
+    if plan.selection == "snapkv" and plan.prompt <= OBSERVATION:
+        raise ParameterError(f"SnapKV's observation window of {OBSERVATION} needs a longer prompt than {plan.prompt}")
+    floor = 1 if plan.selection == "recent" else plan.sinks + 1
+    if budgets.min() < floor or budgets.max() > length:
+        what = "the sinks and the query's own key" if floor > 1 else "the query's own key"
+        raise ParameterError(f"cache budgets must hold {what}: {floor} to {length} keys per head, got "
+                             f"{int(budgets.min())} to {int(budgets.max())}"
+                             + (f" (below the sink count {plan.sinks} + 1)" if budgets.min() < floor > 1 else ""))
+    return plan
+
+
+# ----------------------------------------------------------------------------- which keys a cache holds
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over keys in float32, or in float64 for a float64 model (as exact as the tests need)."""
+    return F.softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))
+
+
+def _causal(T: int, device=None) -> torch.Tensor:
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def keep_mask(logits: torch.Tensor, k: int, plan: CachePlan) -> torch.Tensor:
+    """The keys each query sees, (B, G, T, T), for causal ``logits[B, G, g, T, T]`` of G key/value heads with
+    g query heads each (−inf above the diagonal), a budget of ``k`` keys per key/value head."""
+    B, G, g, T, _ = logits.shape
+    pos = torch.arange(T, device=logits.device)
+    i, j = pos[:, None], pos[None, :]
+    sinks, recent, heavy = plan.split(int(k))
+    prefill = i < plan.prompt
+    if plan.selection in ("recent", "streaming"):
+        rule = (j < sinks) | (j > i - recent)
+        return ((j <= i) & (prefill | rule)).expand(B, G, T, T)
+    if plan.selection == "snapkv":
+        return _snapkv_keep(logits, plan, sinks, recent, heavy)
+    return _h2o_keep(logits, plan, sinks, recent, heavy)
+
+
+def _top(scores: torch.Tensor, candidates: torch.Tensor, places: int, pooled: bool) -> torch.Tensor:
+    """The ``places`` best-scored ``candidates`` (B, G, T) per head, or per layer when ``pooled``."""
+    B, G, T = scores.shape
+    flat = (lambda t: t.reshape(B, 1, G * T)) if pooled else (lambda t: t)
+    n = places * (G if pooled else 1)
+    masked = flat(scores.masked_fill(~candidates, -math.inf))
+    chosen = torch.zeros_like(masked, dtype=torch.bool)
+    if n > 0:
+        chosen.scatter_(-1, masked.topk(min(n, masked.shape[-1]), -1).indices, True)
+    return chosen.reshape(B, G, T) & candidates
+
+
+def _h2o_keep(logits, plan, sinks, recent, heavy) -> torch.Tensor:
+    B, G, g, T, _ = logits.shape
+    P = plan.prompt
+    pos = torch.arange(T, device=logits.device)
+    keep = _causal(T, logits.device).expand(B, G, T, T).clone()
+    acc = _softmax(logits[..., :P, :]).double().sum((2, 3))  # the prompt's rows, (B, G, T)
+    alive = torch.ones(B, G, T, dtype=torch.bool, device=logits.device)
+    for i in range(P, T):
+        candidates = alive & (pos >= sinks) & (pos <= i - recent)
+        over = candidates.sum(-1) > heavy
+        if over.any():
+            alive &= ~candidates | _top(acc, candidates, heavy, plan.pooled)
+        row = alive & (pos <= i)
+        keep[:, :, i] = row
+        acc += _softmax(logits[..., i, :].masked_fill(~row[:, :, None], -math.inf)).double().sum(2)
+    return keep
+
+
+def snapkv_votes(probabilities: torch.Tensor) -> torch.Tensor:
+    """SnapKV's votes from the observation queries' attention ``probabilities[B, G, g, w, T]``: summed over
+    them and the group's query heads, then averaged over :data:`POOL` neighbouring keys; (B, G, T)."""
+    votes = probabilities.double().sum((2, 3))
+    B, G, T = votes.shape
+    smooth = F.avg_pool1d(votes.reshape(B * G, 1, T), POOL, stride=1, padding=POOL // 2, count_include_pad=False)
+    return smooth.reshape(B, G, T)
+
+
+def _snapkv_keep(logits, plan, sinks, recent, heavy) -> torch.Tensor:
+    B, G, g, T, _ = logits.shape
+    P = plan.prompt
+    pos = torch.arange(T, device=logits.device)
+    votes = F.pad(snapkv_votes(_softmax(logits[..., P - OBSERVATION:P, :P])), (0, T - P))
+    candidates = ((pos >= sinks) & (pos <= P - recent)).expand(B, G, T)
+    chosen = _top(votes, candidates, heavy, plan.pooled)  # (B, G, T), fixed at the prompt's end
+    i, j = pos[:, None], pos[None, :]
+    rule = (j < sinks) | (j > i - recent) | chosen[:, :, None, :]
+    return (j <= i) & ((i < P) | rule)
+
+
+# ----------------------------------------------------------------------------- the attention function
+
+_PLAN: contextvars.ContextVar = contextvars.ContextVar("attnpod_cache_plan", default=None)
+
+
+def grouped_logits(module, query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Causal scores ``[B, G, g, T, T]`` of the query heads grouped by the key/value head they share."""
+    B, H, T, d = query.shape
+    G = key.shape[1]
+    logits = torch.matmul(query.reshape(B, G, H // G, T, d), key[:, :, None].transpose(-1, -2)) * scaling
+    return logits.masked_fill(~_causal(T, query.device), -math.inf)
+
+
+def cache_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Attention whose scores are masked to what each layer's cache holds under the active :class:`CachePlan`
+    (the full causal attention without one). Windows must be unpadded: ``attention_mask`` is not read."""
+    plan = _PLAN.get()
+    B, H, T, d = query.shape
+    logits = grouped_logits(module, query, key, scaling)
+    if plan is not None and plan.selection is not None:
+        keep = keep_mask(logits, plan.budgets[module.layer_idx], plan)
+        logits = logits.masked_fill(~keep[:, :, None], -math.inf)
+    p = _softmax(logits).to(query.dtype)
+    out = torch.matmul(p, value[:, :, None])  # (B, G, g, T, d)
+    return out.reshape(B, H, T, d).transpose(1, 2).contiguous(), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION, cache_attention)
+
+
+@contextlib.contextmanager
+def cache_plan(model, plan: CachePlan, length: int):
+    """Run ``model`` (a ``transformers`` causal LM) with every layer's cache under ``plan``; its own attention
+    comes back on exit."""
+    check_plan(plan, model.config.num_hidden_layers, length)
+    _register()
+    before = model.config._attn_implementation
+    model.set_attn_implementation(ATTENTION)
+    token = _PLAN.set(plan)
+    try:
+        yield model
+    finally:
+        _PLAN.reset(token)
+        model.set_attn_implementation(before)
+
+
+# ----------------------------------------------------------------------------- a literal decoder
+
+
+@dataclass(eq=False)
+class _Entry:
+    pos: int
+    key: torch.Tensor  # (d,), rotated at its position, as a real cache holds it
+    value: torch.Tensor
+    acc: float = 0.0  # attention received, summed over the group's query heads (H2O)
+    votes: float = 0.0  # attention from the observation window (SnapKV)
+    chosen: bool = False
+
+
+def _evict(heads: list, i: int, k: int, plan: CachePlan) -> None:
+    """Cut every head's cache of one layer, in place, so that query ``i`` sees at most ``k`` keys per head
+    (the layer's pool of heavy places when ``plan.pooled``)."""
+    sinks, recent, heavy = plan.split(k)
+    fixed = lambda e: e.pos < sinks or e.pos > i - recent  # noqa: E731: never candidates
+    if plan.selection in ("recent", "streaming"):
+        for h, cache in enumerate(heads):
+            heads[h] = [e for e in cache if fixed(e)]
+        return
+    places = heavy * (len(heads) if plan.pooled else 1)
+    if plan.selection == "snapkv":
+        if i == plan.prompt:  # choose once, by the smoothed votes of the prompt's keys
+            for cache in heads:
+                prompt = [e for e in cache if e.pos < plan.prompt]
+                votes = torch.tensor([e.votes for e in prompt], dtype=torch.float64)
+                smooth = F.avg_pool1d(votes[None, None], POOL, 1, POOL // 2, count_include_pad=False)[0, 0]
+                for e, v in zip(prompt, smooth.tolist()):
+                    e.votes = v
+            for pool in _pools(heads, fixed, plan.pooled):
+                for _, e in sorted(pool, key=lambda he: -he[1].votes)[:places]:
+                    e.chosen = True
+        for h, cache in enumerate(heads):
+            heads[h] = [e for e in cache if fixed(e) or e.chosen]
+        return
+    for pool in _pools(heads, fixed, plan.pooled):
+        while len(pool) > places:
+            h, victim = min(pool, key=lambda he: he[1].acc)
+            pool.remove((h, victim))
+            heads[h] = [e for e in heads[h] if e is not victim]
+
+
+def _pools(heads: list, fixed, pooled: bool) -> list:
+    """The candidates for the heavy places, as (head, entry): one pool per head, or one for the layer."""
+    pools = [[(h, e) for e in cache if not fixed(e)] for h, cache in enumerate(heads)]
+    return [[he for pool in pools for he in pool]] if pooled else pools
+
+
+@torch.inference_mode()
+def decode_literal(model, window: torch.Tensor, plan: CachePlan) -> torch.Tensor:
+    """Logits (T, V) of one ``window`` (T,) decoded token by token with a real cache of rotated keys and
+    values per layer and key/value head, cut to ``plan`` from the end of the prompt on. Uses the model's
+    weights and modules (embedding, norms, projections, rotary embedding, MLP) but none of its attention."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    T = len(window)
+    cfg = model.config
+    check_plan(plan, cfg.num_hidden_layers, T)
+    body = model.model
+    H, G = cfg.num_attention_heads, cfg.num_key_value_heads
+    d, g = cfg.hidden_size // H, H // G
+    caches = [[[] for _ in range(G)] for _ in range(cfg.num_hidden_layers)]
+    out = []
+    for i in range(T):
+        h = body.embed_tokens(window[i].reshape(1, 1))
+        cos, sin = body.rotary_emb(h, torch.tensor([[i]]))
+        for l, layer in enumerate(body.layers):
+            attn = layer.self_attn
+            z = layer.input_layernorm(h)
+            q = attn.q_proj(z).view(1, 1, H, d).transpose(1, 2)
+            k = attn.k_proj(z).view(1, 1, G, d).transpose(1, 2)
+            v = attn.v_proj(z).view(1, 1, G, d).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            heads = caches[l]
+            for kv in range(G):
+                heads[kv].append(_Entry(i, k[0, kv, 0], v[0, kv, 0]))
+            if plan.selection is not None and i >= plan.prompt:
+                _evict(heads, i, int(plan.budgets[l]), plan)
+            outputs = []
+            for kv, cache in enumerate(heads):
+                keys = torch.stack([e.key for e in cache])
+                values = torch.stack([e.value for e in cache])
+                p = _softmax(q[0, kv * g:(kv + 1) * g, 0] @ keys.T * attn.scaling).to(values.dtype)  # (g, S)
+                outputs.append(p @ values)
+                received = p.sum(0).tolist()
+                for e, a in zip(cache, received):
+                    e.acc += a
+                    if plan.prompt - OBSERVATION <= i < plan.prompt:
+                        e.votes += a
+            o = torch.cat(outputs).reshape(1, 1, H * d)
+            h = h + attn.o_proj(o)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        out.append(model.lm_head(body.norm(h))[0, 0])
+    return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def scored(length: int) -> slice:
+    """Scored positions: the decoded half of the window, after the prompt (:data:`PROMPT_SHARE`)."""
+    return slice(length // 2, length)
+
+
+@torch.inference_mode()
+def window_losses(model, windows: torch.Tensor, plan: CachePlan, batch_size: int = 16) -> np.ndarray:
+    """Mean NLL (nats per token) over the decoded half of each window, (N,), under ``plan``: ``windows[n]``
+    holds T + 1 tokens, the first T read and the last T predicted."""
+    x, y = windows[:, :-1], windows[:, 1:]
+    T = x.shape[1]
+    part = scored(T)
+    out = []
+    with cache_plan(model, plan, T):
+        for a in range(0, len(x), batch_size):
+            logits = model(input_ids=x[a:a + batch_size]).logits[:, part].float()
+            nll = F.cross_entropy(logits.transpose(1, 2), y[a:a + batch_size, part], reduction="none")
+            out.append(nll.mean(-1).double().numpy())
+    return np.concatenate(out)
+
+
+def budget_fractions(length: int) -> list[int]:
+    """The mean budgets per key/value head: 1/2, 1/4, 1/8 and 1/16 of the ``length``-token context."""
+    return [length // f for f in BUDGET_SHARES]
+
+
+def check_budgets(budgets, length: int, sinks: int = N_SINKS) -> list[int]:
+    """Mean budgets as integers, or a one-line :class:`~attnpod.config.ParameterError`: each must leave room for
+    the sinks, a recent key and a heavy hitter, and fit the decoded context."""
+    out = []
+    for b in budgets:
+        if isinstance(b, bool) or not float(b).is_integer():
+            raise ParameterError(f"cache budgets are whole numbers of keys, got {b!r}")
+        if not sinks + 2 <= int(b) <= length // 2:
+            raise ParameterError(f"a mean cache budget of {b} keys is outside {sinks + 2}…{length // 2}: it must hold "
+                                 f"the {sinks} sinks, a recent key and a heavy hitter, and at most the prompt")
+        out.append(int(b))
+    return out
+
+
+def allocate_budget(scores, budget: int, length: int, sinks: int = N_SINKS) -> np.ndarray:
+    """Keys per key/value head and layer ∝ ``scores``, Σ k_l = L·``budget``, each in [sinks + 2, T]."""
+    from .allocation import allocate
+
+    return allocate(scores, len(scores) * int(budget), sinks + 2, length)
+
+
+BUDGET_SHARES = (2, 4, 8, 16)  # budgets: the context over these
+PYRAMID = "PyramidKV schedule"
+ENTROPY = "∝ attention entropy (LAVa)"
+ADAKV = "Ada-KV pooling"
+UNIFORM = SELECTION_LABELS["h2o"]  # H2O + sinks with equal budgets: the allocation rules' reference
+NULL_RULES = ("∝ H*(0.1)", "∝ 1/H*(0.1)")  # the primary rules: their permutation null is run
+
+
+def layer_scores(analysis) -> dict[str, np.ndarray]:
+    """The analysis-guided rules' per-layer scores from the real model's causal analysis of *training-split*
+    windows: ∝ H*(0.1), ∝ 1/H*(0.1), and ∝ the layer's normalised attention entropy (LAVa's signal),
+    averaged over its heads."""
+    from .allocation import rule_scores
+
+    scores = rule_scores(analysis)
+    entropy = np.asarray(analysis.meta["statistics"]["normalised_entropy"], dtype=float).mean(-1)
+    return {r: scores[r] for r in NULL_RULES} | {ENTROPY: entropy}
+
+
+@dataclass
+class RealCacheResult:
+    """NLL of every cache rule at every mean budget, per validation window, on the real model.
+
+    losses[r, k, w] for ``rules[r]`` (``selections[r]``, heavy places ``pooled[r]`` per layer) at
+    ``budgets[k]`` keys per key/value head on average, with keys per layer allocations[r, k, l];
+    baseline[w] with the full cache. random_losses[d, k, u] of random splits random_allocations[d, k, l]
+    (H2O + sinks) and the permutation null of ``null_rules[q]``, null_losses[q, k, p, u] of
+    null_allocations[q, k, p, l] (NaN rows pad budgets with fewer orders), both on the first U windows;
+    sinks[l]: each layer's attention on token 0 (training windows).
+    """
+
+    budgets: np.ndarray
+    rules: list
+    selections: list
+    pooled: list
+    losses: np.ndarray
+    allocations: np.ndarray
+    baseline: np.ndarray
+    random_allocations: np.ndarray
+    random_losses: np.ndarray
+    null_rules: list
+    null_allocations: np.ndarray
+    null_losses: np.ndarray
+    sinks: np.ndarray
+    meta: dict
+
+    SHAPES = {"budgets": ("K",), "losses": ("R", "K", "W"), "allocations": ("R", "K", "L"), "baseline": ("W",),
+              "random_allocations": ("D", "K", "L"), "random_losses": ("D", "K", "U"),
+              "null_allocations": ("Q", "K", "P", "L"), "null_losses": ("Q", "K", "P", "U"), "sinks": ("L",)}
+    LISTS = ("rules", "selections", "pooled", "null_rules")
+
+    def counts(self, rule: str) -> np.ndarray:
+        """Keys per key/value head and layer at each budget: (K, L)."""
+        return self.allocations[self.rules.index(rule)]
+
+    def loss(self, rule: str) -> np.ndarray:
+        return self.losses[self.rules.index(rule)]
+
+    def null(self, rule: str) -> np.ndarray | None:
+        return self.null_losses[self.null_rules.index(rule)] if rule in self.null_rules else None
+
+    def increase(self, rule: str) -> np.ndarray:
+        """Mean NLL increase over the full cache at each budget: (K,)."""
+        return (self.loss(rule) - self.baseline).mean(-1)
+
+    def random_median(self) -> np.ndarray:
+        """Per budget and window, the median NLL over the random splits: (K, U), on the first U windows."""
+        return np.median(self.random_losses, axis=0)
+
+    def same_as(self, rule: str, other: str) -> np.ndarray:
+        """Per budget, whether ``rule`` caches exactly as ``other`` does (same split, selection, pooling): (K,)."""
+        a, b = self.rules.index(rule), self.rules.index(other)
+        same_rule = (self.selections[a], self.pooled[a]) == (self.selections[b], self.pooled[b])
+        return (self.allocations[a] == self.allocations[b]).all(-1) & same_rule
+
+    def save(self, path) -> None:
+        from .config import save_npz
+
+        arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
+        save_npz(path, {k: getattr(self, k) for k in (*self.LISTS, "meta")}, arrays)
+
+    @classmethod
+    def load(cls, path) -> "RealCacheResult":
+        """The result at ``path``, checked (each array's shape, finiteness), or :class:`~attnpod.config.CorruptFile`."""
+        from .config import CorruptFile, check_arrays, load_npz
+
+        meta, arrays = load_npz(path)
+        if set(meta) != {*cls.LISTS, "meta"} or not all(isinstance(meta[k], list) for k in cls.LISTS):
+            raise CorruptFile(f"{path}: its meta is not a real-model cache result's")
+        R = len(meta["rules"])
+        if len(meta["selections"]) != R or len(meta["pooled"]) != R:
+            raise CorruptFile(f"{path}: {R} rules but {len(meta['selections'])} selections, {len(meta['pooled'])} "
+                              f"pooling flags")
+        check_arrays(path, arrays, cls.SHAPES, {"R": R, "Q": len(meta["null_rules"])},
+                     may_be_nan=("null_allocations", "null_losses"))
+        return cls(**arrays, **meta)
+
+
+class _Memo:
+    """Evaluations done so far, kept on disk after each one (a killed run resumes where it stopped)."""
+
+    def __init__(self, path=None):
+        from pathlib import Path
+
+        self.path = None if path is None else Path(path)
+        self.done: dict = {}
+        if self.path is not None and self.path.is_file():
+            with np.load(self.path, allow_pickle=False) as data:
+                self.done = {k: data[k] for k in data.files}
+
+    def get(self, key: str, compute):
+        if key not in self.done:
+            self.done[key] = compute()
+            if self.path is not None:
+                from .config import publish
+
+                def write(tmp):
+                    with open(tmp, "wb") as fh:
+                        np.savez(fh, **self.done)
+
+                publish(self.path, write)
+        return self.done[key]
+
+
+def run_experiment(model, windows: torch.Tensor, scores: dict, budgets, n_random: int = 50, n_perm: int = 19,
+                   null_windows: int = 8, seed: int = 0, batch_size: int = 16, progress: bool = True,
+                   memo_path=None) -> RealCacheResult:
+    """Every rule at every mean budget on ``windows`` (N, T + 1) of the real model.
+
+    Selection rules split the budget equally across layers. Allocation rules keep H2O +
+    sinks and split L·B: PyramidKV's schedule, ∝ each of ``scores`` (per layer, from
+    training windows: :func:`layer_scores`), and Ada-KV's pooling of a layer's heads at
+    equal layer budgets. ``n_random`` Dirichlet splits and the permutation null of
+    :data:`NULL_RULES` (``n_perm`` distinct reorderings per budget) are scored on the first
+    ``null_windows`` windows. Evaluations are kept in ``memo_path`` as they finish.
+    """
+    from tqdm.auto import tqdm
+
+    from .allocation import permuted_allocations, stack_nulls
+    from .kvcache import pyramid_scores
+
+    L, T = model.config.num_hidden_layers, windows.shape[1] - 1
+    budgets = check_budgets(budgets, T)
+    prompt = scored(T).start
+    uniform = [np.full(L, b) for b in budgets]
+    rules, selections, pooled, allocations = [], [], [], []
+
+    def add(rule, selection, alloc, pool=False):
+        rules.append(rule)
+        selections.append(selection)
+        pooled.append(pool)
+        allocations.append(np.array(alloc))
+
+    for selection in SELECTIONS:
+        add(SELECTION_LABELS[selection], selection, uniform)
+    add(PYRAMID, "h2o", [allocate_budget(pyramid_scores(L, b), b, T) for b in budgets])
+    for rule, s in scores.items():
+        add(rule, "h2o", [allocate_budget(s, b, T) for b in budgets])
+    add(ADAKV, "h2o", uniform, True)
+    rng = np.random.default_rng(seed)
+    random_allocations = np.array([[allocate_budget(rng.dirichlet(np.ones(L)), b, T) for b in budgets]
+                                   for _ in range(n_random)]).reshape(n_random, len(budgets), L)
+    null_rules = [r for r in NULL_RULES if r in rules]
+    null_allocations = stack_nulls([permuted_allocations(allocations[rules.index(r)], n_perm, seed)
+                                    for r in null_rules], len(budgets), L)
+    orders = list(zip(*np.nonzero(~np.isnan(null_allocations[..., 0]))))
+    U = min(int(null_windows), len(windows))
+    memo = _Memo(memo_path)
+    bar = tqdm(total=1 + len(rules) * len(budgets) + n_random * len(budgets) + len(orders),
+               desc="cache evaluations (real model)", disable=not progress)
+
+    def evaluate(selection, alloc, pool=False, n=len(windows)):
+        bar.update()
+        key = f"{selection}|{int(pool)}|{','.join(str(int(a)) for a in alloc) if alloc is not None else ''}|{n}"
+        plan = CachePlan(selection, () if alloc is None else tuple(int(a) for a in alloc), prompt, pool)
+        return memo.get(key, lambda: window_losses(model, windows[:n], plan, batch_size))
+
+    baseline = evaluate(None, None)
+    losses = np.array([[evaluate(s, a, p) for a in allocs] for s, p, allocs in zip(selections, pooled, allocations)])
+    random_losses = np.array([[evaluate("h2o", a, n=U) for a in draw] for draw in random_allocations]).reshape(
+        n_random, len(budgets), U)
+    null_losses = np.full((*null_allocations.shape[:3], U), np.nan)
+    for q, k, p in orders:
+        null_losses[q, k, p] = evaluate("h2o", null_allocations[q, k, p], n=U)
+    bar.close()
+    return RealCacheResult(np.array(budgets), rules, selections, pooled, losses, np.array(allocations), baseline,
+                           random_allocations, random_losses, null_rules, null_allocations, null_losses,
+                           np.zeros(L), {})
+
+
+# ----------------------------------------------------------------------------- the experiment, cached and shipped
+
+RESULT_KIND = "real_kv_cache"  # its kind among the shipped results
+FORMAT = 1
+
+
+def experiment_settings(spec=None, n_windows: int = 32, null_windows: int = 8, n_random: int = 50, n_perm: int = 19,
+                        train_windows: int = 64, seed: int = 42, budgets=None) -> dict:
+    """Everything the real model's cache experiment depends on: its validation windows (``n_windows``, the
+    first ``null_windows`` for the random band and the permutation nulls), the rules' training windows, the
+    budgets (default: :func:`budget_fractions`) and the rules' constants."""
+    from .pretrained import LENGTH, SMOLLM2
+
+    spec = SMOLLM2 if spec is None else spec
+    budgets = budget_fractions(LENGTH) if budgets is None else check_budgets(budgets, LENGTH)
+    for name, value, low in (("n_windows", n_windows, 2), ("null_windows", null_windows, 1),
+                             ("n_random", n_random, 0), ("n_perm", n_perm, 0), ("train_windows", train_windows, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ParameterError(f"{name} must be an integer of at least {low}, got {value!r}")
+    return {"gguf_sha256": spec.sha256, "n_windows": n_windows, "null_windows": min(null_windows, n_windows),
+            "n_random": n_random, "n_perm": n_perm, "train_windows": train_windows, "length": LENGTH, "seed": seed,
+            "budgets": budgets, "prompt": LENGTH // 2, "sinks": N_SINKS, "observation": OBSERVATION, "pool": POOL,
+            "format": FORMAT}
+
+
+def training_analysis(text: str, settings: dict, spec=None, progress: bool = True):
+    """The causal analysis of the real model's *training-split* windows, from which the rules' budgets come."""
+    from .pretrained import SMOLLM2, analyse_pretrained
+
+    return analyse_pretrained(text, SMOLLM2 if spec is None else spec, settings["train_windows"], settings["length"],
+                              settings["seed"], n_boot=0, n_half=0, progress=progress, split="train")["causal"]
+
+
+def validation_windows(tokenised, settings: dict) -> torch.Tensor:
+    """The experiment's validation windows, (N, T + 1): T tokens read and the last T predicted."""
+    return tokenised.windows(settings["n_windows"], settings["length"] + 1, "val", settings["seed"])
+
+
+def shipped_experiment(settings: dict, spec=None, folder=None):
+    """The verified shipped result file for these settings, or :class:`~attnpod.shipped.MissingCheckpoint`."""
+    from .pretrained import SMOLLM2
+    from .shipped import shipped_result
+
+    return shipped_result("laptop", RESULT_KIND, (SMOLLM2 if spec is None else spec).key, settings, folder=folder)
+
+
+def experiment_file(settings: dict, spec=None):
+    """Where the store keeps the experiment's result for these settings."""
+    from .config import artifact_dir
+    from .pretrained import SMOLLM2
+
+    return artifact_dir("kv_cache", (SMOLLM2 if spec is None else spec).key, settings) / "result.npz"
+
+
+def cache_experiment(text: str, settings: dict | None = None, spec=None, shipped_folder=None, shipped_only=False,
+                     progress: bool = True, batch_size: int = 16) -> RealCacheResult:
+    """The real model's cache experiment (:func:`run_experiment`) with ``settings`` (default:
+    :func:`experiment_settings`): the result shipped in ``shipped_folder`` if there, else the store's, else
+    computed (about 75 minutes on 2 CPU cores) and stored; ``meta["source"]`` says which. ``shipped_only``:
+    a missing shipped result is a one-line :class:`~attnpod.shipped.MissingCheckpoint`, nothing computed."""
+    from .config import artifact_lock, reused
+    from .pretrained import SMOLLM2, Tokenised, load_pretrained
+    from .shipped import MissingCheckpoint
+
+    spec = SMOLLM2 if spec is None else spec
+    settings = experiment_settings(spec) if settings is None else settings
+    if shipped_folder is not None or shipped_only:
+        try:
+            result = RealCacheResult.load(shipped_experiment(settings, spec, shipped_folder))
+            result.meta["source"] = "shipped"
+            return result
+        except MissingCheckpoint:
+            if shipped_only:
+                raise
+    path = experiment_file(settings, spec)
+    with artifact_lock(path):
+        result = reused(path, RealCacheResult.load)
+        if result is not None:
+            result.meta["source"] = "cached"
+            return result
+        analysis = training_analysis(text, settings, spec, progress)
+        scores = layer_scores(analysis)
+        model, tokenizer = load_pretrained(spec)
+        windows = validation_windows(Tokenised.of(text, tokenizer), settings)
+        result = run_experiment(model, windows, scores, settings["budgets"], settings["n_random"], settings["n_perm"],
+                                settings["null_windows"], settings["seed"], batch_size, progress,
+                                memo_path=path.with_name("evaluations.npz"))
+        result.sinks = np.asarray(analysis.meta["statistics"]["sink"], dtype=float).mean(-1)
+        result.meta = {**settings, "scores": {r: np.asarray(s, dtype=float).tolist() for r, s in scores.items()},
+                       "model": spec.label}
+        result.save(path)
+        result.meta["source"] = "computed"
+    return result
+
+
+# ----------------------------------------------------------------------------- verdicts, cost, reproduction
+
+SELECTION_RULES = tuple(SELECTION_LABELS.values())
+ALLOCATION_RULES = (PYRAMID, *NULL_RULES, ENTROPY, ADAKV)
+# The strongest baselines at each budget: the best of these (lowest mean loss) is what a rule must not lose to.
+BASELINES = (SELECTION_LABELS["streaming"], SELECTION_LABELS["snapkv"], PYRAMID, ENTROPY, ADAKV)
+
+
+def verdicts(result: RealCacheResult) -> dict:
+    """Each allocation rule's verdict against uniform H2O + sinks (:func:`attnpod.claims.allocation_verdict`):
+    the analysis's rules (:data:`NULL_RULES`) with their permutation null, the published baselines without one;
+    every rule against the best of :data:`BASELINES` at each budget."""
+    from .claims import experiment_verdicts
+
+    rules = [r for r in ALLOCATION_RULES if r in result.rules]
+    return experiment_verdicts(result, rules, UNIFORM, [b for b in BASELINES if b in result.rules],
+                               "the real model's KV-cache budget")
+
+
+KV_BYTES = 2  # a served cache holds float16 keys and values
+
+
+def cache_cost(result: RealCacheResult, rule: str, k: int, config) -> dict:
+    """What ``rule`` costs at budget index ``k`` per decoded token of the real model (``config``: its
+    ``transformers`` config): attention FLOPs over the cached keys (q·k and p·v, 4 d per key and query head),
+    the cache's keys and values (float16), and the selection's own bookkeeping: H2O's float32 scores (one per
+    held key and key/value head), its operations per token (adding the group's query heads' attention to each
+    held key's score, and comparing the candidates to evict the least); SnapKV's one-off votes at the prompt's
+    end (the observation window's attention summed, then smoothed); none for a recent window or StreamingLLM."""
+    H, G, T = config.num_attention_heads, config.num_key_value_heads, int(result.meta.get("length", 256))
+    d = config.hidden_size // H
+    r = result.rules.index(rule)
+    counts = result.allocations[r, k]
+    plan = CachePlan(result.selections[r], tuple(int(c) for c in counts), T // 2, result.pooled[r])
+    heavy = sum(plan.split(int(c))[2] for c in counts)
+    held = int(counts.sum())  # keys per key/value head, summed over layers: the cache is full when scored
+    selection = plan.selection
+    return {"attention FLOPs / token": 4 * H * d * held,
+            "KV cache (KiB)": 2 * G * d * held * KV_BYTES / 1024,
+            "selection scores (KiB)": G * held * 4 / 1024 if selection == "h2o" else 0.0,
+            "selection ops / token": (H * held + G * heavy) if selection == "h2o" else 0,
+            "one-off ops at the prompt's end": (OBSERVATION * H * (T // 2) + POOL * G * (T // 2)) * len(counts)
+            if selection == "snapkv" else 0}
+
+
+def kv_bytes_per_token(config) -> int:
+    """Bytes of float16 keys and values one token of context takes in the full cache, over all layers."""
+    d = config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * d * KV_BYTES
+
+
+def reproduce(result: RealCacheResult, model, windows: torch.Tensor, rules, k: int, n_windows: int,
+              batch_size: int = 16):
+    """Recompute ``rules`` at budget index ``k`` and the full cache on the first ``n_windows`` of the
+    experiment's ``windows``, against the stored losses: a table and :func:`attnpod.claims.reproduces`."""
+    import pandas as pd
+
+    from .claims import reproduces
+
+    T = windows.shape[1] - 1
+    rows = {}
+    fresh = window_losses(model, windows[:n_windows], CachePlan(None), batch_size)
+    rows["full cache"] = float(np.abs(fresh - result.baseline[:n_windows]).max())
+    for rule in rules:
+        r = result.rules.index(rule)
+        plan = CachePlan(result.selections[r], tuple(int(c) for c in result.allocations[r, k]), T // 2, result.pooled[r])
+        fresh = window_losses(model, windows[:n_windows], plan, batch_size)
+        rows[f"{rule}, B = {int(result.budgets[k])}"] = float(np.abs(fresh - result.losses[r, k, :n_windows]).max())
+    table = pd.Series(rows, name="max |Δ loss|").to_frame()
+    return table, reproduces(max(rows.values()))
