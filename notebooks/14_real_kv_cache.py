@@ -159,7 +159,7 @@ glue("rc_evaluations", int(1 + result.losses.shape[0] * len(budgets) + result.ra
 fig = figure(study, "real_cache_sinks", result=result)
 glue("fig_rc_sinks", fig, display=False)
 ratio = result.sinks / uniform_sink
-glue("rc_sinks", f"{ratio.min():.0f}–{ratio.max():.0f}× what uniform attention gives it, in {int((ratio > 10).sum())} "
+glue("rc_sinks", f"{ratio.min():.1f}–{ratio.max():.0f}× what uniform attention gives it, in {int((ratio > 10).sum())} "
      f"of {len(ratio)} layers more than 10×", display=False)
 
 # %% [markdown]
@@ -176,19 +176,23 @@ glue("rc_sinks", f"{ratio.min():.0f}–{ratio.max():.0f}× what uniform attentio
 # ## The simulation against a literal decode
 #
 # The mask simulation and the literal decoder, each at $B$ = 32 on
-# {glue:text}`rc_check_windows` validation window(s). The table gives the
-# largest logit difference over every position in float32, and for H2O in
-# float64, where rounding cannot hide a difference:
+# {glue:text}`rc_check_windows` validation window(s): the largest logit
+# difference over every position. The full cache, where nothing is evicted, gives
+# the floor that rounding alone sets: the batched and the token-by-token passes sum
+# in different orders, and the library's RMSNorm computes in float32 even in a
+# float64 model. H2O, whose cache depends on the attention it gave, is decoded in
+# float64 too.
 
 # %% tags=["hide-input"]
 glue("rc_sink_count", llmcache.N_SINKS, display=False)
 model, tokenizer = load_pretrained()
 windows = llmcache.validation_windows(Tokenised.of(load_corpus(data_path or None).text, tokenizer), meta)
 x = windows[:decode_check_windows, :-1]
-plans = {llmcache.SELECTION_LABELS[s]: llmcache.CachePlan(s, (32,) * 30, T // 2) for s in llmcache.SELECTIONS}
+plans = {"full cache": llmcache.CachePlan(None)}
+plans |= {llmcache.SELECTION_LABELS[s]: llmcache.CachePlan(s, (32,) * 30, T // 2) for s in llmcache.SELECTIONS}
 plans[llmcache.ADAKV] = llmcache.CachePlan("h2o", (32,) * 30, T // 2, pooled=True)
 if decode_check == "h2o" or (decode_check == "auto" and profile == "smoke"):
-    plans = {llmcache.UNIFORM: plans[llmcache.UNIFORM]}
+    plans = {k: plans[k] for k in ("full cache", llmcache.UNIFORM)}
 
 
 def decode_gap(m, plan) -> float:
@@ -199,20 +203,29 @@ def decode_gap(m, plan) -> float:
 
 check = {(name, "float32"): decode_gap(model, plan) for name, plan in plans.items()}
 if float64_check:
-    check[(llmcache.UNIFORM, "float64")] = decode_gap(model.double(), plans[llmcache.UNIFORM])
+    model.double()
+    for name in ("full cache", llmcache.UNIFORM):
+        check[(name, "float64")] = decode_gap(model, plans[name])
     model.float()
+dtype = "float64" if float64_check else "float32"
+simulation = claims.simulation_matches(check[(llmcache.UNIFORM, dtype)], floor=check[("full cache", dtype)])
 with torch.no_grad():
     logit_scale = float(model(input_ids=x[:1]).logits.abs().max())
 glue("rc_check_windows", decode_check_windows, display=False)
-glue("rc_check32", f"{max(v for (n, d), v in check.items() if d == 'float32'):.1e}", display=False)
-glue("rc_check64", f"{check.get((llmcache.UNIFORM, 'float64'), float('nan')):.1e}", display=False)
+glue("rc_check32", f"{max(v for (n, d), v in check.items() if d == 'float32' and n != 'full cache'):.1e}",
+     display=False)
+glue("rc_floor32", f"{check[('full cache', 'float32')]:.1e}", display=False)
+glue("rc_check", f"{simulation.verdict}: H2O + sinks in {dtype}, {simulation.measurement} ({simulation.criterion})",
+     display=False)
 glue("rc_logit_scale", f"{logit_scale:.0f}", display=False)
 pd.Series({f"{n}, {d}": f"{v:.1e}" for (n, d), v in check.items()}, name="max |Δ logit|").to_frame()
 
 # %% [markdown]
-# The largest difference is {glue:text}`rc_check32` in float32, on logits as large
-# as {glue:text}`rc_logit_scale`. In float64 it is {glue:text}`rc_check64`. The
-# simulation is the decode: what is left is rounding, through 30 layers.
+# In float32 the rules differ from their decode by up to {glue:text}`rc_check32`
+# on logits as large as {glue:text}`rc_logit_scale`; the full cache's floor is
+# {glue:text}`rc_floor32`. The recent window without sinks drives activations far
+# out of their range, and its rounding grows with them. The criterion
+# (`attnpod.claims.simulation_matches`): **{glue:text}`rc_check`**.
 #
 # ## Token selection at equal budgets
 
@@ -277,7 +290,7 @@ verdicts = llmcache.verdicts(result)
 primary = verdicts["∝ H*(0.1)"]
 glue("rc_verdict", primary.verdict, display=False)
 glue("rc_inverse", verdicts["∝ 1/H*(0.1)"].verdict, display=False)
-glue("rc_detectable", f"{max(v.detectable or 0 for v in verdicts.values()):.3f} nats", display=False)
+glue("rc_detectable", f"{primary.detectable:.3f} nats", display=False)
 glue("rc_all", "; ".join(f"{r}: {v.verdict}" for r, v in verdicts.items()), display=False)
 d, lo, hi = claims.paired_interval(result.loss("∝ H*(0.1)")[mid] - result.loss(llmcache.UNIFORM)[mid])
 glue("rc_measure", f"at B = 32 vs uniform H2O + sinks: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] nats per token", display=False)
@@ -299,7 +312,9 @@ glue("fig_rc_null", fig, display=False)
 # The primary rule, $\propto H^*(0.10)$: **{glue:text}`rc_verdict`**. Its
 # opposite, $\propto 1/H^*(0.10)$: **{glue:text}`rc_inverse`**. Every rule:
 # {glue:text}`rc_all`. The smallest difference from uniform these windows detect
-# with 80 % power is {glue:text}`rc_detectable` at the least precise budget.
+# with 80 % power, for the primary rule at its least precise budget, is
+# {glue:text}`rc_detectable`: well inside the equivalence margin's reach, since
+# the equivalence test reads a 90 % interval, not a test of no difference.
 #
 # ## Equivalence, budget by budget
 #
@@ -363,8 +378,7 @@ repro
 # ## What we found
 #
 # - **Sinks.** Token 0 receives {glue:text}`rc_sinks`.
-# - **The simulation is the decode**: {glue:text}`rc_check32` in float32,
-#   {glue:text}`rc_check64` in float64.
+# - **The simulation is the decode**: {glue:text}`rc_check`.
 # - **"$H^*(0.10)$ guides the cache budget" on a real model:
 #   {glue:text}`rc_verdict`.** Its opposite: {glue:text}`rc_inverse`.
 # - **Every allocation rule against uniform H2O + sinks:** {glue:text}`rc_all`.

@@ -166,8 +166,10 @@ def test_sink_protection_by_budget_and_the_protected_splits(tmp_path):
     assert [kv.protected_sinks(b) for b in (4, 8, 16, 32, 64)] == [1, 2, 4, 4, 4]
     model = sharp_model("base", False)
     x = torch.randint(0, 65, (3, 24), generator=torch.Generator().manual_seed(4))
-    losses, allocations = kv.sink_protected_losses(model, x, torch.roll(x, -1, 1), np.array([1.0, 2.0, 6.0]), [4, 8])
+    losses, allocations, null = kv.sink_protected_losses(model, x, torch.roll(x, -1, 1), np.array([1.0, 2.0, 6.0]),
+                                                         [4, 8], n_perm=3, null_windows=2)
     assert set(losses) == set(kv.SINK_PROTECTED) and losses[kv.UNIFORM].shape == (2, 3)
+    assert null.shape[0] == 2 and null.shape[-1] == 2 and np.isfinite(null).any()
     for rule, a in allocations.items():
         assert (a.sum(-1) == np.array([4, 8]) * 3).all()
         assert (a.min(-1) >= np.array([2, 3])).all()  # the sinks and the query's own key, every layer

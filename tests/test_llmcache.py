@@ -219,3 +219,32 @@ def test_the_shipped_real_model_cache_result_is_listed_verified_and_complete():
     assert result.losses.shape[1:] == (4, settings["n_windows"]) and result.random_losses.shape[0] >= 50
     assert result.budgets.tolist() == [128, 64, 32, 16]
     assert (result.allocations.sum(-1) == result.budgets * 30).all()
+
+
+def test_the_grid_is_shipped_from_the_store_with_the_settings_the_book_asks_for(tmp_path, monkeypatch):
+    """``experiments --real-model --ship`` ships the stored result under the settings that
+    :func:`attnpod.llmcache.cache_experiment` looks for (the rules' measured scores aside)."""
+    from attnpod.cli import main
+    from tests.conftest import corpus_file
+
+    settings = llmcache.experiment_settings()
+    K, L = len(settings["budgets"]), 30
+    result = llmcache.RealCacheResult(
+        np.array(settings["budgets"]), [llmcache.UNIFORM], ["h2o"], [False], np.ones((1, K, 2)),
+        np.tile(np.array(settings["budgets"])[:, None], (1, 1, L)), np.ones(2), np.zeros((0, K, L)),
+        np.zeros((0, K, 1)), [], np.zeros((0, K, 0, L)), np.zeros((0, K, 0, 1)), np.zeros(L),
+        {**settings, "scores": {"∝ H*(0.1)": [1.0] * L}, "model": "a stand-in"})
+    result.save(llmcache.experiment_file(settings))
+    assert main(["experiments", "--real-model", "--ship", "--to", str(tmp_path / "ship"),
+                 "--data", str(corpus_file())]) == 0
+    shipped = llmcache.cache_experiment("", settings, shipped_folder=tmp_path / "ship", shipped_only=True)
+    assert shipped.meta["source"] == "shipped" and shipped.meta["scores"] == result.meta["scores"]
+    with pytest.raises(Exception, match="no shipped"):
+        llmcache.cache_experiment("", {**settings, "n_random": 7}, shipped_folder=tmp_path / "ship", shipped_only=True)
+
+
+def test_a_simulation_within_ten_times_the_rounding_floor_matches_and_one_beyond_fails():
+    assert claims.simulation_matches(5e-4, floor=1e-4).verdict == "passes"
+    assert claims.simulation_matches(2e-3, floor=1e-4).verdict == "fails"
+    assert claims.simulation_matches(5e-4).verdict == "fails"  # without a floor: 1e-4 absolute
+    assert claims.simulation_matches(5e-5, floor=1e-9).verdict == "passes"  # never tighter than 1e-4

@@ -272,24 +272,26 @@ def cache_results(study: "Study", n_random: int = 10, n_windows: int = 64, model
             for v in (models or CACHE_MODELS)}
 
 
-def sink_protection(study: "Study", results: dict, n_windows: int = 64) -> tuple:
+def sink_protection(study: "Study", results: dict, n_windows: int = 64, null_windows: int = 32) -> tuple:
     """Chapter 10's primary comparison again with sink protection (:func:`attnpod.kvcache.sink_protected_losses`),
     on each model of ``results`` (its cache result brings the rules' scores): the verdicts of PyramidKV's
-    schedule and ∝ H*(0.1) against uniform H2O, all keeping the sinks (no permutation null), and per model
-    the paired NLL difference that keeping them makes to uniform H2O at each budget."""
+    schedule and of ∝ H*(0.1) (with its permutation null on the first ``null_windows`` windows) against
+    uniform H2O, all keeping the sinks, and per model the paired NLL difference that keeping them makes to
+    uniform H2O at each budget."""
     from . import claims
     from .kvcache import PYRAMID, UNIFORM, sink_protected_losses
 
     x, y = study.cache_windows(n_windows)
     verdicts, effect = {}, {}
     for v, r in results.items():
-        losses, allocations = sink_protected_losses(study.trained(v).model, x, y, r.meta["scores"]["∝ H*(0.1)"],
-                                                    r.budgets)
+        losses, allocations, null = sink_protected_losses(study.trained(v).model, x, y,
+                                                          r.meta["scores"]["∝ H*(0.1)"], r.budgets,
+                                                          null_windows=null_windows, seed=study.profile.seed)
         for rule in (PYRAMID, "∝ H*(0.1)"):
             same = (allocations[rule] == allocations[UNIFORM]).all(-1)
-            baseline = losses[PYRAMID] if rule != PYRAMID else None
+            baseline, permuted = (losses[PYRAMID], null) if rule != PYRAMID else (None, None)
             verdicts[(study.label(v), rule)] = claims.allocation_verdict(
-                losses[rule], losses[UNIFORM], r.budgets, None, baseline, rule, "the KV-cache budget (sinks kept)",
+                losses[rule], losses[UNIFORM], r.budgets, permuted, baseline, rule, "the KV-cache budget (sinks kept)",
                 same_as_uniform=same)
         effect[study.label(v)] = {f"B = {int(b)}": str(claims.compare(losses[UNIFORM][k] - r.loss(UNIFORM)[k], seed=k))
                                   for k, b in enumerate(r.budgets)}

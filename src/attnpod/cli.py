@@ -223,7 +223,7 @@ def _real_cache(args) -> int:
     if args.ship:
         folder = shipped_root("laptop", folder=args.to)
         entry = ship_result(RESULT_KIND, SMOLLM2.key, settings["seed"], experiment_file(settings),
-                            {k: v for k, v in result.meta.items() if k != "source"}, folder, "cpu")
+                            {**settings, "scores": result.meta["scores"]}, folder, "cpu")
         print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0
 

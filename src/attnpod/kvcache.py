@@ -459,10 +459,13 @@ def protected_sinks(budget: int) -> int:
     return max(1, min(N_SINKS, int(budget) // 4))
 
 
-def sink_protected_losses(model, x, y, scores, budgets, chunk: int = 64) -> tuple[dict, dict]:
+def sink_protected_losses(model, x, y, scores, budgets, chunk: int = 64, n_perm: int = 19,
+                          null_windows: int = 32, seed: int = 0) -> tuple[dict, dict, np.ndarray]:
     """Uniform H2O, PyramidKV's schedule and ∝ ``scores`` (per layer), each with sink protection
     (:func:`protected_sinks`; every layer keeps at least the sinks and its own key), at each mean budget:
-    ``losses[rule][k, w]`` on windows ``x``, ``y`` and ``allocations[rule][k, l]``."""
+    ``losses[rule][k, w]`` on windows ``x``, ``y`` and ``allocations[rule][k, l]``; and the permutation
+    null of ∝ ``scores``, ``null[k, p, u]`` for ``n_perm`` reorderings of its split on the first
+    ``null_windows`` windows (NaN rows where a budget has fewer distinct orders)."""
     L, T = model.config.n_layer, x.shape[1]
     losses, allocations = {}, {}
     for rule in SINK_PROTECTED:
@@ -474,4 +477,10 @@ def sink_protected_losses(model, x, y, scores, budgets, chunk: int = 64) -> tupl
         allocations[rule] = np.array(splits)
         losses[rule] = np.array([window_losses(model, x, y, "h2o", a, chunk, protected_sinks(b))
                                  for a, b in zip(splits, budgets)])
-    return losses, allocations
+    orders = permuted_allocations(allocations[SINK_PROTECTED[-1]], n_perm, seed)  # (K, P, L)
+    U = min(int(null_windows), len(x))
+    null = np.full((*orders.shape[:2], U), np.nan)
+    for k, p in zip(*np.nonzero(~np.isnan(orders[..., 0]))):
+        null[k, p] = window_losses(model, x[:U], y[:U], "h2o", orders[k, p].astype(int), chunk,
+                                   protected_sinks(budgets[k]))
+    return losses, allocations, null
