@@ -182,6 +182,7 @@ def test_the_experiment_keeps_each_evaluation_and_a_rerun_resumes_without_recomp
     assert cost["KV cache (KiB)"] == 2 * 2 * d * 24 * llmcache.KV_BYTES / 1024  # 2 heads, 8 keys in 3 layers
     assert cost["attention FLOPs / token"] == 4 * 6 * d * 24
     assert llmcache.cache_cost(loaded, "recent window", 0, model.config)["selection ops / token"] == 0
+    assert llmcache.uniform_sink(3) == pytest.approx((1 / 2 + 1 / 3) / 2)
 
 
 def test_a_damaged_result_is_refused(tmp_path):

@@ -697,15 +697,14 @@ def _real_cache_curves(f, result, which: str, k: int = 2):
     """Chapter 14's figures of the shipped result (read here unless given): the selection or allocation
     rules' loss curves, the permutation null of ∝ H*(0.1), the keys per layer at budget index ``k``, or
     each layer's attention on token 0 against uniform causal attention over the window."""
-    from .llmcache import ALLOCATION_RULES, SELECTION_RULES, UNIFORM
+    from .llmcache import ALLOCATION_RULES, SELECTION_RULES, UNIFORM, uniform_sink
 
     result = result or real_cache()
     xlabel = "mean keys per key/value head, B"
     if which == "null":
         return f.plot_permutation_null({"SmolLM2-135M": result}, "∝ H*(0.1)", UNIFORM, xlabel=xlabel, unit="token")
     if which == "sinks":
-        T = int(result.meta.get("length", 256))
-        return f.plot_sinks({"SmolLM2-135M": result.sinks}, float(np.mean(1.0 / (np.arange(1, T) + 1))))
+        return f.plot_sinks({"SmolLM2-135M": result.sinks}, uniform_sink(int(result.meta["length"])))
     if which == "splits":
         splits = real_cache_splits(result, k)
         return f.plot_layer_panels(splits, {f"keys per key/value head, B = {int(result.budgets[k])}":

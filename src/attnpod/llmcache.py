@@ -626,7 +626,7 @@ def cache_experiment(text: str, settings: dict | None = None, spec=None, shipped
                      progress: bool = True, batch_size: int = 16) -> RealCacheResult:
     """The real model's cache experiment (:func:`run_experiment`) with ``settings`` (default:
     :func:`experiment_settings`): the result shipped in ``shipped_folder`` if there, else the store's, else
-    computed (about 75 minutes on 2 CPU cores) and stored; ``meta["source"]`` says which. ``shipped_only``:
+    computed (about 55 minutes on 2 CPU cores) and stored; ``meta["source"]`` says which. ``shipped_only``:
     a missing shipped result is a one-line :class:`~attnpod.shipped.MissingCheckpoint`, nothing computed."""
     from .config import artifact_lock, reused
     from .pretrained import SMOLLM2, Tokenised, load_pretrained
@@ -706,6 +706,12 @@ def cache_cost(result: RealCacheResult, rule: str, k: int, config) -> dict:
             "selection ops / token": (H * held + G * heavy) if selection == "h2o" else 0,
             "one-off ops at the prompt's end": (OBSERVATION * H * (T // 2) + POOL * G * (T // 2)) * len(counts)
             if selection == "snapkv" else 0}
+
+
+def uniform_sink(length: int) -> float:
+    """The attention uniform causal attention gives token 0, averaged over the queries i ≥ 1 of a window:
+    the mean of 1/(i + 1), what :class:`attnpod.fields.LayerStatistics`' ``sink`` is compared with."""
+    return float(np.mean(1.0 / (np.arange(1, length) + 1)))
 
 
 def kv_bytes_per_token(config) -> int:
