@@ -332,7 +332,7 @@ def decode_literal(model, window: torch.Tensor, plan: CachePlan) -> torch.Tensor
 # ----------------------------------------------------------------------------- evaluation
 
 def scored(length: int) -> slice:
-    """Scored positions: the decoded half of the window, after the prompt (:data:`PROMPT_SHARE`)."""
+    """Scored positions: the decoded half of the window, after the prompt; the prompt is the first half."""
     return slice(length // 2, length)
 
 
@@ -626,7 +626,7 @@ def cache_experiment(text: str, settings: dict | None = None, spec=None, shipped
                      progress: bool = True, batch_size: int = 16) -> RealCacheResult:
     """The real model's cache experiment (:func:`run_experiment`) with ``settings`` (default:
     :func:`experiment_settings`): the result shipped in ``shipped_folder`` if there, else the store's, else
-    computed (about 55 minutes on 2 CPU cores) and stored; ``meta["source"]`` says which. ``shipped_only``:
+    computed (about 53 minutes on 2 CPU cores) and stored; ``meta["source"]`` says which. ``shipped_only``:
     a missing shipped result is a one-line :class:`~attnpod.shipped.MissingCheckpoint`, nothing computed."""
     from .config import artifact_lock, reused
     from .pretrained import SMOLLM2, Tokenised, load_pretrained

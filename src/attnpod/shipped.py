@@ -392,7 +392,7 @@ def shipped_result(profile_name: str, kind: str, model: str, settings: dict, roo
                 and _comparable(entry["settings"]) == _comparable(settings)):
             return _verified(folder, entry)
     how = (f"python -m attnpod real-model --windows {settings.get('n_windows')} --ship" if kind == "real_model" else
-           "about 55 minutes on 2 CPU cores: python -m attnpod experiments --real-model --ship"
+           "about 53 minutes on 2 CPU cores: python -m attnpod experiments --real-model --ship"
            if kind == "real_kv_cache" else
            f"it takes hours on a CPU at this size. On a GPU: python -m attnpod experiments --profile "
            f"{profile_name} --seed {settings.get('seed')} --device cuda (after the models are shipped)")
