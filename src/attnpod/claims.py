@@ -707,15 +707,16 @@ def best_of(result, rules) -> np.ndarray:
     return losses[best, np.arange(losses.shape[1])]
 
 
-def experiment_verdicts(result, rules, uniform: str, baselines, what: str) -> dict[str, Verdict]:
+def experiment_verdicts(result, rules, uniform: str, baselines, what: str, same_as=None) -> dict[str, Verdict]:
     """:func:`allocation_verdict` of each of ``rules`` in a head-pruning or cache experiment's ``result``:
     against the ``uniform`` rule, with the permutation null where it was run, and the best of ``baselines``
-    at each budget; budgets where a rule splits as uniform does are left out."""
+    at each budget; budgets where a rule acts as uniform does are left out. ``same_as(rule, uniform)``
+    says where, per budget (default: where the rule's split is uniform's; a rule that differs in more
+    than its split passes its own)."""
     reference, best = result.loss(uniform), best_of(result, baselines)
-    same = {r: result.same_as(r, uniform) if hasattr(result, "same_as")  # a rule may differ in more than its split
-            else (result.counts(r) == result.counts(uniform)).all(-1) for r in rules}
+    same_as = same_as or (lambda r, u: (result.counts(r) == result.counts(u)).all(-1))
     return {r: allocation_verdict(result.loss(r), reference, result.budgets, result.null(r), best, r, what,
-                                  same_as_uniform=same[r]) for r in rules}
+                                  same_as_uniform=same_as(r, uniform)) for r in rules}
 
 
 # Training seeds: a claim's book-level verdict is the one it reaches in at least this share of the seeds

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_argument("--to", default=None, help="the shipped models' folder, where the results go too "
                                                         "(default: checkpoints/<profile>/ of the checkout)")
     experiments.add_argument("--real-model", action="store_true",
-                             help="instead: the KV-cache experiment on the real model, SmolLM2-135M (about 55 "
+                             help="instead: the KV-cache experiment on the real model, SmolLM2-135M (about 53 "
                                   "minutes on 2 CPU cores; kept as it goes, so a rerun resumes)")
     experiments.add_argument("--ship", action="store_true", help="with --real-model: ship its result into --to "
                                                                  "(default: checkpoints/laptop/)")

@@ -679,7 +679,7 @@ def verdicts(result: RealCacheResult) -> dict:
 
     rules = [r for r in ALLOCATION_RULES if r in result.rules]
     return experiment_verdicts(result, rules, UNIFORM, [b for b in BASELINES if b in result.rules],
-                               "the real model's KV-cache budget")
+                               "the real model's KV-cache budget", same_as=result.same_as)
 
 
 KV_BYTES = 2  # a served cache holds float16 keys and values

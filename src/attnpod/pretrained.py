@@ -209,8 +209,8 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
     """The real model's analyses, ``{"causal": FieldAnalysis, "published": FieldAnalysis}``.
 
     ``n_windows`` disjoint windows of ``length`` tokens from the ``split`` of ``text`` (default: the
-    whole text, since the model was not trained on our split; the cache chapter's rules read "train"), head-averaged fields of every layer streamed into the
-    store, each analysed in both orientations (no POD modes kept: the chapter reads
+    whole text, since the model was not trained on our split; the cache chapter's rules read "train"),
+    head-averaged fields of every layer streamed into the store, each analysed in both orientations (no POD modes kept: the chapter reads
     spectra). The causal analysis's ``meta`` holds each layer's
     :class:`~attnpod.fields.LayerStatistics` per head and the model's loss on
     :data:`LOSS_WINDOWS` validation windows. A result shipped in ``shipped_folder`` with these
