@@ -38,7 +38,9 @@ import pandas as pd
 from myst_nb import glue
 
 from attnpod import claims
-from attnpod.book import figure, seed_measurements, seed_spread, seed_verdict_matrix, verdict_matrices
+from attnpod.book import (blind_marked, column_labels, figure, known_answers, seed_measurements, seed_spread,
+                          seed_verdict_matrix, sight_table, verdict_matrices)
+from attnpod.readings import CHOSEN
 from attnpod.study import Study
 
 pd.set_option("display.max_colwidth", None)  # a seed-dependent cell names its seeds: show it whole
@@ -54,15 +56,27 @@ glue("run", study.run_stamp, display=False)  # which run this page shows (the fi
 #   mean (what POD decomposes).
 # - **published pipeline**: the published code's lag reading $A[b, b+s]$, for
 #   the scalogram and for the POD.
+# - **attention span**: not a wavelet reading but the range of attention, the
+#   reading chosen on the bench ([Known answers](15_known_answers)): the
+#   fewest nearest keys holding 90 % of each query's attention off the first
+#   token. Its POD numbers are read at the grid scale nearest each layer's span.
 # - **validation / whole file**: where the $N$ snapshot windows come from (we
 #   draw from the validation split; the published script draws from the whole
 #   file, training text included).
 #
 # The POD numbers ($\mathcal{T}_\mathrm{spec}$, the first-mode share, $\sum\lambda$,
 # $H^*$) are taken at each layer's top scale under the reading.
+#
+# What the bench of planted answers says each reading can see; under a reading
+# blind to range, the scale claim's verdict is marked "(blind to range on the
+# bench)": it says nothing of the claim.
 
 # %%
+recovery = known_answers(study.profile.name, progress=study.progress)
+suffixes = ("; validation", "; whole file")
+glue("sight_table", sight_table(recovery, suffixes), display=False)
 verdicts, measurements = verdict_matrices(study)  # claims (rows) by readings (columns)
+verdicts = blind_marked(verdicts, recovery, suffixes)
 glue("verdict_matrix", verdicts.T, display=False)
 glue("measurement_matrix", measurements.T, display=False)
 scale_row = verdicts.iloc[0]
@@ -71,9 +85,15 @@ glue("scale_agree", int(scale_row.str.startswith("agree").sum()), display=False)
 glue("scale_pub", scale_row["published pipeline; validation"], display=False)
 glue("scale_ours", scale_row[f"{claims.READINGS['tc']}; validation"], display=False)
 glue("scale_rect", scale_row[f"{claims.READINGS['rectified']}; validation"], display=False)
+glue("scale_span", scale_row[column_labels("; validation")[CHOSEN]], display=False)
+glue("span_measure", measurements.loc[claims.CLAIM_ROWS["scale"], column_labels("; validation")[CHOSEN]],
+     display=False)
 
 # %% [markdown]
 # ## The verdict matrix
+#
+# ```{glue:} sight_table
+# ```
 #
 # Readings (rows) by claims (columns), coloured by verdict:
 
@@ -115,6 +135,7 @@ glue("fig_verdict_grid", fig, display=False)
 
 # %%
 seed_verdicts, seed_cells = seed_verdict_matrix(study)
+seed_verdicts = blind_marked(seed_verdicts, recovery, suffixes)
 glue("n_seeds", len(study.seeds), display=False)
 glue("seed_list", ", ".join(map(str, study.seeds)), display=False)
 glue("own_seed", study.profile.seed, display=False)
@@ -125,9 +146,8 @@ glue("n_dependent", f"{len(dependent)} of {sum(len(c) for c in seed_cells.values
 ours_col = seed_cells[f"{claims.READINGS['tc']}; validation"]
 glue("scale_seeds", str(ours_col["scale"]), display=False)
 glue("scale_seeds_pub", str(seed_cells["published pipeline; validation"]["scale"]), display=False)
-for r in ("tc", "rectified", "tc_fluct", "rectified_fluct", "published"):  # the findings page's column
-    column = seed_cells[f"{claims.READINGS[r]}; validation" if r != "published" else "published pipeline; validation"]
-    for claim, cell in column.items():
+for r, label in column_labels("; validation").items():  # the findings page's column
+    for claim, cell in seed_cells[label].items():
         glue(f"seeds_{claim}_{r}", str(cell), display=False)
 fig = figure(study, "seed_verdict_grid", verdicts=seed_verdicts)
 glue("fig_seed_grid", fig, display=False)
@@ -176,7 +196,8 @@ glue("seed_spread_table", seed_spread(measurements), display=False)
 #   {glue:text}`scale_agree` of {glue:text}`n_readings` readings. Under the
 #   published pipeline: **{glue:text}`scale_pub`**; under our orientation with
 #   Torrence–Compo power: **{glue:text}`scale_ours`**; rectified:
-#   **{glue:text}`scale_rect`**.
+#   **{glue:text}`scale_rect`**; under the attention span, the reading of range
+#   chosen on the bench: **{glue:text}`scale_span`**.
 # - Over {glue:text}`n_seeds` training seeds, the scale claim under our reading
 #   is **{glue:text}`scale_seeds`**; under the published pipeline
 #   **{glue:text}`scale_seeds_pub`**. Seed-dependent cells of the matrix:

@@ -47,8 +47,9 @@ from IPython.display import display
 from myst_nb import glue
 
 from attnpod import claims
-from attnpod.book import (OUR_READINGS, TOP_SCALE_COLUMNS, claim_columns, figure, layer_table, pod_intervals,
-                          real_model, real_model_source)
+from attnpod.book import (TOP_SCALE_COLUMNS, blind_marked, claim_columns, column_labels, figure, known_answers,
+                          layer_table, pod_intervals, real_model, real_model_source, sight_table)
+from attnpod.readings import CHOSEN, READINGS
 from attnpod.pretrained import SMOLLM2
 from attnpod.study import Study
 
@@ -93,12 +94,29 @@ glue("rm_source", real_model_source(analyses), display=False)
 # where its settings match: this build's are **{glue:text}`rm_source`**.
 #
 # ## The dominant scale of every layer, under every reading
+#
+# Windows of {glue:text}`rm_T` tokens are longer than 128, so the scale grid
+# reaches T/2 = {glue:text}`rm_amax` tokens ({glue:text}`rm_n_scales` scales;
+# the published pipeline keeps the paper's 2–64). A top scale on the grid's
+# first or last scale is flagged: the true maximum may lie beyond it. Beside the
+# wavelet readings, the **attention span** chosen on the bench of planted answers
+# ([Known answers](15_known_answers)), fixed before this chapter: the fewest
+# nearest keys holding 90 % of a query's attention off the first token, averaged
+# over queries and windows.
 
 # %% tags=["hide-input"]
 table = layer_table(analyses)
+glue("rm_amax", f"{causal.scales[-1]:g}", display=False)
+glue("rm_n_scales", len(causal.scales), display=False)
+edge = table["top scale at the grid's edge (Torrence–Compo)"]
+glue("rm_n_edge", f"{int(edge.sum())} of {L}", display=False)
 glue("fig_rm_scales", figure(study, "real_model_scales", analyses=analyses), display=False)
 glue("fig_rm_top", figure(study, "real_model_top_scales", analyses=analyses), display=False)
-table[TOP_SCALE_COLUMNS].T.round(2)
+scales_view = table[list(TOP_SCALE_COLUMNS.values())].round(2).astype(object)
+scales_view[TOP_SCALE_COLUMNS["tc"]] = [f"{a:.2f}" + (" (edge)" if e else "") for a, e in
+                                        zip(table[TOP_SCALE_COLUMNS["tc"]], edge)]
+with pd.option_context("display.max_rows", None, "display.max_columns", None):
+    display(scales_view)
 
 # %% [markdown]
 # ```{glue:figure} fig_rm_scales
@@ -109,9 +127,12 @@ table[TOP_SCALE_COLUMNS].T.round(2)
 #
 # ```{glue:figure} fig_rm_top
 # :name: fig-rm-top
-# The top scale per layer under every reading (log axis); dotted: the claim's
-# "fine" (a ≤ 7) and "coarse" (a ≥ 20) thresholds.
+# The top scale per layer under every reading, and the attention span (log
+# axis); dotted: the claim's "fine" (a ≤ 7) and "coarse" (a ≥ 20) thresholds.
 # ```
+#
+# Layers whose Torrence–Compo top scale sits at the grid's edge:
+# {glue:text}`rm_n_edge`.
 #
 # ## The published pipeline's explanation
 #
@@ -129,20 +150,26 @@ table[["top scale, published pipeline", "diagonal mass (published)",
 
 # %% tags=["hide-input"]
 pod = pod_intervals(analyses, table)
-pod.T
+with pd.option_context("display.max_rows", None):
+    display(pod)
 
 # %% [markdown]
-# At each layer's Torrence–Compo top scale; brackets: 95 % intervals from
-# {glue:text}`rm_half` half-ensembles of N/2 windows (rescaled to N).
+# At each layer's Torrence–Compo top scale: the value on all N windows, then,
+# after the bar, the statistic's mean over {glue:text}`rm_half` half-ensembles
+# of N/2 windows with its 95 % interval. The interval speaks of an ensemble of
+# N/2 (nothing is rescaled to N).
 #
 # ## The paper's claims under every reading
 
 # %% tags=["hide-input"]
 label = "SmolLM2-135M"
+recovery = known_answers(profile, progress=False)
 columns = claim_columns({label: causal}, {label: published})
 verdicts, measurements = claims.verdict_matrix(columns)
-for r, column in zip([*OUR_READINGS, "published"], columns.values()):
-    for claim, verdict in column.items():
+verdicts = blind_marked(verdicts, recovery)
+display(sight_table(recovery))
+for r, column_label in column_labels().items():
+    for claim, verdict in columns[column_label].items():
         glue(f"rm_{claim}_{r}", str(verdict), display=False)
         glue(f"rm_{claim}_{r}_measure", verdict.measurement, display=False)
 with pd.option_context("display.max_colwidth", None):
@@ -150,6 +177,9 @@ with pd.option_context("display.max_colwidth", None):
     display(measurements)
 
 # %% [markdown]
+# Each column carries what the bench says its reading can see (the first
+# table); a scale verdict under a reading blind to range is marked so.
+#
 # One model, so each verdict rests on one set of weights: the intervals are over
 # windows, not over training (see [Verdicts across readings](11_verdicts) for the
 # training seeds of our own models). "Early" and "late" are the first and last
@@ -184,7 +214,8 @@ sinks = [str(l) for l, k in zip(table.index, kinds) if k == "sink"]
 glue("rm_sink_layers", ", ".join(sinks) or "none", display=False)
 view = table[["H*(0.1)", "top scale, Torrence–Compo power, raw fields", *stat_columns]].copy()
 view["kind"] = kinds
-view.T
+with pd.option_context("display.max_rows", None, "display.max_columns", None):
+    display(view.round(3))
 
 # %% [markdown]
 # ```{glue:figure} fig_rm_layers
@@ -211,7 +242,9 @@ view.T
 # - "Early layers fine, later layers coarse", raw fields, Torrence–Compo:
 #   **{glue:text}`rm_scale_tc`** ({glue:text}`rm_scale_tc_measure`); published
 #   pipeline: **{glue:text}`rm_scale_published`**
-#   ({glue:text}`rm_scale_published_measure`).
+#   ({glue:text}`rm_scale_published_measure`); under the attention span, the
+#   reading that sees range on the bench: **{glue:text}`rm_scale_span`**
+#   ({glue:text}`rm_scale_span_measure`).
 # - $\mathcal{T}_\mathrm{spec}$ separates layers: **{glue:text}`rm_separates_tc`**;
 #   effective ranks non-uniform: **{glue:text}`rm_ranks_tc`**; layer 1
 #   near-degenerate: **{glue:text}`rm_layer1_tc`**.

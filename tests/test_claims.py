@@ -144,7 +144,7 @@ def test_reading_verdicts_and_the_matrix_on_small_analyses():
     # Torrence–Compo power on raw non-negative profiles ranks the coarsest scale first
     assert "fine early 0/4" in columns["tc"]["scale"].measurement
     verdicts, measurements = claims.verdict_matrix(columns)
-    assert verdicts.shape == (5, 5) and list(verdicts.index)[0].startswith("early layers fine")
+    assert verdicts.shape == (5, len(claims.READINGS)) and list(verdicts.index)[0].startswith("early layers fine")
     assert measurements.loc[verdicts.index[0], "tc"] == columns["tc"]["scale"].measurement
 
 

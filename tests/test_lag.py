@@ -49,3 +49,53 @@ def test_gaussian_window():
 def test_lag_major_is_the_transposed_lag_field(orientation):
     A = np.random.default_rng(4).random((3, 9, 9)).astype(np.float32)
     np.testing.assert_array_equal(lag_major(A, orientation), to_lag(A, orientation).transpose(2, 0, 1))
+
+
+def _row_spans(L, epsilon, nearest=True):
+    """An independent, row-by-row computation of the span (nearest keys) or key count (anywhere)."""
+    N, T, _ = L.shape
+    out = np.zeros(N)
+    for n in range(N):
+        values = []
+        for i in range(1, T):
+            row = np.array([L[n, i, tau] for tau in range(i)], dtype=float)  # τ = i is the first token: left out
+            if row.sum() <= 1e-6:
+                continue
+            row = row / row.sum()
+            order = row if nearest else np.sort(row)[::-1]
+            total, count = 0.0, 0
+            while total < 1 - epsilon - 1e-9:
+                total += order[count]
+                count += 1
+            values.append(count)
+        out[n] = np.mean(values)
+    return out
+
+
+def test_span_and_keys_equal_a_row_by_row_count():
+    from attnpod.lag import attention_keys, attention_span
+
+    rng = np.random.default_rng(0)
+    A = np.tril(rng.random((3, 12, 12)) ** 4)
+    A /= A.sum(-1, keepdims=True)
+    L = to_lag(A)
+    np.testing.assert_allclose(attention_span(L, 0.1), _row_spans(L, 0.1))
+    np.testing.assert_allclose(attention_keys(L, 0.2), _row_spans(L, 0.2, nearest=False))
+
+
+def test_a_uniform_window_spans_its_width_and_one_far_key_is_one_key():
+    from attnpod.lag import attention_keys, attention_span
+
+    T, W, d = 40, 10, 7
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    window = ((i - j >= 0) & (i - j < W)).astype(float)
+    window /= window.sum(-1, keepdims=True)
+    rows = np.arange(1, T)
+    expected = np.mean([np.ceil(0.9 * min(W, r) - 1e-9) for r in rows])  # row r has min(W, r) keys off token 0
+    assert attention_span(to_lag(window[None]))[0] == pytest.approx(expected)
+    far = np.where(i - j == np.minimum(d, i), 1.0, 0.0)  # attention d back (or on token 0 when shorter)
+    far[:, 0] += 1e-3
+    far = np.tril(far) / np.tril(far).sum(-1, keepdims=True)
+    L = to_lag(far[None])
+    assert attention_keys(L)[0] == pytest.approx(1.0, abs=0.2)
+    assert attention_span(L)[0] > d - 1

@@ -107,7 +107,7 @@ def rule_scores(analysis) -> dict[str, np.ndarray]:
 
 def top_scales(analysis) -> dict[str, np.ndarray]:
     """Each layer's top dominant lag scale under Torrence–Compo power ("TC") and rectified power."""
-    from .claims import top_scale_indices
+    from .readings import top_scale_indices
 
     return {name: analysis.scales[top_scale_indices(analysis, reading)] for name, reading in
             (("TC", "tc"), ("rectified", "rectified"))}

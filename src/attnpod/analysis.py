@@ -20,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import AttnpodError, CorruptFile, check_arrays, load_npz, save_npz
-from .lag import as_numpy, gaussian_lag_window, lag_major, to_lag
+from .lag import as_numpy, attention_keys, attention_span, gaussian_lag_window, lag_major, to_lag
 from .pod import (EPSILONS, bootstrap_resamples, effective_rank, half_ensembles, one_linalg_pool, resample_weights,
                   resampled_eigenvalues, resampled_total_variance, sorted_eigh, spectral_concentration)
-from .wavelet import (OMEGA0, dominant_scale_indices, paper_scales, rectified_dominant_scale_indices,
+from .wavelet import (OMEGA0, dominant_scale_indices, paper_scales, rectified_dominant_scale_indices, scale_grid,
                       scalogram_from_moments, second_moment, snapshot_scale_energy)
 
 MAY_BE_NAN = ("spectral_concentration",)  # NaN marks a degenerate spectrum (SPEC 5.6); no other array may hold one
@@ -207,6 +207,8 @@ class FieldAnalysis:
     boot_total_variance: np.ndarray
     halves: np.ndarray
     half_eigenvalues: np.ndarray
+    attention_span: np.ndarray
+    attention_keys: np.ndarray
     orientation: str = "causal"
     meta: dict = field(default_factory=dict)
 
@@ -254,7 +256,7 @@ class FieldAnalysis:
               "effective_rank": ("L", "E"), "rank_by_scale": ("L", "E", "S"), "published_scalogram": ("L", "S", "T"),
               "diagonal_mass": ("L",), "corner": ("L",), "snapshot_energy": ("L", "N", "S"), "resamples": ("B", "N"),
               "boot_fluctuation_energy": ("L", "B", "S"), "boot_total_variance": ("L", "B", "S"), "halves": ("H", "M"),
-              "half_eigenvalues": ("L", "H", "M")}
+              "half_eigenvalues": ("L", "H", "M"), "attention_span": ("L", "N"), "attention_keys": ("L", "N")}
 
     def save(self, path: Path) -> None:
         """Write as ``.npz`` with a verified sidecar; a result with NaN or inf is refused."""
@@ -282,21 +284,28 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
 
     ``fields[n, l, i, j]`` head-averaged (a memory map is fine: one layer is read at a time).
     ``device``: where the Grams, eigensolvers and scale energies run (default: the CPU).
+    ``scales`` default: :func:`attnpod.wavelet.scale_grid` of the window length (up to T/2 for T > 128);
+    the published orientation keeps the paper's 2–64 (:func:`attnpod.wavelet.paper_scales`).
     """
-    scales = paper_scales() if scales is None else np.asarray(scales, dtype=np.float64)
-    epsilons = np.asarray(epsilons, dtype=np.float64)
     check_field_shape(fields)
     N, n_layer, T = fields.shape[0], fields.shape[1], fields.shape[-1]
+    if scales is None:
+        scales = scale_grid(T) if orientation == "causal" else paper_scales()
+    scales = np.asarray(scales, dtype=np.float64)
+    epsilons = np.asarray(epsilons, dtype=np.float64)
     resamples = bootstrap_resamples(N, n_boot, boot_seed)
     halves = half_ensembles(N, n_half if N >= 4 else 0, boot_seed + 1)  # a half of 2 still has a centred spectrum
     out = {k: [] for k in ("scalogram", "dominant_index", "fluctuation_scalogram", "fluctuation_dominant_index", "eigenvalues",
                            "modes", "spectral_concentration", "effective_rank", "rank_by_scale", "published_scalogram",
                            "diagonal_mass", "corner", "snapshot_energy", "boot_fluctuation_energy",
-                           "boot_total_variance", "half_eigenvalues")}
+                           "boot_total_variance", "half_eigenvalues", "attention_span", "attention_keys")}
     for l in tqdm(range(n_layer), desc="analysis (layers)", disable=not progress):
         layer = np.ascontiguousarray(fields[:, l], dtype=np.float32)
         check_causal(layer, f"layer {l + 1}'s fields")
         L, Lc = centred_lag_fields(layer, orientation)
+        span, keys = reach(layer)
+        out["attention_span"].append(span)
+        out["attention_keys"].append(keys)
         published = lag_major(layer, "published_clamped")
         profiles = L if orientation == "causal" else published
         S = scalogram_from_moments(second_moment(profiles.reshape(T, -1)), scales, omega0)
@@ -327,6 +336,15 @@ def analyse_fields(fields, scales=None, n_dominant: int = 4, n_modes: int = 3, o
     arrays = {k: np.asarray(v) for k, v in out.items()}
     return FieldAnalysis(scales=scales, epsilons=epsilons, orientation=orientation, resamples=resamples,
                          halves=halves, **arrays)
+
+
+def reach(layer, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`attnpod.lag.attention_span` and :func:`attnpod.lag.attention_keys` of ``layer[n, i, j]`` (causal
+    lag coordinates whatever the analysis's orientation: range is a property of the attention), ``chunk``
+    snapshots at a time: two arrays (N,)."""
+    parts = [(attention_span(L), attention_keys(L)) for L in (to_lag(layer[n0:n0 + chunk])
+                                                               for n0 in range(0, len(layer), chunk))]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def resampled_fluctuation_energy(lag_fields, snapshot_energy, resamples, scales, omega0: float = OMEGA0,

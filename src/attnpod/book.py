@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .claims import READINGS
 from .config import ParameterError
+from .readings import CHOSEN, READINGS
 
 if TYPE_CHECKING:
     from .kvcache import CacheResult
@@ -89,29 +89,85 @@ def conv_twin(base, conv):
     return twin.eval()
 
 
-OUR_READINGS = ("tc", "rectified", "tc_fluct", "rectified_fluct")
+OUR_READINGS = ("tc", "rectified", "tc_fluct", "rectified_fluct")  # the wavelet readings of our orientation
+BOOK_READINGS = (*OUR_READINGS, CHOSEN)  # ... and the reading of range chosen on the bench
+
+
+def column_labels(suffix: str = "") -> dict[str, str]:
+    """The verdict matrix's column label of each reading (:data:`BOOK_READINGS` and the published pipeline)."""
+    labels = {r: f"{READINGS[r]}{suffix}" for r in BOOK_READINGS}
+    return labels | {"published": f"published pipeline{suffix}"}
 
 
 def reading_columns(study: "Study") -> dict:
-    """The paper's claims under every reading, ``{reading: {claim: Verdict}}``: our four readings and the
+    """The paper's claims under every reading, ``{reading: {claim: Verdict}}``: our readings and the
     published pipeline on the validation windows, ours on whole-file windows."""
     from . import claims
 
     columns = claim_columns(study.analyses(), study.analyses("published"), "; validation")
     whole_file = study.on_split("all").analyses()
-    for r in OUR_READINGS:
-        columns[f"{claims.READINGS[r]}; whole file"] = claims.reading_verdicts(whole_file, r)
+    for r, label in column_labels("; whole file").items():
+        if r != "published":
+            columns[label] = claims.reading_verdicts(whole_file, r)
     return columns
 
 
 def claim_columns(analyses: dict, published: dict, suffix: str = "") -> dict:
-    """The paper's claims under our four readings of ``analyses`` and the published pipeline's reading of
-    ``published`` (the same models analysed with orientation="published"): ``{reading: {claim: Verdict}}``."""
+    """The paper's claims under our readings (:data:`BOOK_READINGS`) of ``analyses`` and the published
+    pipeline's reading of ``published`` (the same models analysed with orientation="published"):
+    ``{label: {claim: Verdict}}``, labelled by :func:`column_labels`."""
     from . import claims
 
-    columns = {f"{claims.READINGS[r]}{suffix}": claims.reading_verdicts(analyses, r) for r in OUR_READINGS}
-    columns[f"published pipeline{suffix}"] = claims.reading_verdicts(published, "published")
-    return columns
+    return {label: claims.reading_verdicts(published if r == "published" else analyses, r)
+            for r, label in column_labels(suffix).items()}
+
+
+# ----------------------------------------------------------------------------- the method against known answers
+
+# The bench's sizes per book profile: the window length, ensemble sizes and draws (noise levels: bench's).
+BENCH_SETTINGS = {"smoke": {"T": 32, "sizes": (16, 48), "draws": 1},
+                  "laptop": {"T": 64, "sizes": (32, 128), "draws": 3},
+                  "paper": {"T": 64, "sizes": (32, 128), "draws": 3}}
+SIGHT = {True: "sees", False: "blind"}
+
+
+def known_answers(profile: str, progress: bool = True):
+    """The bench (:func:`attnpod.bench.known_answers`) at the profile's sizes (:data:`BENCH_SETTINGS`), cached."""
+    from .bench import known_answers as run
+
+    if profile not in BENCH_SETTINGS:
+        raise ParameterError(f"unknown profile {profile!r}; choose one of {sorted(BENCH_SETTINGS)}")
+    return run(**BENCH_SETTINGS[profile], progress=progress)
+
+
+def sight(recovery, reading: str) -> str:
+    """What the bench says ``reading`` can see, in a few words: "range: sees; rank: blind; not fooled by sinks"."""
+    seen = recovery.can_see()[reading]
+    sinks = "not fooled by sinks" if seen.get("sink") else "fooled by sinks"
+    return f"range: {SIGHT[seen['range']]}; rank: {SIGHT[seen['rank']]}; {sinks}"
+
+
+def sight_table(recovery, suffixes=("",)):
+    """Each verdict-matrix column (:func:`column_labels` for every suffix) with what the bench says its reading
+    can see: a DataFrame indexed by column label."""
+    import pandas as pd
+
+    rows = {label: {"reading": READINGS[r], "what the bench says it can see": sight(recovery, r)}
+            for suffix in suffixes for r, label in column_labels(suffix).items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def blind_marked(verdicts, recovery, suffixes=("",)):
+    """The verdict table (claims × columns) with the scale claim's cell marked "(blind to range on the bench)"
+    under every reading that fails the bench's range cases: such a verdict says nothing of the claim."""
+    from .claims import CLAIM_ROWS
+
+    marked = verdicts.copy()
+    for suffix in suffixes:
+        for r, label in column_labels(suffix).items():
+            if label in marked.columns and not recovery.sees(r, "range"):
+                marked.loc[CLAIM_ROWS["scale"], label] += " (blind to range on the bench)"
+    return marked
 
 
 def verdict_matrices(study: "Study"):
@@ -452,13 +508,15 @@ def layer_table(analyses: dict):
     import pandas as pd
 
     from . import claims
+    from .analysis import spectrum_shape
+    from .readings import at_grid_edge, layer_values
 
     causal, published = analyses["causal"], analyses["published"]
     L = len(causal.scalogram)
-    from .analysis import spectrum_shape
 
-    scales = [causal.scales[claims.top_scale_indices(causal, r)] for r in OUR_READINGS]
-    table = dict(zip(TOP_SCALE_COLUMNS, [*scales, published.scales[claims.top_scale_indices(published, "published")]]))
+    table = {column: layer_values(published if r == "published" else causal, r)
+             for r, column in TOP_SCALE_COLUMNS.items()}
+    table["top scale at the grid's edge (Torrence–Compo)"] = at_grid_edge(causal, "tc")
     shape = spectrum_shape(causal.eigenvalues[np.arange(L), claims.top_scale_indices(causal, "tc")], [0.10])
     table["𝒯_spec"] = shape["spectral_concentration"]
     table["H*(0.1)"] = shape["effective_rank"][:, 0]
@@ -492,7 +550,9 @@ def pod_intervals(analyses: dict, table):
     }, index=table.index)
 
 
-TOP_SCALE_COLUMNS = [f"top scale, {READINGS[r]}" for r in OUR_READINGS] + ["top scale, published pipeline"]
+# chapter 13's per-layer scale under each reading: reading -> column of layer_table (tokens)
+TOP_SCALE_COLUMNS = ({r: f"top scale, {READINGS[r]}" for r in OUR_READINGS} | {"published": "top scale, published pipeline"}
+                     | {CHOSEN: f"{READINGS[CHOSEN]} (tokens)"})
 # Chapter 13's picture of what each layer does: panel title -> columns of layer_table.
 REAL_MODEL_PANELS = {"H*(0.1)": ["H*(0.1)"], "𝒯_spec": ["𝒯_spec"],
                      "attention on token 0": ["attention on token 0"],
@@ -646,6 +706,8 @@ def _recipes() -> dict:
         "modes_ega": modes("ega1", "EGA-1"),
         "modes_base": modes("base", "BASE"),
         "theorem1": _theorem1,
+        "recovery": lambda s, recovery=None: f.plot_recovery(
+            known_answers(s.profile.name) if recovery is None else recovery, READINGS),
         # a chapter that has computed the result already passes it (verdicts=, compared=): drawn, not recomputed
         "verdict_grid": lambda s, verdicts=None: f.plot_verdict_grid(
             verdict_matrices(s)[0] if verdicts is None else verdicts),
@@ -681,7 +743,7 @@ def _recipes() -> dict:
             _real(s, analyses, p)["causal"].scalogram, _real(s, analyses, p)["causal"].scales,
             "Torrence–Compo scale energy, raw fields"),
         "real_model_top_scales": lambda s, analyses=None, **p: f.plot_layer_panels(
-            layer_table(_real(s, analyses, p)), {"top scale under each reading": TOP_SCALE_COLUMNS}),
+            layer_table(_real(s, analyses, p)), {"top scale under each reading": list(TOP_SCALE_COLUMNS.values())}),
         "real_model_layers": lambda s, analyses=None, **p: f.plot_layer_panels(
             layer_table(_real(s, analyses, p)), REAL_MODEL_PANELS),
         # chapter 14 passes the shipped result it has read (result=)

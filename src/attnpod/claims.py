@@ -17,6 +17,9 @@ from statistics import NormalDist
 
 import numpy as np
 
+from .readings import READINGS, layer_values, top_scale_indices
+from .readings import replicates as reading_replicates
+
 # The paper's own numbers: "fine (a ≤ 7 tokens)", "coarse (a ≥ 20 tokens)".
 FINE, COARSE = 7.0, 20.0
 # "Early" and "later" layers: the paper names no split; we take the first two and the last two of six.
@@ -381,26 +384,6 @@ def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000) -> Verdi
 
 # ----------------------------------------------------------------------------- one verdict per claim and reading
 
-READINGS = {
-    "tc": "Torrence–Compo power, raw fields",
-    "rectified": "rectified power E(a)/a, raw fields",
-    "tc_fluct": "Torrence–Compo power, fluctuations",
-    "rectified_fluct": "rectified power, fluctuations",
-    "published": "published pipeline (A[b, b+s], its POD)",
-}
-
-
-def top_scale_indices(result, reading: str) -> np.ndarray:
-    """Each layer's top dominant scale index under ``reading`` (a key of :data:`READINGS`): (L,)."""
-    from .wavelet import dominant_scale_indices, rectified_dominant_scale_indices
-
-    S = {"tc": result.scalogram, "rectified": result.scalogram, "tc_fluct": result.fluctuation_scalogram,
-         "rectified_fluct": result.fluctuation_scalogram, "published": result.published_scalogram}[reading]
-    if reading.startswith("rectified"):
-        return np.array([rectified_dominant_scale_indices(s, result.scales, 1)[0] for s in S])
-    return np.array([dominant_scale_indices(s, 1)[0] for s in S])
-
-
 def shape_halves(result) -> dict[str, Halves]:
     """One model's shape statistics on its half-ensembles, at each layer's top scale, computed once:
     ``spectral_concentration`` and ``first_share`` ``[l, h]``, ``effective_rank`` ``[l, e, h]``."""
@@ -439,9 +422,7 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
     tops = {m: top_scale_indices(r, reading) for m, r in analyses.items()}
     lam = {m: r.eigenvalues[np.arange(len(tops[m])), tops[m]] for m, r in analyses.items()}  # (L, N)
     resampled = all(len(r.resamples) > 0 for r in analyses.values())  # none for extra training seeds
-    boot = {m: bootstrap_statistics(r) for m, r in analyses.items()} if resampled else {}
-    key = {"tc": "top_scale", "rectified": "rectified_top_scale", "tc_fluct": "fluctuation_top_scale",
-           "rectified_fluct": "rectified_fluctuation_top_scale", "published": "top_scale"}[reading]
+    boot = {m: bootstrap_statistics(r) for m, r in analyses.items()} if resampled else {}  # Σλ's replicates
     shape_replicates = reading in ("tc", "published") and all(len(r.halves) >= 2 for r in analyses.values())
 
     def stack(f):
@@ -455,12 +436,13 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
         parts = [shapes[m][statistic] for m in models]
         return stack_halves([Halves(pick(p.values), p.halves, p.N) for p in parts], axis)
 
-    top_scales = stack(lambda m: analyses[m].scales[tops[m]])  # (M, L)
+    top_scales = stack(lambda m: layer_values(analyses[m], reading))  # (M, L), tokens
     index = stack(lambda m: [spectral_concentration(x) for x in lam[m]]).T  # (L, M)
     share = stack(lambda m: lam[m][:, 0] / np.maximum(lam[m].sum(-1), 1e-300)).T
     ranks = stack(lambda m: [effective_rank(x, 0.10) for x in lam[m]])
     out = {
-        "scale": scale_contrast(top_scales, stack(lambda m: boot[m][key]) if resampled else None, READINGS[reading]),
+        "scale": scale_contrast(top_scales, stack(lambda m: reading_replicates(analyses[m], reading)) if resampled else None,
+                                READINGS[reading]),
         "separates": index_separates_layers(index, halves("spectral_concentration", 1)),
         "layer1": layer1_degenerate(share, np.isnan(index), halves("first_share", 1)),
         "ranks": ranks_non_uniform(ranks, halves("effective_rank", 0, lambda v: v[:, 0])),

@@ -216,7 +216,7 @@ def artifacts_root() -> Path:
 # The store's own marker, written when the store is created: `clean` removes only a folder that
 # carries it, and in it only the subfolders of KINDS (every artifact lives in one of them).
 STORE_MARKER = ".attnpod-store"
-KINDS = ("checkpoints", "fields", "analysis", "pruning", "kv_cache", "logs", "pretrained")
+KINDS = ("checkpoints", "fields", "analysis", "pruning", "kv_cache", "logs", "pretrained", "bench")
 
 
 def _read_only(err: OSError) -> bool:

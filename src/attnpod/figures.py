@@ -529,3 +529,33 @@ def plot_scale_map(scalogram, scales, title: str = ""):
     ax.set(xlabel="scale a", ylabel="layer", title=title)
     fig.colorbar(im, ax=ax, label="energy / its largest")
     return fig
+
+
+def plot_recovery(recovery, labels: dict):
+    """The bench as pictures: left, the share of draws in which each reading (column) recovers each planted
+    case (row: case, noise η, N), white 0 to dark 1; right, what each reading says of the windows case's three
+    layers (no noise, the largest N) against the planted widths.
+
+    ``recovery``: :class:`attnpod.bench.Recovery`; ``labels``: reading key -> display text."""
+    import pandas as pd
+
+    frame = pd.DataFrame(recovery.rows)
+    share = frame.groupby(["case", "noise", "N", "reading"], sort=False)["recovered"].mean().unstack("reading")
+    share = share[[r for r in labels if r in share.columns]]
+    fig, (ax, bx) = _subplots(1, 2, figsize=(11, 0.22 * len(share) + 2.6), width_ratios=[1.4, 1])
+    ax.imshow(share.to_numpy(float), aspect="auto", cmap="Greens", vmin=0, vmax=1)
+    ax.set_xticks(range(share.shape[1]), [_wrap(labels[r], 18) for r in share.columns], fontsize=7, rotation=90)
+    ax.set_yticks(range(len(share)), [f"{c}, η = {n:g}, N = {m}" for c, n, m in share.index], fontsize=7)
+    ax.set_title("share of draws recovering the planted answer", fontsize=9)
+    sizes = sorted(frame["N"].unique())
+    widths = None
+    for r in share.columns:
+        values, widths = recovery.example("windows", 0.0, sizes[-1], r)
+        bx.plot(range(len(values)), values, "o-", label=_wrap(labels[r], 30))
+    bx.plot(range(len(widths)), widths, "k--", lw=2, label="planted width W")
+    bx.set_xticks(range(len(widths)), [f"W = {w:g}" if w < recovery.T else "whole past" for w in widths])
+    bx.set_yscale("log")
+    bx.set_ylabel("what the reading says (tokens)")
+    bx.set_title(f"sliding windows against the whole past (T = {recovery.T})", fontsize=9)
+    bx.legend(fontsize=6, loc="upper left")
+    return fig

@@ -76,3 +76,51 @@ def gaussian_lag_window(T: int, a) -> np.ndarray:
     tau = np.arange(T, dtype=np.float64)
     a = np.asarray(a, dtype=np.float64)
     return np.exp(-tau**2 / (2.0 * a[..., None] ** 2))
+
+
+# ----------------------------------------------------------------------------- how far attention reaches (range)
+
+SPAN_EPSILON = 0.1  # the span holds 1 − ε of a row's attention, sink excluded (pre-registered on the bench)
+SINK_FLOOR = 1e-6  # a row with less attention than this off the first token is all sink: it has no span
+
+
+def _off_sink(lag_fields) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's lag profile without its first token (τ = i) and that profile's mass: (P[n, i, tau], mass[n, i])."""
+    P = np.array(as_numpy(lag_fields), dtype=np.float64)  # (N, i, tau), a copy
+    T = P.shape[-1]
+    P[:, np.arange(T), np.arange(T)] = 0.0  # lag τ = i is key 0: the sink, reported on its own
+    return P, P.sum(-1)
+
+
+def _count_to_mass(cumulative: np.ndarray, epsilon: float) -> np.ndarray:
+    """How many entries a cumulative share needs to reach 1 − ε (a hair of tolerance for exact shares)."""
+    return (cumulative < 1.0 - epsilon - 1e-9).sum(-1) + 1
+
+
+def _row_mean(values: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """Mean over the rows i ≥ 1 that hold attention off the sink (every row counts once): (N,)."""
+    valid = mass[:, 1:] > SINK_FLOOR
+    values = np.where(valid, values[:, 1:], 0.0).sum(-1)
+    return values / np.maximum(valid.sum(-1), 1)
+
+
+def attention_span(lag_fields, epsilon: float = SPAN_EPSILON) -> np.ndarray:
+    """The row-balanced span of each snapshot: the fewest *nearest* keys (lags 0, 1, …) holding 1 − ε of a query
+    row's attention off the first token, averaged over the rows i ≥ 1: ``span[n]`` in tokens.
+
+    ``lag_fields[n, i, tau]`` (:func:`to_lag`). A sliding window of W keys gives about (1 − ε)·W whatever its
+    weights' shape inside it; attention over the whole past about (1 − ε)·T/2. Rows with nothing off the
+    sink are left out (:data:`SINK_FLOOR`).
+    """
+    P, mass = _off_sink(lag_fields)
+    share = np.cumsum(P, -1) / np.maximum(mass, 1e-300)[..., None]
+    return _row_mean(_count_to_mass(share, epsilon).astype(np.float64), mass)
+
+
+def attention_keys(lag_fields, epsilon: float = SPAN_EPSILON) -> np.ndarray:
+    """The row-balanced key count of each snapshot: the fewest keys, *wherever they lie*, holding 1 − ε of a
+    query row's attention off the first token, averaged over the rows i ≥ 1: ``keys[n]``. (ZigZagKV's
+    layer-minimal budget is this per row; it measures concentration, not range: one far key counts 1.)"""
+    P, mass = _off_sink(lag_fields)
+    share = np.cumsum(-np.sort(-P, axis=-1), -1) / np.maximum(mass, 1e-300)[..., None]
+    return _row_mean(_count_to_mass(share, epsilon).astype(np.float64), mass)

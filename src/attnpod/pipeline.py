@@ -18,7 +18,7 @@ from .data import Corpus, sample_windows
 from .fields import collect_fields
 from .models import weights_digest
 
-ANALYSIS_FORMAT = 6  # bump when FieldAnalysis changes content, so stored results are recomputed
+ANALYSIS_FORMAT = 7  # bump when FieldAnalysis changes content, so stored results are recomputed
 
 
 def ensemble_settings(profile: Profile, checkpoint_name: str, split: str, weights: str, heads: str = "mean") -> dict:

@@ -217,8 +217,7 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
     settings is read instead (verified); else each is cached in the artifact store.
     """
     from .analysis import FieldAnalysis, analyse_fields
-    from .config import ParameterError, reusable, reused, write_verified
-    from .pipeline import fields_are_finite
+    from .config import ParameterError, reused
 
     if not (isinstance(n_windows, int) and n_windows >= 2):
         raise ParameterError(f"n_windows must be an integer of at least 2, got {n_windows!r}")
@@ -231,24 +230,7 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
             out[orientation].meta["source"] = "shipped"
     if len(out) == len(ORIENTATIONS):
         return out
-    field_settings = {k: settings[k] for k in ("gguf_sha256", "n_windows", "length", "split", "seed", "n_rank")}
-    fields_path = artifact_dir("fields", spec.key, field_settings) / "fields.npy"
-    stats_path = fields_path.with_name("statistics.json")
-    with artifact_lock(fields_path):
-        if not (reusable(fields_path, fields_are_finite) and stats_path.is_file()):
-            model, tokenizer = load_pretrained(spec)
-            tokens = Tokenised.of(text, tokenizer)
-            windows = tokens.windows(n_windows, length, split, seed)
-
-            def write(tmp):
-                _, statistics = pretrained_fields(model, windows, tmp, batch_size, n_rank, progress)
-                val = tokens.windows(min(LOSS_WINDOWS, len(tokens.split("val")) // length), length, "val", seed)
-                record = {"per_head": {k: v.tolist() for k, v in statistics.per_head().items()},
-                          "loss": mean_loss(model, val), "loss_windows": len(val)}
-                stats_path.write_text(json.dumps(record))
-
-            write_verified(fields_path, write)
-    record = json.loads(stats_path.read_text())
+    fields_path, record = real_model_fields(text, spec, settings, batch_size, progress)
     fields = FieldFile(fields_path)  # one layer in memory at a time
     for orientation in ORIENTATIONS:
         if orientation in out:
@@ -270,6 +252,34 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
                 result.meta["source"] = "computed"
         out[orientation] = result
     return out
+
+
+def real_model_fields(text: str, spec: PretrainedModel, settings: dict, batch_size: int = 8, progress: bool = True):
+    """The real model's head-averaged fields for the windows of ``settings`` (:func:`analysis_settings`), streamed
+    into the store once (``fields.npy``), and their record (per-head :class:`~attnpod.fields.LayerStatistics`, the
+    loss on :data:`LOSS_WINDOWS` validation windows): ``(path, record)``."""
+    from .config import reusable, write_verified
+    from .pipeline import fields_are_finite
+
+    field_settings = {k: settings[k] for k in ("gguf_sha256", "n_windows", "length", "split", "seed", "n_rank")}
+    fields_path = artifact_dir("fields", spec.key, field_settings) / "fields.npy"
+    stats_path = fields_path.with_name("statistics.json")
+    with artifact_lock(fields_path):
+        if not (reusable(fields_path, fields_are_finite) and stats_path.is_file()):
+            model, tokenizer = load_pretrained(spec)
+            tokens = Tokenised.of(text, tokenizer)
+            windows = tokens.windows(settings["n_windows"], settings["length"], settings["split"], settings["seed"])
+
+            def write(tmp):
+                _, statistics = pretrained_fields(model, windows, tmp, batch_size, settings["n_rank"], progress)
+                val = tokens.windows(min(LOSS_WINDOWS, len(tokens.split("val")) // settings["length"]),
+                                     settings["length"], "val", settings["seed"])
+                record = {"per_head": {k: v.tolist() for k, v in statistics.per_head().items()},
+                          "loss": mean_loss(model, val), "loss_windows": len(val)}
+                stats_path.write_text(json.dumps(record))
+
+            write_verified(fields_path, write)
+    return fields_path, json.loads(stats_path.read_text())
 
 
 def shipping_copy(path: Path) -> Path:

@@ -20,6 +20,19 @@ def paper_scales() -> np.ndarray:
     return 2.0 ** np.linspace(1.0, 6.0, 20)
 
 
+# Windows longer than this get a scale grid that reaches T/2 (the paper's 2–64 stays the paper's reading).
+PAPER_GRID_MAX_T = 128
+
+
+def scale_grid(T: int) -> np.ndarray:
+    """The scale grid for windows of ``T`` tokens: the paper's 2–64 (:func:`paper_scales`) for T ≤ 128, else
+    log-spaced from 2 to T/2 no coarser than the paper's step (5/19 of an octave): 24 scales, 2–128, for T = 256."""
+    if T <= PAPER_GRID_MAX_T:
+        return paper_scales()
+    octaves = np.log2(T / 2) - 1
+    return 2.0 ** np.linspace(1.0, np.log2(T / 2), int(np.ceil(octaves * 19 / 5)) + 1)
+
+
 def fourier_period(scales, omega0: float = OMEGA0) -> np.ndarray:
     """Fourier period of the Morlet wavelet at scale a: 4πa / (ω₀ + √(2 + ω₀²)) ≈ 1.2325 a for ω₀ = 5."""
     return 4 * np.pi * np.asarray(scales, dtype=np.float64) / (omega0 + np.sqrt(2 + omega0**2))

@@ -1,0 +1,101 @@
+"""How a layer's scale is read from its analysis: one registry of readings, used alike by the verdict matrix,
+the real-model chapters and the bench (:mod:`attnpod.bench`).
+
+A reading turns a :class:`~attnpod.analysis.FieldAnalysis` into one number per layer, in tokens:
+
+- the wavelet readings pick the top dominant scale a* of a scalogram: Torrence–Compo power E(a) or the
+  rectified E(a)/a, of the raw lag fields or of their fluctuations, or the published pipeline's;
+- the range readings measure how far attention reaches: ``span``, the row-balanced span holding
+  1 − ε of each query's attention off the first token (:func:`attnpod.lag.attention_span`; the reading
+  this book chose on the bench), and ``keys``, the fewest keys anywhere holding as much
+  (:func:`attnpod.lag.attention_keys`, ZigZagKV's budget: concentration, not range).
+
+Every reading also names the grid scale its POD numbers are read at: a wavelet reading's own a*, a range
+reading's grid scale nearest its value. Display text is made from the key here, never parsed back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .analysis import FieldAnalysis, bootstrap_statistics, nearest_scale_index
+from .lag import SPAN_EPSILON
+from .pod import resample_weights
+from .wavelet import dominant_scale_indices, rectified_dominant_scale_indices
+
+READINGS = {
+    "tc": "Torrence–Compo power, raw fields",
+    "rectified": "rectified power E(a)/a, raw fields",
+    "tc_fluct": "Torrence–Compo power, fluctuations",
+    "rectified_fluct": "rectified power, fluctuations",
+    "published": "published pipeline (A[b, b+s], its POD)",
+    "span": f"attention span ({1 - SPAN_EPSILON:.0%} of attention off token 0)",
+    "keys": f"fewest keys ({1 - SPAN_EPSILON:.0%} of attention off token 0)",
+}
+WAVELET_READINGS = ("tc", "rectified", "tc_fluct", "rectified_fluct", "published")
+RANGE_READINGS = ("span", "keys")
+CHOSEN = "span"  # the reading of range chosen on the bench, before any model (chapter "Known answers")
+
+# bootstrap_statistics' key for each wavelet reading's resampled top scale
+_BOOT_KEYS = {"tc": "top_scale", "rectified": "rectified_top_scale", "tc_fluct": "fluctuation_top_scale",
+              "rectified_fluct": "rectified_fluctuation_top_scale", "published": "top_scale"}
+_RANGE_ARRAYS = {"span": "attention_span", "keys": "attention_keys"}
+
+
+def check_reading(reading: str) -> None:
+    if reading not in READINGS:
+        raise ValueError(f"unknown reading {reading!r}; choose one of {list(READINGS)}")
+
+
+def _scalogram(result: FieldAnalysis, reading: str) -> np.ndarray:
+    return {"tc": result.scalogram, "rectified": result.scalogram, "tc_fluct": result.fluctuation_scalogram,
+            "rectified_fluct": result.fluctuation_scalogram, "published": result.published_scalogram}[reading]
+
+
+def layer_values(result: FieldAnalysis, reading: str) -> np.ndarray:
+    """Each layer's scale under ``reading``, in tokens: (L,). A wavelet reading's top scale a*; a range
+    reading's mean over snapshots of its per-snapshot value."""
+    check_reading(reading)
+    if reading in RANGE_READINGS:
+        return getattr(result, _RANGE_ARRAYS[reading]).mean(-1)
+    return result.scales[top_scale_indices(result, reading)]
+
+
+def top_scale_indices(result: FieldAnalysis, reading: str) -> np.ndarray:
+    """The grid index of each layer's scale under ``reading``, where its POD numbers are read: (L,).
+    A wavelet reading's top dominant scale; a range reading's grid scale nearest its value (clipped to the grid)."""
+    check_reading(reading)
+    if reading in RANGE_READINGS:
+        return np.array([nearest_scale_index(result.scales, max(v, 1e-12)) for v in layer_values(result, reading)])
+    S = _scalogram(result, reading)
+    if reading.startswith("rectified"):
+        return np.array([rectified_dominant_scale_indices(s, result.scales, 1)[0] for s in S])
+    return np.array([dominant_scale_indices(s, 1)[0] for s in S])
+
+
+def replicates(result: FieldAnalysis, reading: str) -> np.ndarray | None:
+    """Each layer's value under ``reading`` on every bootstrap resample of the snapshots: (L, B), or None
+    without resamples."""
+    check_reading(reading)
+    if len(result.resamples) == 0:
+        return None
+    if reading in RANGE_READINGS:
+        w = resample_weights(result.resamples, result.resamples.shape[1])  # (B, N)
+        return getattr(result, _RANGE_ARRAYS[reading]) @ w.T
+    return bootstrap_statistics(result)[_BOOT_KEYS[reading]]
+
+
+def at_grid_edge(result: FieldAnalysis, reading: str) -> np.ndarray:
+    """Where a wavelet reading's top scale is the grid's first or last scale (the true maximum may lie beyond):
+    (L,) bool. A range reading is never at an edge: its value is not a grid point."""
+    check_reading(reading)
+    if reading in RANGE_READINGS:
+        return np.zeros(len(result.scalogram), dtype=bool)
+    index = top_scale_indices(result, reading)
+    return (index == 0) | (index == len(result.scales) - 1)
+
+
+def edge_flags(result: FieldAnalysis, reading: str, values=None, fmt: str = "{:.1f}") -> list[str]:
+    """Each layer's value under ``reading`` as text, "(edge)" added where it sits at the grid's edge."""
+    values = layer_values(result, reading) if values is None else values
+    return [fmt.format(v) + (" (edge)" if e else "") for v, e in zip(values, at_grid_edge(result, reading))]
