@@ -125,7 +125,7 @@ def claim_columns(analyses: dict, published: dict, suffix: str = "") -> dict:
 # ----------------------------------------------------------------------------- the method against known answers
 
 # The bench's sizes per book profile: the window length, ensemble sizes and draws (noise levels: bench's).
-BENCH_SETTINGS = {"smoke": {"T": 32, "sizes": (16, 48), "draws": 1},
+BENCH_SETTINGS = {"smoke": {"T": 64, "sizes": (32,), "draws": 1},
                   "laptop": {"T": 64, "sizes": (32, 128), "draws": 3},
                   "paper": {"T": 64, "sizes": (32, 128), "draws": 3}}
 SIGHT = {True: "sees", False: "blind"}
@@ -784,6 +784,7 @@ def _real(study: "Study", analyses, options: dict) -> dict:
 # What each figure shows, by name: the command line lists them without importing torch or matplotlib.
 FIGURES = {
     "loss_curves": "training and validation loss (chapter 01)",
+    "recovery": "the readings against planted answers: the recovery table and the windows case (Known answers)",
     "fields": "example attention fields (02)",
     "lag_fields": "example lag fields (02)",
     "lag_profiles": "mean lag profiles (02)",

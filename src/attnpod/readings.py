@@ -16,12 +16,14 @@ reading's grid scale nearest its value. Display text is made from the key here, 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .analysis import FieldAnalysis, bootstrap_statistics, nearest_scale_index
 from .lag import SPAN_EPSILON
-from .pod import resample_weights
-from .wavelet import dominant_scale_indices, rectified_dominant_scale_indices
+
+if TYPE_CHECKING:  # the registry's names need no torch: the analysis is imported where a reading is taken
+    from .analysis import FieldAnalysis
 
 READINGS = {
     "tc": "Torrence–Compo power, raw fields",
@@ -64,6 +66,9 @@ def layer_values(result: FieldAnalysis, reading: str) -> np.ndarray:
 def top_scale_indices(result: FieldAnalysis, reading: str) -> np.ndarray:
     """The grid index of each layer's scale under ``reading``, where its POD numbers are read: (L,).
     A wavelet reading's top dominant scale; a range reading's grid scale nearest its value (clipped to the grid)."""
+    from .analysis import nearest_scale_index
+    from .wavelet import dominant_scale_indices, rectified_dominant_scale_indices
+
     check_reading(reading)
     if reading in RANGE_READINGS:
         return np.array([nearest_scale_index(result.scales, max(v, 1e-12)) for v in layer_values(result, reading)])
@@ -76,6 +81,9 @@ def top_scale_indices(result: FieldAnalysis, reading: str) -> np.ndarray:
 def replicates(result: FieldAnalysis, reading: str) -> np.ndarray | None:
     """Each layer's value under ``reading`` on every bootstrap resample of the snapshots: (L, B), or None
     without resamples."""
+    from .analysis import bootstrap_statistics
+    from .pod import resample_weights
+
     check_reading(reading)
     if len(result.resamples) == 0:
         return None
