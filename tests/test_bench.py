@@ -97,3 +97,24 @@ def test_a_top_scale_at_the_grid_edge_is_flagged():
     np.testing.assert_array_equal(edge, (index == 0) | (index == len(result.scales) - 1))
     flags = readings.edge_flags(result, "tc")
     assert all(f.endswith("(edge)") == e for f, e in zip(flags, edge))
+
+
+def test_the_book_marks_every_scale_verdict_of_a_reading_blind_to_range(small_bench):
+    import pandas as pd
+
+    from attnpod.book import blind_marked, column_labels, sight, sight_table
+    from attnpod.claims import CLAIM_ROWS
+
+    recovery = bench.Recovery([r for r in small_bench.rows], small_bench.T)
+    for row in list(recovery.rows):  # the other readings of the verdict matrix, as blind as the bench's tc
+        if row["reading"] == "tc":
+            recovery.rows += [{**row, "reading": r} for r in ("tc_fluct", "rectified_fluct", "published")]
+    labels = column_labels()
+    verdicts = pd.DataFrame({label: {CLAIM_ROWS["scale"]: "disagree", CLAIM_ROWS["ranks"]: "disagree"}
+                             for label in labels.values()})
+    marked = blind_marked(verdicts, recovery)
+    for r, label in labels.items():
+        assert marked.loc[CLAIM_ROWS["scale"], label].endswith("(blind to range on the bench)") == (r != "span")
+        assert marked.loc[CLAIM_ROWS["ranks"], label] == "disagree"  # only the scale claim is about range
+    assert sight(recovery, "span").startswith("range: sees")
+    assert list(sight_table(recovery).index) == list(labels.values())

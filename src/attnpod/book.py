@@ -152,9 +152,8 @@ def sight_table(recovery, suffixes=("",)):
     can see: a DataFrame indexed by column label."""
     import pandas as pd
 
-    rows = {label: {"reading": READINGS[r], "what the bench says it can see": sight(recovery, r)}
-            for suffix in suffixes for r, label in column_labels(suffix).items()}
-    return pd.DataFrame.from_dict(rows, orient="index")
+    rows = {label: sight(recovery, r) for suffix in suffixes for r, label in column_labels(suffix).items()}
+    return pd.Series(rows, name="what the bench says the reading can see").to_frame()
 
 
 def blind_marked(verdicts, recovery, suffixes=("",)):
@@ -491,6 +490,82 @@ def real_model(profile: str, n_windows: int = 0, length: int = 0, seed: int = 42
     return analyse_pretrained(load_corpus(data_path or None).text, SMOLLM2, n_windows or REAL_MODEL_WINDOWS[profile],
                               length or (128 if profile == "smoke" else LENGTH), seed, n_boot, n_half,
                               progress=progress, shipped_folder=folder)
+
+
+def gemma(n_boot: int = 200, n_half: int = 100, seed: int = 42) -> dict:
+    """The Gemma chapter: Gemma 3 270M's analyses in both orientations, always the shipped ones
+    (:data:`attnpod.pretrained.REAL_MODEL_SIZES`; made by ``python -m attnpod real-model --model gemma3 --ship``,
+    about an hour on 2 cores): a build never assembles the model. Missing, they are a one-line error saying so."""
+    from .analysis import FieldAnalysis
+    from .pretrained import GEMMA3, N_RANK, ORIENTATIONS, REAL_MODEL_SIZES, analysis_settings, shipped_real_model
+    from .shipped import MissingCheckpoint, shipped_root
+
+    n, length = REAL_MODEL_SIZES["gemma3"]
+    settings = analysis_settings(GEMMA3, n, length, seed, n_boot, n_half, N_RANK)
+    out = {}
+    for orientation in ORIENTATIONS:
+        path = shipped_real_model(GEMMA3, orientation, settings, shipped_root("laptop"))
+        if path is None:
+            raise MissingCheckpoint(f"{GEMMA3.label}'s {orientation} analysis with these settings is not shipped: "
+                                    f"python -m attnpod real-model --model gemma3 --ship (about an hour on 2 cores)")
+        out[orientation] = FieldAnalysis.load(path)
+        out[orientation].meta["source"] = "shipped"
+    return out
+
+
+def cross_model_table(families: dict, recovery):
+    """Every claim under every reading (rows: claim, reading) for several model families (columns), beside what
+    the bench says the reading can see. ``families[name]`` as :func:`claim_columns` returns (``suffix=""``);
+    a scale verdict under a reading blind to range is marked so (:func:`blind_marked`)."""
+    import pandas as pd
+
+    from .claims import CLAIM_ROWS, verdict_matrix
+
+    tables = {name: blind_marked(verdict_matrix(columns)[0], recovery) for name, columns in families.items()}
+    rows = []
+    for claim in CLAIM_ROWS.values():
+        for r, label in column_labels().items():
+            cells = {name: t.loc[claim, label] if claim in t.index else "does not apply" for name, t in tables.items()}
+            rows.append({"claim": claim, "reading": READINGS[r], **cells,
+                         "what the bench says the reading can see": sight(recovery, r)})
+    return pd.DataFrame(rows).set_index(["claim", "reading"])
+
+
+GEMMA_GLOBAL_LAYERS = (5, 11, 17)  # counted from 0: Gemma 3 270M's full-attention layers (config.layer_types)
+
+
+def layers_apart_table(analyses: dict, group, recovery=None):
+    """The Gemma chapter's pre-registered question: does each reading (and H*(0.1), 𝒯_spec at the
+    Torrence–Compo top scale) put the layers of ``group`` (indices) apart from the others? One row per
+    reading or statistic: the verdict of :func:`attnpod.claims.layers_apart` with its replicate share (bootstrap
+    resamples for the readings, half-ensembles for the spectrum's shape), the measurement, and what the bench
+    says the reading can see."""
+    import pandas as pd
+
+    from . import claims
+    from .readings import layer_values, replicates
+
+    causal, published = analyses["causal"], analyses["published"]
+    mask = np.isin(np.arange(len(causal.scalogram)), list(group))
+    rows = {}
+    for r in (*BOOK_READINGS, "published", "keys"):
+        result = published if r == "published" else causal
+        verdict = claims.layers_apart(layer_values(result, r), mask, replicates(result, r), "scale (tokens)")
+        rows[READINGS[r]] = (verdict, sight(recovery, r) if recovery is not None else "")
+    shape = claims.shape_halves(causal)
+    L = len(mask)
+    lam = causal.eigenvalues[np.arange(L), causal.dominant_index[:, 0]]
+    from .analysis import spectrum_shape
+
+    full = spectrum_shape(lam, [0.10])
+    rank = np.asarray(shape["effective_rank"].values)[:, 0]
+    for name, value, halves in (("H*(0.1) at the Torrence–Compo top scale", full["effective_rank"][:, 0], rank),
+                                ("𝒯_spec at the Torrence–Compo top scale", full["spectral_concentration"],
+                                 np.asarray(shape["spectral_concentration"].values))):
+        rows[name] = (claims.layers_apart(value, mask, halves if halves.shape[-1] else None, name.split(" ")[0]),
+                      "")
+    return pd.DataFrame({name: {"verdict": str(v), "measurement": v.measurement, "what the bench says it can see": s}
+                         for name, (v, s) in rows.items()}).T
 
 
 def real_model_source(analyses: dict) -> str:

@@ -206,6 +206,8 @@ def index_separates_layers(index, halves: Halves | None = None) -> Verdict:
         return "yes" if ratio(x) >= SEPARATION_FACTOR else "not clearly"
 
     index = np.asarray(index, dtype=float)
+    if index.shape[1] < 2:  # one model: no spread across models to compare with
+        return _separates_within(index[:, 0], halves)
     layers, models = spreads(index)
     text = f"spread across layers {layers:.3f}, across models {models:.3f}; ratio {layers / models:.2f}"
     replicates = []
@@ -216,6 +218,55 @@ def index_separates_layers(index, halves: Halves | None = None) -> Verdict:
     return Verdict("𝒯_spec separates layers by complexity", text,
                    f"spread across layers ≥ {SEPARATION_FACTOR:g}× spread across models", verdict,
                    _stability(verdict, replicates), HALF_BASIS)
+
+
+def _separates_within(index, halves: Halves | None) -> Verdict:
+    """One model's 𝒯_spec separates its layers when the spread across layers is at least
+    :data:`SEPARATION_FACTOR` times the spread within a layer: the standard deviation of the statistic over
+    half-ensembles, scaled to N by 1/√2 (a statistic of N/2 snapshots varies √2 times more). Without
+    half-ensembles there is nothing to compare with: "not applicable"."""
+    claim = "𝒯_spec separates layers by complexity"
+    criterion = (f"one model: spread across layers ≥ {SEPARATION_FACTOR:g}× the spread within a layer "
+                 f"(half-ensembles, scaled to N by 1/√2)")
+    layers = float(np.nanstd(index))
+    if halves is None or np.asarray(halves.values).shape[-1] < 2:
+        return Verdict(claim, f"spread across layers {layers:.3f}; one model and no replicates", criterion,
+                       "not applicable")
+    values = np.asarray(halves.values, dtype=float).reshape(len(index), -1)
+    within = float(np.nanmean(np.nanstd(values, axis=-1))) / np.sqrt(2)
+    ratio = layers / within if within > 0 else float("inf")
+    verdict = "yes" if ratio >= SEPARATION_FACTOR else "not clearly"
+    replicates = ["yes" if np.nanstd(values[:, h]) / max(within, 1e-300) >= SEPARATION_FACTOR else "not clearly"
+                  for h in range(values.shape[-1])]
+    return Verdict(claim, f"spread across layers {layers:.3f}, within a layer {within:.3f}; ratio {ratio:.2f}",
+                   criterion, verdict, _stability(verdict, replicates), HALF_BASIS)
+
+
+def layers_apart(values, group, replicates=None, what: str = "value") -> Verdict:
+    """Do the layers of ``group`` (bool, (L,)) stand apart from the others: every one of them above every other
+    layer ("apart, above"), or below ("apart, below"), else "not apart"?
+
+    ``values[l]``; ``replicates[l, b]`` the same on replicates (bootstrap resamples or half-ensembles), whose
+    verdicts give the share. The measurement adds the AUC, the share of (group, other) pairs in which the
+    group's layer is the larger (ties half).
+    """
+    v, g = np.asarray(values, dtype=float), np.asarray(group, dtype=bool)
+
+    def judge(x):
+        inside, outside = x[g], x[~g]
+        return "apart, above" if inside.min() > outside.max() else "apart, below" if inside.max() < outside.min() \
+            else "not apart"
+
+    inside, outside = v[g], v[~g]
+    auc = float(np.mean([(a > b) + 0.5 * (a == b) for a in inside for b in outside]))
+    verdict = judge(v)
+    shares = [] if replicates is None else [judge(np.asarray(replicates, float)[:, b])
+                                            for b in range(np.asarray(replicates).shape[-1])]
+    text = (f"{what}: these layers {inside.min():.3g}–{inside.max():.3g}, the others {outside.min():.3g}–"
+            f"{outside.max():.3g}; AUC {auc:.2f}")
+    return Verdict(f"the {int(g.sum())} layers stand apart from the other {int((~g).sum())}", text,
+                   "every one of them above (or below) every other layer", verdict,
+                   _stability(verdict, shares) if shares else None)
 
 
 def layer1_degenerate(first_share, degenerate=None, halves: Halves | None = None) -> Verdict:

