@@ -543,6 +543,7 @@ def layers_apart_table(analyses: dict, group, recovery=None):
     import pandas as pd
 
     from . import claims
+    from .analysis import spectrum_shape
     from .readings import layer_values, replicates
 
     causal, published = analyses["causal"], analyses["published"]
@@ -555,8 +556,6 @@ def layers_apart_table(analyses: dict, group, recovery=None):
     shape = claims.shape_halves(causal)
     L = len(mask)
     lam = causal.eigenvalues[np.arange(L), causal.dominant_index[:, 0]]
-    from .analysis import spectrum_shape
-
     full = spectrum_shape(lam, [0.10])
     rank = np.asarray(shape["effective_rank"].values)[:, 0]
     for name, value, halves in (("H*(0.1) at the Torrence–Compo top scale", full["effective_rank"][:, 0], rank),
