@@ -118,3 +118,24 @@ def test_the_book_marks_every_scale_verdict_of_a_reading_blind_to_range(small_be
         assert marked.loc[CLAIM_ROWS["ranks"], label] == "disagree"  # only the scale claim is about range
     assert sight(recovery, "span").startswith("range: sees")
     assert list(sight_table(recovery).index) == list(labels.values())
+
+
+def test_the_cross_model_table_has_every_claim_under_every_reading_for_every_family(small_bench):
+    from attnpod.book import column_labels, cross_model_table
+    from attnpod.claims import CLAIM_ROWS
+
+    p = planted.exponential_lags(lengths=(2, 4, 8, 16), T=24, N=8, seed=1)
+    analyses = {o: analyse_fields(p.fields, n_modes=0, n_boot=4, n_half=4, orientation=o, progress=False)
+                for o in ("causal", "published")}
+    from attnpod.book import claim_columns
+
+    columns = claim_columns({"m": analyses["causal"]}, {"m": analyses["published"]})
+    recovery = bench.Recovery(small_bench.rows + [{**r, "reading": x} for r in small_bench.rows if r["reading"] == "tc"
+                                                  for x in ("tc_fluct", "rectified_fluct", "published")], 32)
+    table = cross_model_table({"one": columns, "two": columns}, recovery)
+    assert len(table) == len(CLAIM_ROWS) * len(column_labels())
+    assert list(table.columns) == ["one", "two", "what the bench says the reading can see"]
+    scale = table.loc[CLAIM_ROWS["scale"]]
+    assert scale.loc[readings.READINGS["tc"], "one"].endswith("(blind to range on the bench)")
+    assert not scale.loc[readings.READINGS["span"], "one"].endswith("(blind to range on the bench)")
+    assert (table.loc[CLAIM_ROWS["ega_energy"], "one"] == "does not apply").all()  # no EGA model here

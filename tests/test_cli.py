@@ -96,3 +96,27 @@ def test_relative_artifact_root_is_one_place_for_cli_and_notebooks(tmp_path, mon
     at_root = artifacts_root()
     monkeypatch.chdir(root / "notebooks")
     assert artifacts_root() == at_root == (root / "store").resolve()
+
+
+def test_main_gives_back_the_callers_sigterm_handler():
+    import signal
+
+    from attnpod.cli import main
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["clean", "--dry-run"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_real_model_settings_are_refused_before_any_work(capsys):
+    from attnpod.cli import main
+
+    assert main(["real-model", "--model", "gemma3", "--windows", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--windows must be at least 2" in err and err.count("\n") == 1

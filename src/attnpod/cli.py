@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import AttnpodError
 
-    # A terminated run unwinds like an interrupted one, so every temporary file is removed on the way out.
-    signal.signal(signal.SIGTERM, _terminated)
+    # A terminated run unwinds like an interrupted one, so every temporary file is removed on the way out;
+    # the caller's handler comes back afterwards (main may be called from a test or a notebook).
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return _run(args)
     except AttnpodError as err:
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"attnpod {args.command}: error: {err}  (--debug shows the traceback)", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _terminated(signum, frame):
