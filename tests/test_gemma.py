@@ -144,3 +144,17 @@ def test_the_real_gemma_loads_with_its_built_in_answer():
     lag = torch.arange(600)[:, None] - torch.arange(600)[None, :]
     for l, a in enumerate(attentions):
         assert (a[0][:, lag >= 512].abs().max() == 0) == (l not in GEMMA_GLOBAL_LAYERS), l
+
+
+def test_fields_too_large_for_the_disk_are_refused_before_the_model_loads(monkeypatch, tmp_path):
+    import shutil
+    from collections import namedtuple
+
+    from attnpod.config import StoreError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 10**9, 10**9))
+    monkeypatch.setattr(pretrained, "load_pretrained", lambda spec: pytest.fail("the model was loaded"))
+    settings = pretrained.analysis_settings(pretrained.GEMMA3, 128, 1024, 42, 0, 0, 16)
+    with pytest.raises(StoreError, match="9.7 GB .* 1.0 GB free"):
+        pretrained.real_model_fields("text " * 100, pretrained.GEMMA3, settings)

@@ -561,8 +561,8 @@ def layers_apart_table(analyses: dict, group, recovery=None):
     for name, value, halves in (("H*(0.1) at the Torrence–Compo top scale", full["effective_rank"][:, 0], rank),
                                 ("𝒯_spec at the Torrence–Compo top scale", full["spectral_concentration"],
                                  np.asarray(shape["spectral_concentration"].values))):
-        rows[name] = (claims.layers_apart(value, mask, halves if halves.shape[-1] else None, name.split(" ")[0]),
-                      "")
+        rows[name] = (claims.layers_apart(value, mask, halves if halves.shape[-1] else None, name.split(" ")[0],
+                                          claims.HALF_BASIS), "")
     return pd.DataFrame({name: {"verdict": str(v), "measurement": v.measurement, "what the bench says it can see": s}
                          for name, (v, s) in rows.items()}).T
 

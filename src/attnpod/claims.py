@@ -242,12 +242,12 @@ def _separates_within(index, halves: Halves | None) -> Verdict:
                    criterion, verdict, _stability(verdict, replicates), HALF_BASIS)
 
 
-def layers_apart(values, group, replicates=None, what: str = "value") -> Verdict:
+def layers_apart(values, group, replicates=None, what: str = "value", basis: str = "resamples") -> Verdict:
     """Do the layers of ``group`` (bool, (L,)) stand apart from the others: every one of them above every other
     layer ("apart, above"), or below ("apart, below"), else "not apart"?
 
-    ``values[l]``; ``replicates[l, b]`` the same on replicates (bootstrap resamples or half-ensembles), whose
-    verdicts give the share. The measurement adds the AUC, the share of (group, other) pairs in which the
+    ``values[l]``; ``replicates[l, b]`` the same on replicates (bootstrap resamples or half-ensembles, named
+    by ``basis``), whose verdicts give the share. The measurement adds the AUC, the share of (group, other) pairs in which the
     group's layer is the larger (ties half).
     """
     v, g = np.asarray(values, dtype=float), np.asarray(group, dtype=bool)
@@ -266,7 +266,7 @@ def layers_apart(values, group, replicates=None, what: str = "value") -> Verdict
             f"{outside.max():.3g}; AUC {auc:.2f}")
     return Verdict(f"the {int(g.sum())} layers stand apart from the other {int((~g).sum())}", text,
                    "every one of them above (or below) every other layer", verdict,
-                   _stability(verdict, shares) if shares else None)
+                   _stability(verdict, shares) if shares else None, basis)
 
 
 def layer1_degenerate(first_share, degenerate=None, halves: Halves | None = None) -> Verdict:

