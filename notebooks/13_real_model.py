@@ -78,7 +78,7 @@ glue("rm_source", real_model_source(analyses), display=False)
 # token). The last 10 % of TinyShakespeare is then 34 k tokens: too short for
 # N ≥ 200 disjoint windows. The model was not trained on our split, so the
 # fields' {glue:text}`rm_N` disjoint windows of {glue:text}`rm_T` tokens are drawn
-# from the **whole file**, seeded. The model's loss on
+# from the **whole file**, seeded; each starts mid-text, with no BOS token. The model's loss on
 # {glue:text}`rm_loss_windows` validation-split windows is {glue:text}`rm_loss`
 # nats per token.
 #
@@ -162,7 +162,7 @@ with pd.option_context("display.max_rows", None):
 # ## The paper's claims under every reading
 
 # %% tags=["hide-input"]
-label = "SmolLM2-135M"
+label = "SmolLM2-135M-Instruct (Q4_1)"
 recovery = known_answers(profile, progress=False)
 columns = claim_columns({label: causal}, {label: published})
 verdicts, measurements = claims.verdict_matrix(columns)

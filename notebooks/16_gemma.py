@@ -137,7 +137,7 @@ with pd.option_context("display.max_rows", None, "display.max_columns", None):
 # ## The paper's claims under every reading
 
 # %% tags=["hide-input"]
-label = "Gemma 3 270M"
+label = "Gemma 3 270M (Q4_K_M)"
 columns = claim_columns({label: causal}, {label: published})
 verdicts, measurements = claims.verdict_matrix(columns)
 verdicts = blind_marked(verdicts, recovery)
@@ -163,8 +163,9 @@ with pd.option_context("display.max_colwidth", None):
 # %% tags=["hide-input"]
 smollm2 = real_model(study.profile.name, data_path=data_path, progress=False)
 families = {"character models": claim_columns(study.analyses(), study.analyses("published")),
-            "SmolLM2-135M": claim_columns({"SmolLM2-135M": smollm2["causal"]}, {"SmolLM2-135M": smollm2["published"]}),
-            "Gemma 3 270M": columns}
+            "SmolLM2-135M-Instruct (Q4_1)": claim_columns({"SmolLM2": smollm2["causal"]},
+                                                          {"SmolLM2": smollm2["published"]}),
+            "Gemma 3 270M (Q4_K_M)": columns}
 glue("cm_seed", study.profile.seed, display=False)
 cross = cross_model_table(families, recovery)
 glue("cross_model", cross, display=False)
