@@ -49,7 +49,7 @@ from myst_nb import glue
 from attnpod import claims
 from attnpod.book import (TOP_SCALE_COLUMNS, blind_marked, claim_columns, column_labels, figure, known_answers,
                           layer_table, pod_intervals, real_model, real_model_source, sight_table)
-from attnpod.readings import CHOSEN, READINGS
+from attnpod.readings import CHOSEN, READINGS, edge_flags
 from attnpod.pretrained import SMOLLM2
 from attnpod.study import Study
 
@@ -113,8 +113,7 @@ glue("rm_n_edge", f"{int(edge.sum())} of {L}", display=False)
 glue("fig_rm_scales", figure(study, "real_model_scales", analyses=analyses), display=False)
 glue("fig_rm_top", figure(study, "real_model_top_scales", analyses=analyses), display=False)
 scales_view = table[list(TOP_SCALE_COLUMNS.values())].round(2).astype(object)
-scales_view[TOP_SCALE_COLUMNS["tc"]] = [f"{a:.2f}" + (" (edge)" if e else "") for a, e in
-                                        zip(table[TOP_SCALE_COLUMNS["tc"]], edge)]
+scales_view[TOP_SCALE_COLUMNS["tc"]] = edge_flags(causal, "tc", fmt="{:.2f}")
 with pd.option_context("display.max_rows", None, "display.max_columns", None):
     display(scales_view)
 

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import AttnpodError, CorruptFile, check_arrays, load_npz, save_npz
-from .lag import as_numpy, attention_keys, attention_span, gaussian_lag_window, lag_major, to_lag
+from .lag import as_numpy, attention_reach, gaussian_lag_window, lag_major, to_lag
 from .pod import (EPSILONS, bootstrap_resamples, effective_rank, half_ensembles, one_linalg_pool, resample_weights,
                   resampled_eigenvalues, resampled_total_variance, sorted_eigh, spectral_concentration)
 from .wavelet import (OMEGA0, dominant_scale_indices, paper_scales, rectified_dominant_scale_indices, scale_grid,
@@ -342,8 +342,7 @@ def reach(layer, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """:func:`attnpod.lag.attention_span` and :func:`attnpod.lag.attention_keys` of ``layer[n, i, j]`` (causal
     lag coordinates whatever the analysis's orientation: range is a property of the attention), ``chunk``
     snapshots at a time: two arrays (N,)."""
-    parts = [(attention_span(L), attention_keys(L)) for L in (to_lag(layer[n0:n0 + chunk])
-                                                               for n0 in range(0, len(layer), chunk))]
+    parts = [attention_reach(to_lag(layer[n0:n0 + chunk])) for n0 in range(0, len(layer), chunk)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

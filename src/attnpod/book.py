@@ -125,9 +125,8 @@ def claim_columns(analyses: dict, published: dict, suffix: str = "") -> dict:
 # ----------------------------------------------------------------------------- the method against known answers
 
 # The bench's sizes per book profile: the window length, ensemble sizes and draws (noise levels: bench's).
-BENCH_SETTINGS = {"smoke": {"T": 64, "sizes": (32,), "draws": 1},
-                  "laptop": {"T": 64, "sizes": (32, 128), "draws": 3},
-                  "paper": {"T": 64, "sizes": (32, 128), "draws": 3}}
+_FULL_BENCH = {"T": 64, "sizes": (32, 128), "draws": 3}
+BENCH_SETTINGS = {"smoke": {"T": 64, "sizes": (32,), "draws": 1}, "laptop": _FULL_BENCH, "paper": _FULL_BENCH}
 SIGHT = {True: "sees", False: "blind"}
 
 
@@ -543,7 +542,6 @@ def layers_apart_table(analyses: dict, group, recovery=None):
     import pandas as pd
 
     from . import claims
-    from .analysis import spectrum_shape
     from .readings import layer_values, replicates
 
     causal, published = analyses["causal"], analyses["published"]
@@ -553,13 +551,10 @@ def layers_apart_table(analyses: dict, group, recovery=None):
         result = published if r == "published" else causal
         verdict = claims.layers_apart(layer_values(result, r), mask, replicates(result, r), "scale (tokens)")
         rows[READINGS[r]] = (verdict, sight(recovery, r) if recovery is not None else "")
-    shape = claims.shape_halves(causal)
-    L = len(mask)
-    lam = causal.eigenvalues[np.arange(L), causal.dominant_index[:, 0]]
-    full = spectrum_shape(lam, [0.10])
+    shape, table = claims.shape_halves(causal), layer_table(analyses)  # at the Torrence–Compo top scale
     rank = np.asarray(shape["effective_rank"].values)[:, 0]
-    for name, value, halves in (("H*(0.1) at the Torrence–Compo top scale", full["effective_rank"][:, 0], rank),
-                                ("𝒯_spec at the Torrence–Compo top scale", full["spectral_concentration"],
+    for name, value, halves in (("H*(0.1) at the Torrence–Compo top scale", table["H*(0.1)"].to_numpy(), rank),
+                                ("𝒯_spec at the Torrence–Compo top scale", table["𝒯_spec"].to_numpy(),
                                  np.asarray(shape["spectral_concentration"].values))):
         rows[name] = (claims.layers_apart(value, mask, halves if halves.shape[-1] else None, name.split(" ")[0],
                                           claims.HALF_BASIS), "")

@@ -473,7 +473,7 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
     tops = {m: top_scale_indices(r, reading) for m, r in analyses.items()}
     lam = {m: r.eigenvalues[np.arange(len(tops[m])), tops[m]] for m, r in analyses.items()}  # (L, N)
     resampled = all(len(r.resamples) > 0 for r in analyses.values())  # none for extra training seeds
-    boot = {m: bootstrap_statistics(r) for m, r in analyses.items()} if resampled else {}  # Σλ's replicates
+    boot = {m: bootstrap_statistics(r) for m, r in analyses.items()} if resampled else {}  # top scales and Σλ, resampled
     shape_replicates = reading in ("tc", "published") and all(len(r.halves) >= 2 for r in analyses.values())
 
     def stack(f):
@@ -492,8 +492,8 @@ def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", bas
     share = stack(lambda m: lam[m][:, 0] / np.maximum(lam[m].sum(-1), 1e-300)).T
     ranks = stack(lambda m: [effective_rank(x, 0.10) for x in lam[m]])
     out = {
-        "scale": scale_contrast(top_scales, stack(lambda m: reading_replicates(analyses[m], reading)) if resampled else None,
-                                READINGS[reading]),
+        "scale": scale_contrast(top_scales, stack(lambda m: reading_replicates(analyses[m], reading, boot[m]))
+                                if resampled else None, READINGS[reading]),
         "separates": index_separates_layers(index, halves("spectral_concentration", 1)),
         "layer1": layer1_degenerate(share, np.isnan(index), halves("first_share", 1)),
         "ranks": ranks_non_uniform(ranks, halves("effective_rank", 0, lambda v: v[:, 0])),

@@ -104,6 +104,16 @@ def _row_mean(values: np.ndarray, mass: np.ndarray) -> np.ndarray:
     return values / np.maximum(valid.sum(-1), 1)
 
 
+def _span(P, mass, epsilon):
+    share = np.cumsum(P, -1) / np.maximum(mass, 1e-300)[..., None]
+    return _row_mean(_count_to_mass(share, epsilon).astype(np.float64), mass)
+
+
+def _keys(P, mass, epsilon):
+    share = np.cumsum(-np.sort(-P, axis=-1), -1) / np.maximum(mass, 1e-300)[..., None]
+    return _row_mean(_count_to_mass(share, epsilon).astype(np.float64), mass)
+
+
 def attention_span(lag_fields, epsilon: float = SPAN_EPSILON) -> np.ndarray:
     """The row-balanced span of each snapshot: the fewest *nearest* keys (lags 0, 1, …) holding 1 − ε of a query
     row's attention off the first token, averaged over the rows i ≥ 1: ``span[n]`` in tokens.
@@ -112,15 +122,17 @@ def attention_span(lag_fields, epsilon: float = SPAN_EPSILON) -> np.ndarray:
     weights' shape inside it; attention over the whole past about (1 − ε)·T/2. Rows with nothing off the
     sink are left out (:data:`SINK_FLOOR`).
     """
-    P, mass = _off_sink(lag_fields)
-    share = np.cumsum(P, -1) / np.maximum(mass, 1e-300)[..., None]
-    return _row_mean(_count_to_mass(share, epsilon).astype(np.float64), mass)
+    return _span(*_off_sink(lag_fields), epsilon)
 
 
 def attention_keys(lag_fields, epsilon: float = SPAN_EPSILON) -> np.ndarray:
     """The row-balanced key count of each snapshot: the fewest keys, *wherever they lie*, holding 1 − ε of a
     query row's attention off the first token, averaged over the rows i ≥ 1: ``keys[n]``. (ZigZagKV's
     layer-minimal budget is this per row; it measures concentration, not range: one far key counts 1.)"""
+    return _keys(*_off_sink(lag_fields), epsilon)
+
+
+def attention_reach(lag_fields, epsilon: float = SPAN_EPSILON) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`attention_span` and :func:`attention_keys` of the same fields from one copy of them off the sink."""
     P, mass = _off_sink(lag_fields)
-    share = np.cumsum(-np.sort(-P, axis=-1), -1) / np.maximum(mass, 1e-300)[..., None]
-    return _row_mean(_count_to_mass(share, epsilon).astype(np.float64), mass)
+    return _span(P, mass, epsilon), _keys(P, mass, epsilon)

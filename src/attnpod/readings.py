@@ -78,9 +78,9 @@ def top_scale_indices(result: FieldAnalysis, reading: str) -> np.ndarray:
     return np.array([dominant_scale_indices(s, 1)[0] for s in S])
 
 
-def replicates(result: FieldAnalysis, reading: str) -> np.ndarray | None:
+def replicates(result: FieldAnalysis, reading: str, statistics: dict | None = None) -> np.ndarray | None:
     """Each layer's value under ``reading`` on every bootstrap resample of the snapshots: (L, B), or None
-    without resamples."""
+    without resamples. ``statistics``: the result's :func:`attnpod.analysis.bootstrap_statistics`, if at hand."""
     from .analysis import bootstrap_statistics
     from .pod import resample_weights
 
@@ -90,7 +90,7 @@ def replicates(result: FieldAnalysis, reading: str) -> np.ndarray | None:
     if reading in RANGE_READINGS:
         w = resample_weights(result.resamples, result.resamples.shape[1])  # (B, N)
         return getattr(result, _RANGE_ARRAYS[reading]) @ w.T
-    return bootstrap_statistics(result)[_BOOT_KEYS[reading]]
+    return (bootstrap_statistics(result) if statistics is None else statistics)[_BOOT_KEYS[reading]]
 
 
 def at_grid_edge(result: FieldAnalysis, reading: str) -> np.ndarray:
