@@ -221,7 +221,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "src"))
-    from attnpod.config import AttnpodError, artifacts_root, get_profile
+    from attnpod.errors import AttnpodError
+    from attnpod.store import artifacts_root
+    from attnpod.config import get_profile
 
     every = chapters(args.root)
     names = [name for name in every if not args.only or args.only in name]

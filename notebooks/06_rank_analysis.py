@@ -33,7 +33,8 @@ from myst_nb import glue
 from attnpod import claims
 from attnpod.allocation import allocate
 from attnpod.book import figure
-from attnpod.claims import shape_halves, stack_halves
+from attnpod.estimators import stack_halves
+from attnpod.readings import shape_halves
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)

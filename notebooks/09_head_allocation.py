@@ -91,7 +91,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from attnpod import claims
+from attnpod import claims, estimators
 from attnpod.book import (across_models_and_seeds, budget_table, figure, head_rank_maps, pruning_results,
                           reproduction_texts, seed_experiment_results, seed_experiment_verdicts,
                           seed_reproduction_check)
@@ -231,12 +231,12 @@ corr = {}
 for v, res in results.items():
     rank = study.analysis(v, split="train").effective_rank[:, 0]
     cut = (res.cut_to_one - res.baseline).mean(-1)
-    corr[study.label(v)] = (claims.rank_correlation(rank, cut), claims.correlation_p_value(rank, cut))
+    corr[study.label(v)] = (estimators.rank_correlation(rank, cut), estimators.correlation_p_value(rank, cut))
 glue("layer_corr", ", ".join(f"{k} {c:+.2f} (p = {p:.2f})" for k, (c, p) in corr.items()), display=False)
 head_corr = {}
 for v in per_head_models:
     rank, importance = head_rank_maps(study, v, **pruning)
-    head_corr[study.label(v)] = claims.rank_correlation(rank.ravel(), importance.ravel())
+    head_corr[study.label(v)] = estimators.rank_correlation(rank.ravel(), importance.ravel())
 fig = figure(study, "head_maps", model=per_head_models[-1], **pruning)
 glue("fig_head_maps", fig, display=False)
 glue("head_corr", ", ".join(f"{k} {c:+.2f}" for k, c in head_corr.items()), display=False)

@@ -112,7 +112,7 @@ import torch
 from IPython.display import display
 from myst_nb import glue
 
-from attnpod import claims, kvcache
+from attnpod import claims, estimators, kvcache
 from attnpod.wavelet import paper_scales
 from attnpod.book import (CACHE_SELECTION_RULES, across_models_and_seeds, budget_table, cache_allocation_rules,
                           cache_results, figure, reproduction_texts, seed_experiment_results,
@@ -226,7 +226,7 @@ budget_table(first, CACHE_SELECTION_RULES, unit="keys", random_label="random spl
 glue("kv_first", labels[models[0]], display=False)
 best = {labels[v]: min(CACHE_SELECTION_RULES, key=lambda r: r_.increase(r)[mid]) for v, r_ in results.items()}
 glue("kv_best_selection", "; ".join(f"{m}: {r}" for m, r in best.items()), display=False)
-recent_vs_h2o = {labels[v]: claims.paired_interval(r.loss("recent window")[mid] - r.loss("H2O")[mid])
+recent_vs_h2o = {labels[v]: estimators.paired_interval(r.loss("recent window")[mid] - r.loss("H2O")[mid])
                  for v, r in results.items()}
 glue("kv_recent_vs_h2o", "; ".join(f"{m}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, (d, lo, hi) in
                                    recent_vs_h2o.items()), display=False)
@@ -276,7 +276,7 @@ scales = paper_scales()
 edges = {f"{labels[v]}, {name}": [str(l + 1) for l, a in enumerate(s_) if a in (scales[0], scales[-1])]
          for v in models for name, s_ in study.top_scales(v).items()}
 glue("kv_edges", "; ".join(f"{k}: layers {', '.join(e)}" for k, e in edges.items() if e) or "none", display=False)
-mid_inc = {labels[v]: {rule: claims.paired_interval(r.loss(rule)[mid] - r.loss("H2O")[mid])
+mid_inc = {labels[v]: {rule: estimators.paired_interval(r.loss(rule)[mid] - r.loss("H2O")[mid])
                        for rule in ("∝ H*(0.1)", "∝ 1/H*(0.1)", kvcache.PYRAMID) if rule in r.rules}
            for v, r in results.items()}
 glue("kv_measure", "; ".join(f"{m}: " + ", ".join(f"{rule} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
@@ -379,7 +379,7 @@ with pd.option_context("display.max_colwidth", None):
 rows = {}
 for v, r in results.items():
     for w, rule in enumerate(r.window_rules):
-        d, lo, hi = claims.paired_interval(r.window_losses[w] - r.window_uniform[w])
+        d, lo, hi = estimators.paired_interval(r.window_losses[w] - r.window_uniform[w])
         rows[(labels[v], rule)] = {"keys per layer": ", ".join(str(int(k)) for k in r.window_allocations[w]),
                                    "NLL increase": f"{(r.window_losses[w] - r.baseline).mean():.3f}",
                                    "uniform window, same total": f"{(r.window_uniform[w] - r.baseline).mean():.3f}",

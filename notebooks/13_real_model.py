@@ -46,7 +46,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from attnpod import claims
+from attnpod import claims, estimators
 from attnpod.book import (TOP_SCALE_COLUMNS, blind_marked, claim_columns, column_labels, figure, known_answers,
                           layer_table, pod_intervals, real_model, real_model_source, sight_table)
 from attnpod.readings import CHOSEN, READINGS, edge_flags
@@ -207,7 +207,7 @@ explained = claims.low_rank_explained(table["H*(0.1)"], table["attention on toke
 glue("rm_low_verdict", explained.verdict, display=False)
 glue("rm_low_measure", explained.measurement, display=False)
 glue("rm_low_criterion", explained.criterion, display=False)
-correlations = {c: claims.rank_correlation(table["H*(0.1)"], table[c]) for c in stat_columns}
+correlations = {c: estimators.rank_correlation(table["H*(0.1)"], table[c]) for c in stat_columns}
 glue("rm_correlations", "; ".join(f"{c} {r:+.2f}" for c, r in correlations.items()), display=False)
 sinks = [str(l) for l, k in zip(table.index, kinds) if k == "sink"]
 glue("rm_sink_layers", ", ".join(sinks) or "none", display=False)

@@ -117,7 +117,7 @@ import torch
 from IPython.display import display
 from myst_nb import glue
 
-from attnpod import claims, llmcache
+from attnpod import claims, estimators, llmcache
 from attnpod.book import equivalence_table, figure, real_cache, real_cache_splits
 from attnpod.data import load_corpus
 from attnpod.pretrained import SMOLLM2, Tokenised, load_pretrained
@@ -292,7 +292,7 @@ glue("rc_verdict", primary.verdict, display=False)
 glue("rc_inverse", verdicts["∝ 1/H*(0.1)"].verdict, display=False)
 glue("rc_detectable", f"{primary.detectable:.3f} nats", display=False)
 glue("rc_all", "; ".join(f"{r}: {v.verdict}" for r, v in verdicts.items()), display=False)
-d, lo, hi = claims.paired_interval(result.loss("∝ H*(0.1)")[mid] - result.loss(llmcache.UNIFORM)[mid])
+d, lo, hi = estimators.paired_interval(result.loss("∝ H*(0.1)")[mid] - result.loss(llmcache.UNIFORM)[mid])
 glue("rc_measure", f"at B = 32 vs uniform H2O + sinks: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] nats per token", display=False)
 with pd.option_context("display.max_colwidth", None):
     display(pd.DataFrame({"verdict": {r: v.verdict for r, v in verdicts.items()},

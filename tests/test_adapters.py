@@ -6,7 +6,8 @@ import torch
 
 from attnpod import adapters
 from attnpod.analysis import analyse_fields
-from attnpod.config import ParameterError, get_profile
+from attnpod.errors import ParameterError
+from attnpod.config import get_profile
 from attnpod.data import sample_windows
 from attnpod.fields import collect_fields
 from attnpod.models import GPT, GPTConfig

@@ -11,7 +11,8 @@ import torch
 
 from attnpod.analysis import NonFiniteError
 from attnpod.pipeline import analyse_model, model_fields
-from attnpod.config import artifacts_root, get_profile, is_verified, write_verified
+from attnpod.store import artifacts_root, is_verified, write_verified
+from attnpod.config import get_profile
 from attnpod.models import GPT, GPTConfig, weights_digest
 
 from .conftest import corpus_file
@@ -81,7 +82,7 @@ def test_an_analysis_with_nan_is_refused_but_a_degenerate_flag_is_kept(corpus, t
 CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from attnpod.config import write_verified
+    from attnpod.store import write_verified
 
     path, content, kill_at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     calls = []
@@ -114,7 +115,7 @@ def test_a_kill_while_publishing_leaves_a_valid_pair(tmp_path, kill_at, survivor
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from attnpod.config import write_verified
+    from attnpod.store import write_verified
 
     for k in range(40):
         write_verified(Path(sys.argv[1]), lambda tmp: tmp.write_bytes(bytes([k % 251]) * (1 << 16)))
@@ -122,7 +123,7 @@ WRITER = textwrap.dedent("""
 READER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from attnpod.config import is_verified
+    from attnpod.store import is_verified
 
     states = [is_verified(Path(sys.argv[1])) for _ in range(200)]
     print(states.count(False))

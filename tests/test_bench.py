@@ -53,7 +53,7 @@ def test_known_answers_is_cached_and_a_damaged_cache_is_recomputed():
     first = bench.known_answers(**kwargs)
     again = bench.known_answers(**kwargs)
     assert again.rows == first.rows
-    from attnpod.config import artifacts_root
+    from attnpod.store import artifacts_root
 
     (path,) = list(artifacts_root().rglob("recovery.npz"))
     path.write_bytes(path.read_bytes()[:-10])

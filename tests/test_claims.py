@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from attnpod import claims
+from attnpod import claims, estimators
 from attnpod.allocation import allocate, distinct_orders, permuted_allocations
 
 
@@ -149,16 +149,16 @@ def test_reading_verdicts_and_the_matrix_on_small_analyses():
 
 
 def test_rank_correlation_is_spearman():
-    assert claims.rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert claims.rank_correlation([1, 2, 3, 4], [4, 1, 0, -7]) == pytest.approx(-1.0)
+    assert estimators.rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert estimators.rank_correlation([1, 2, 3, 4], [4, 1, 0, -7]) == pytest.approx(-1.0)
     # ties share their mean rank: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4)
     expected = np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1]
-    assert claims.rank_correlation([0, 5, 5, 9], [1, 2, 3, 4]) == pytest.approx(expected)
-    assert np.isnan(claims.rank_correlation([1, 1, 1], [1, 2, 3]))
+    assert estimators.rank_correlation([0, 5, 5, 9], [1, 2, 3, 4]) == pytest.approx(expected)
+    assert np.isnan(estimators.rank_correlation([1, 1, 1], [1, 2, 3]))
 
 
 def test_paired_interval():
-    m, lo, hi = claims.paired_interval(np.random.default_rng(0).normal(-1.0, 0.1, 64))
+    m, lo, hi = estimators.paired_interval(np.random.default_rng(0).normal(-1.0, 0.1, 64))
     assert lo < m < hi < 0
 
 
@@ -248,7 +248,7 @@ def test_shape_claims_read_half_ensembles():
     ranks = np.array([[10.0, 12, 30], [8, 9, 20]])  # (m, l): ratios 3.0 and 2.5
     values = np.repeat(ranks[..., None], 50, axis=-1)
     values[1, 2, :20] = 10  # 20 of 50 halves: model 2's ratio falls to 1.25
-    v = claims.ranks_non_uniform(ranks, claims.Halves(values, halves, 20))
+    v = claims.ranks_non_uniform(ranks, estimators.Halves(values, halves, 20))
     assert v.verdict == "agree" and v.stability == pytest.approx(0.6)
     assert str(v) == "agree (60% of half-ensembles of N/2)" and "at N/2 = 10" in v.measurement
 
@@ -266,9 +266,9 @@ def test_allocation_verdict_leaves_out_budgets_where_the_rule_is_uniform():
 
 def test_correlation_p_value_is_exact_for_six_layers():
     # a perfect monotone relation among 6 items: 2 of the 720 orders reach |ρ| = 1
-    assert claims.correlation_p_value([1, 2, 3, 4, 5, 6], [2, 4, 6, 8, 10, 12]) == pytest.approx(2 / 720)
-    assert claims.correlation_p_value([1, 2, 3, 4, 5, 6], [3, 1, 6, 2, 5, 4]) > 0.3
-    assert np.isnan(claims.correlation_p_value([1, 1, 1], [1, 2, 3]))
+    assert estimators.correlation_p_value([1, 2, 3, 4, 5, 6], [2, 4, 6, 8, 10, 12]) == pytest.approx(2 / 720)
+    assert estimators.correlation_p_value([1, 2, 3, 4, 5, 6], [3, 1, 6, 2, 5, 4]) > 0.3
+    assert np.isnan(estimators.correlation_p_value([1, 1, 1], [1, 2, 3]))
 
 
 def test_experiment_verdicts_read_an_experiment_result():

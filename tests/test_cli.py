@@ -86,7 +86,7 @@ def test_known_errors_are_one_line_without_traceback(args, message, tmp_path):
 
 def test_relative_artifact_root_is_one_place_for_cli_and_notebooks(tmp_path, monkeypatch):
     """A relative $ATTNPOD_ARTIFACTS is taken from the checkout's root, wherever the process runs."""
-    from attnpod.config import artifacts_root
+    from attnpod.store import artifacts_root
 
     root = tmp_path / "checkout"
     (root / "notebooks").mkdir(parents=True)

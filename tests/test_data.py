@@ -94,7 +94,7 @@ def test_a_directory_is_reported_as_a_directory(tmp_path):
 
 
 def test_windows_never_overlap_and_a_split_too_short_says_so(corpus):
-    from attnpod.config import ParameterError
+    from attnpod.errors import ParameterError
     from attnpod.data import disjoint_batches, disjoint_starts
 
     starts = disjoint_starts(1000, 9, 100, seed=1)

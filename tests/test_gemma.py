@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from attnpod import claims, pretrained
-from attnpod.config import CorruptFile, artifacts_root, sha256_file
+from attnpod import claims, estimators, pretrained
+from attnpod.errors import CorruptFile
+from attnpod.store import artifacts_root, sha256_file
 
 
 def test_a_bos_window_is_the_token_and_then_text():
@@ -117,8 +118,8 @@ def test_one_models_t_spec_is_judged_against_its_replicates_never_divided_by_zer
     assert claims.index_separates_layers(index).verdict == "not applicable"
     rng = np.random.default_rng(0)
     halves = rng.choice(20, (8, 10))
-    tight = claims.Halves(index[:, :, None] + 0.01 * rng.standard_normal((3, 1, 8)), halves, 20)
-    loose = claims.Halves(index[:, :, None] + 5.0 * rng.standard_normal((3, 1, 8)), halves, 20)
+    tight = estimators.Halves(index[:, :, None] + 0.01 * rng.standard_normal((3, 1, 8)), halves, 20)
+    loose = estimators.Halves(index[:, :, None] + 5.0 * rng.standard_normal((3, 1, 8)), halves, 20)
     assert claims.index_separates_layers(index, tight).verdict == "yes"
     assert claims.index_separates_layers(index, loose).verdict == "not clearly"
 
@@ -150,7 +151,7 @@ def test_fields_too_large_for_the_disk_are_refused_before_the_model_loads(monkey
     import shutil
     from collections import namedtuple
 
-    from attnpod.config import StoreError
+    from attnpod.errors import StoreError
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 10**9, 10**9))

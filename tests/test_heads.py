@@ -5,7 +5,8 @@ import torch.nn.functional  # noqa: F401
 
 from attnpod.heads import (PruningResult, batch_losses, greedy_oracle, head_budgets, head_importance,
                            keep_by_importance, michel_iterative, michel_one_shot, prune_heads)
-from attnpod.config import ParameterError, get_profile
+from attnpod.errors import ParameterError
+from attnpod.config import get_profile
 from attnpod.models import GPT, GPTConfig
 
 SMALL = dict(vocab_size=65, block_size=12, n_layer=3, n_head=4, n_embd=16, dropout=0.0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from attnpod.analysis import spectrum_shape
-from attnpod.claims import half_interval, interval
+from attnpod.estimators import half_interval, interval
 from attnpod.pod import bootstrap_resamples, half_ensembles, resampled_eigenvalues
 
 N, D = 200, 1000

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from attnpod import kvcache as kv
-from attnpod.config import ParameterError
+from attnpod.errors import ParameterError
 from attnpod.models import GPT, GPTConfig
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnpod import claims, llmcache, pretrained
-from attnpod.config import CorruptFile, ParameterError
+from attnpod.errors import CorruptFile, ParameterError
 from attnpod.llmcache import CachePlan
 
 transformers = pytest.importorskip("transformers")
@@ -186,7 +186,7 @@ def test_the_experiment_keeps_each_evaluation_and_a_rerun_resumes_without_recomp
 
 
 def test_a_damaged_result_is_refused(tmp_path):
-    from attnpod.config import save_npz
+    from attnpod.store import save_npz
 
     path = tmp_path / "bad.npz"
     save_npz(path, {"rules": ["a"], "selections": [], "pooled": [], "null_rules": [], "meta": {}},

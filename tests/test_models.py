@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnpod.config import ParameterError
+from attnpod.errors import ParameterError
 from attnpod.models import GPT, VARIANTS, GPTConfig, conv_lag_multiplier
 
 SMALL = dict(vocab_size=65, block_size=24, n_layer=2, n_head=4, n_embd=32)
@@ -124,7 +124,8 @@ def test_sizes_are_said_once():
     """Profiles and model configs share one definition of the sizes, checked the same way."""
     import dataclasses
 
-    from attnpod.config import PROFILES, ModelSize, ParameterError, Profile
+    from attnpod.config import PROFILES, ModelSize, Profile
+    from attnpod.errors import ParameterError
     from attnpod.train import model_config
 
     sizes = {f.name for f in dataclasses.fields(ModelSize)}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attnpod import claims, pretrained
-from attnpod.config import CorruptFile
+from attnpod.errors import CorruptFile
 from attnpod.fields import FieldFile, LayerStatistics, stream_fields
 
 
@@ -288,7 +288,7 @@ def test_the_loader_reads_a_gguf_written_here_as_the_same_weights_and_caches_the
     pytest.importorskip("gguf")
     from dataclasses import replace
 
-    from attnpod.config import sha256_file
+    from attnpod.store import sha256_file
 
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

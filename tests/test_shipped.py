@@ -277,7 +277,7 @@ def test_paper_profile_on_a_cpu_uses_shipped_models_and_never_trains(tmp_path, m
     shipped.ship(model, history, settings, 43, tmp_path / "checkpoints" / "paper", CORPUS)
     loaded, record, name = shipped.trained_or_shipped(profile, "base", CORPUS, "cpu", root=tmp_path)
     assert record.val == history.val and not calls
-    from attnpod.config import settings_key
+    from attnpod.store import settings_key
 
     assert name == f"base-{settings_key(settings)}"  # the artifact store's name for this checkpoint
     with pytest.raises(shipped.MissingCheckpoint):  # another seed, or other settings, is another model
@@ -306,7 +306,7 @@ def test_shipping_replaces_an_entry_and_keeps_the_others(tmp_path):
 
 
 def test_shipping_into_a_file_is_one_line(tmp_path):
-    from attnpod.config import StoreError
+    from attnpod.errors import StoreError
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -388,7 +388,7 @@ def test_a_cpu_reads_shipped_experiment_results_and_never_computes_them(tmp_path
     assert not (tmp_path / "art" / "pruning").exists()  # nothing computed on the CPU side
     with pytest.raises(shipped.MissingCheckpoint):
         reader.pruning("base", n_random=3)  # another setting: not what was shipped
-    from attnpod.config import CorruptFile
+    from attnpod.errors import CorruptFile
     from attnpod.heads import PruningResult
 
     shipped_file = folder / entry["file"]

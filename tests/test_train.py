@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from attnpod.config import PROFILES, AttnpodError, ParameterError, artifact_dir, get_profile, settings_key, write_verified
+from attnpod.config import PROFILES, get_profile
+from attnpod.errors import AttnpodError, ParameterError
+from attnpod.store import artifact_dir, settings_key, write_verified
 from attnpod.train import (CheckpointError, TrainingDiverged, checkpoint_path, load_model, lr_at, model_config,
                            resolve_device, train)
 

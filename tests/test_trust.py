@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from attnpod import config
-from attnpod.config import CorruptFile, StoreError
+from attnpod import store as storage
+from attnpod.errors import CorruptFile, StoreError
 
 from .conftest import corpus_file
 
@@ -39,7 +40,7 @@ def _make_store(root: Path) -> Path:
     old = os.environ.get("ATTNPOD_ARTIFACTS")
     os.environ["ATTNPOD_ARTIFACTS"] = str(root)
     try:
-        folder = config.artifact_dir("fields", "m", {"n": 1})
+        folder = storage.artifact_dir("fields", "m", {"n": 1})
         (folder / "fields.npy").write_bytes(b"x")
     finally:
         os.environ["ATTNPOD_ARTIFACTS"] = old or ""
@@ -50,7 +51,7 @@ def _make_store(root: Path) -> Path:
 
 def test_clean_removes_a_store_and_only_its_own_folders(tmp_path):
     store = _make_store(tmp_path / "store")
-    assert config.is_store(store) and (store / config.STORE_MARKER).is_file()
+    assert storage.is_store(store) and (store / storage.STORE_MARKER).is_file()
     (store / "notes.txt").write_text("mine")  # not the store's: kept, and so is the folder
     outside = tmp_path / "precious"
     outside.mkdir()
@@ -76,7 +77,7 @@ def test_clean_refuses_a_folder_that_is_not_a_store(tmp_path, decoy):
         (folder / "fields").mkdir(parents=True)
         (folder / "fields" / "keep.txt").write_text("mine")
     if decoy == "forged":
-        (folder / config.STORE_MARKER).write_text("not a store's marker")
+        (folder / storage.STORE_MARKER).write_text("not a store's marker")
     if decoy == "file":
         folder.write_text("mine")
     before = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else None
@@ -114,7 +115,7 @@ def test_make_clean_artifacts_takes_a_relative_path_and_shell_characters_literal
 
 def test_artifact_kinds_are_the_stores_own():
     with pytest.raises(ValueError, match="unknown artifact kind"):
-        config.artifact_dir("anything", "m", {})
+        storage.artifact_dir("anything", "m", {})
 
 
 # ----------------------------------------------------------------------------- 3. damaged caches
@@ -133,7 +134,7 @@ def test_a_planted_pickle_or_a_cut_array_in_the_store_is_recomputed(tmp_path):
     path = tmp_path / "pruning.npz"
     good = result()
     good.save(path)
-    assert config.reusable(path, lambda p: PruningResult.load(p) is not None)
+    assert storage.reusable(path, lambda p: PruningResult.load(p) is not None)
     ran = tmp_path / "ran"
 
     class Planted:
@@ -154,11 +155,11 @@ def test_a_planted_pickle_or_a_cut_array_in_the_store_is_recomputed(tmp_path):
         if name == "cut":
             bad = tmp_path / "cut.npz"
             plant(bad)
-            config.write_verified(path, lambda tmp: shutil.copy(bad, tmp))
+            storage.write_verified(path, lambda tmp: shutil.copy(bad, tmp))
         else:
-            config.write_verified(path, lambda tmp: plant(Path(tmp)) or None)
+            storage.write_verified(path, lambda tmp: plant(Path(tmp)) or None)
         with pytest.warns(RuntimeWarning, match="recomputing"):
-            assert not config.reusable(path, lambda p: PruningResult.load(p) is not None), name
+            assert not storage.reusable(path, lambda p: PruningResult.load(p) is not None), name
         with pytest.raises(CorruptFile, match="pruning.npz"):
             PruningResult.load(path)
     assert not ran.exists()
@@ -171,8 +172,8 @@ def test_a_corrupt_fields_file_is_recomputed(corpus):
     profile = config.get_profile("smoke", n_layer=1, n_head=2, n_embd=16, block_size=16, n_snapshots=4)
     model = GPT(GPTConfig(vocab_size=corpus.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=16))
     fields = np.array(model_fields(model, corpus, profile, "m", progress=False))
-    (path,) = config.artifacts_root().rglob("fields.npy")
-    config.write_verified(path, lambda tmp: Path(tmp).write_bytes(b"\x93NUMPY garbage"))
+    (path,) = storage.artifacts_root().rglob("fields.npy")
+    storage.write_verified(path, lambda tmp: Path(tmp).write_bytes(b"\x93NUMPY garbage"))
     with pytest.warns(RuntimeWarning, match="recomputing"):
         again = model_fields(model, corpus, profile, "m", progress=False)
     np.testing.assert_array_equal(again, fields)
@@ -255,9 +256,9 @@ def test_a_killed_runs_temporary_files_are_swept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     orphan = folder / f"fields.npy.{dead.stdout.strip()}.deadbeef.tmp"
     orphan.write_bytes(b"half an ensemble")
-    alive = config.temporary_path(folder / "fields.npy")  # this process: still writing it
+    alive = storage.temporary_path(folder / "fields.npy")  # this process: still writing it
     alive.write_bytes(b"in progress")
-    config.write_verified(folder / "other.npy", lambda tmp: Path(tmp).write_bytes(b"x"))
+    storage.write_verified(folder / "other.npy", lambda tmp: Path(tmp).write_bytes(b"x"))
     assert not orphan.exists() and alive.exists()
 
 
@@ -267,7 +268,7 @@ def test_a_terminated_run_removes_its_temporary_file(tmp_path):
     import time
 
     script = (
-        "import sys, time; from pathlib import Path; from attnpod.config import publish\n"
+        "import sys, time; from pathlib import Path; from attnpod.store import publish\n"
         "from attnpod.cli import _terminated; import signal; signal.signal(signal.SIGTERM, _terminated)\n"
         f"publish(Path({str(tmp_path / 'out.npy')!r}), lambda tmp: (tmp.write_bytes(b'x'), print('ready', flush=True),"
         " time.sleep(60)))\n")
@@ -327,7 +328,7 @@ def test_the_analysis_refuses_fields_it_cannot_analyse(bad, message):
 
 @pytest.mark.parametrize("windows", [np.array([[0.7, 1.2]]), torch.tensor([[0.5, 2.0]]), np.array([[True, False]])])
 def test_float_token_windows_are_refused(windows):
-    from attnpod.config import ParameterError
+    from attnpod.errors import ParameterError
     from attnpod.data import token_windows
     from attnpod.fields import collect_fields
     from attnpod.models import GPT, GPTConfig

@@ -21,16 +21,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .analysis import CAUSAL_TOL, FieldInputError
-from .config import AttnpodError, ParameterError
+from .analysis import CAUSAL_TOL
+from .errors import AttentionInputError, AttnpodError, ParameterError
 from .data import token_windows
 
 ROW_SUM_TOL = 1e-3  # rows of float32 softmax sum to 1 within this
 
-
-
-class AttentionInputError(FieldInputError):
-    """Attention handed to an adapter is not what the analysis needs."""
 
 
 def row_sum_tolerance(dtype) -> float:

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import AttnpodError, CorruptFile, check_arrays, load_npz, save_npz
+from .errors import CorruptFile, FieldInputError, NonFiniteError
+from .store import check_arrays, load_npz, save_npz
 from .lag import as_numpy, attention_reach, gaussian_lag_window, lag_major, to_lag
 from .pod import (EPSILONS, bootstrap_resamples, effective_rank, half_ensembles, one_linalg_pool, resample_weights,
                   resampled_eigenvalues, resampled_total_variance, sorted_eigh, spectral_concentration)
@@ -27,14 +28,6 @@ from .wavelet import (OMEGA0, dominant_scale_indices, paper_scales, rectified_do
                       scalogram_from_moments, second_moment, snapshot_scale_energy)
 
 MAY_BE_NAN = ("spectral_concentration",)  # NaN marks a degenerate spectrum (SPEC 5.6); no other array may hold one
-
-
-class NonFiniteError(AttnpodError, FloatingPointError):
-    """Fields or an analysis came out NaN or infinite: never cached."""
-
-
-class FieldInputError(AttnpodError, ValueError):
-    """Fields handed to the analysis are not an ensemble of causal attention fields."""
 
 
 CAUSAL_TOL = 1e-6  # largest attention allowed above the diagonal of a field

@@ -123,7 +123,8 @@ def known_answers(T: int = 64, sizes=ENSEMBLE_SIZES, noise_levels=NOISE_LEVELS, 
                   progress: bool = True) -> Recovery:
     """:func:`run_bench` with every reading, cached in the artifact store under its settings (a damaged file
     is recomputed with a warning)."""
-    from .config import CorruptFile, artifact_dir, artifact_lock, load_npz, reused, save_npz
+    from .errors import CorruptFile
+    from .store import artifact_dir, artifact_lock, load_npz, reused, save_npz
 
     settings = {"T": T, "sizes": list(sizes), "noise": list(noise_levels), "draws": draws, "seed": seed,
                 "cases": {k: {a: list(v) for a, v in kw.items()} for k, kw in planted_cases(T).items()},

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import ParameterError
+from .errors import ParameterError
+from . import estimators, readings
 from .readings import CHOSEN, READINGS
 
 if TYPE_CHECKING:
@@ -182,8 +183,8 @@ def seed_verdict_matrix(study: "Study"):
     from . import claims
 
     per_seed = {s: reading_columns(study.seed_study(s)) for s in study.seeds}
-    readings = next(iter(per_seed.values()))
-    return claims.seed_matrix({r: {s: cols[r] for s, cols in per_seed.items()} for r in readings})
+    columns = next(iter(per_seed.values()))
+    return claims.seed_matrix({r: {s: cols[r] for s, cols in per_seed.items()} for r in columns})
 
 
 def seed_losses(study: "Study", causal: bool = False):
@@ -475,7 +476,7 @@ def real_model(profile: str, n_windows: int = 0, length: int = 0, seed: int = 42
     """Chapter 13: the real model's analyses in both orientations (:func:`attnpod.pretrained.analyse_pretrained`),
     read from ``checkpoints/laptop/`` where shipped with these settings. ``n_windows`` 0: the profile's
     (:data:`attnpod.pretrained.REAL_MODEL_WINDOWS`); ``length`` 0: 128 tokens at the smoke profile, else 256."""
-    from .config import ParameterError
+    from .errors import ParameterError
     from .data import load_corpus
     from .pretrained import LENGTH, REAL_MODEL_WINDOWS, SMOLLM2, analyse_pretrained
     from .shipped import MissingCheckpoint, shipped_root
@@ -551,7 +552,7 @@ def layers_apart_table(analyses: dict, group, recovery=None):
         result = published if r == "published" else causal
         verdict = claims.layers_apart(layer_values(result, r), mask, replicates(result, r), "scale (tokens)")
         rows[READINGS[r]] = (verdict, sight(recovery, r) if recovery is not None else "")
-    shape, table = claims.shape_halves(causal), layer_table(analyses)  # at the Torrence–Compo top scale
+    shape, table = readings.shape_halves(causal), layer_table(analyses)  # at the Torrence–Compo top scale
     rank = np.asarray(shape["effective_rank"].values)[:, 0]
     for name, value, halves in (("H*(0.1) at the Torrence–Compo top scale", table["H*(0.1)"].to_numpy(), rank),
                                 ("𝒯_spec at the Torrence–Compo top scale", table["𝒯_spec"].to_numpy(),
@@ -604,17 +605,17 @@ def pod_intervals(analyses: dict, table):
 
     from . import claims
 
-    shape = claims.shape_halves(analyses["causal"])
+    shape = readings.shape_halves(analyses["causal"])
 
     def column(name, halves, fmt):
-        one = claims.Halves(np.asarray(halves.values)[:, None], halves.halves, halves.N)  # one model
+        one = estimators.Halves(np.asarray(halves.values)[:, None], halves.halves, halves.N)  # one model
         return claims.with_half_intervals(table[name].to_numpy()[:, None], one, fmt).iloc[:, 0].to_numpy()
 
     rank = shape["effective_rank"]
     return pd.DataFrame({
         "top scale": table["top scale, Torrence–Compo power, raw fields"],
         "𝒯_spec": column("𝒯_spec", shape["spectral_concentration"], "{:.3f}"),
-        "H*(0.1)": column("H*(0.1)", claims.Halves(np.asarray(rank.values)[:, 0], rank.halves, rank.N), "{:.0f}"),
+        "H*(0.1)": column("H*(0.1)", estimators.Halves(np.asarray(rank.values)[:, 0], rank.halves, rank.N), "{:.0f}"),
         "λ₁ share": column("λ₁ share", shape["first_share"], "{:.3f}"),
     }, index=table.index)
 
@@ -690,7 +691,7 @@ def budget_table(result, rules=None, unit: str = "heads", random_label: str = "r
     """Loss increase over the full model or cache with its paired 95 % interval, rules (rows) by budgets."""
     import pandas as pd
 
-    from .claims import paired_interval
+    from .estimators import paired_interval
 
     rules = list(result.rules if rules is None else rules)
     cells = {rule: [paired_interval(result.losses[result.rules.index(rule), k] - result.baseline)

@@ -17,7 +17,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .readings import READINGS, layer_values, top_scale_indices
+from .estimators import LEVEL, Halves, _bootstrap_means, correlation_p_value, interval, rank_correlation, stack_halves
+from .readings import READINGS, layer_values, shape_halves, top_scale_indices
 from .readings import replicates as reading_replicates
 
 # The paper's own numbers: "fine (a ≤ 7 tokens)", "coarse (a ≥ 20 tokens)".
@@ -44,7 +45,6 @@ SIMULATION_TOL = 1e-4
 # within 1e-3 nats: float32 rounding across CPUs moves a mean loss by ~1e-6; a different mask, split or
 # window moves it by 1e-2 or more.
 REPRODUCE_TOL = 1e-3
-LEVEL = 0.95
 # A loss difference nobody would act on, in nats per token (character): 0.02 nats is a 2 % change in
 # perplexity, a third of EGA-1's gain over BASE at the laptop profile and far below what separates the
 # selection rules of the cache. Allocation rules within ±EQUIVALENCE_MARGIN of uniform are "equivalent".
@@ -69,40 +69,6 @@ class Verdict:
         if self.stability is None:
             return self.verdict
         return f"{self.verdict} ({self.stability:.0%} of {self.basis})"
-
-
-def interval(samples, level: float = LEVEL) -> tuple[float, float]:
-    """The central ``level`` percentile interval of ``samples`` along the last axis."""
-    lo, hi = np.nanpercentile(np.asarray(samples, dtype=float), [50 * (1 - level), 50 * (1 + level)], axis=-1)
-    return lo, hi
-
-
-def half_interval(values, halves, N: int, level: float = LEVEL):
-    """Mean and ``level`` interval of a statistic's expected value at ensemble size N/2, from its values on
-    half-ensembles: ``values[..., h]`` on the halves ``halves[h, m]`` (indices of N snapshots).
-
-    The mean over halves estimates it without bias (a U-statistic); its standard error is
-    the infinitesimal jackknife for subsamples without replacement (Wager, Hastie & Efron
-    2014, V_IJ-U), N(N−1)/(N−m)² Σ_n Cov_h(N_hn, t_h)², less its Monte Carlo bias
-    N p(1−p) Var_h(t)/B with p = m/N, read as a normal interval. The halves' own
-    percentiles would not do: a half's spread exceeds the mean's for a statistic like
-    H*(ε), and an integer statistic's percentiles collapse to one value. Returns
-    ``(mean, lo, hi)``, each of shape ``values.shape[:-1]``.
-    """
-    t = np.asarray(values, dtype=float)
-    halves = np.asarray(halves)
-    B, m = halves.shape
-    if t.shape[-1] != B or B < 2:
-        raise ValueError(f"need the statistic on each of ≥ 2 halves, got {t.shape[-1]} values for {B} halves")
-    inclusion = np.zeros((B, N))
-    np.put_along_axis(inclusion, halves.astype(np.int64), 1.0, axis=1)
-    mean = np.nanmean(t, axis=-1)
-    dev = np.nan_to_num(t - mean[..., None])
-    cov = dev @ (inclusion - inclusion.mean(0)) / B  # [..., n]
-    p = m / N
-    variance = N * (N - 1) / (N - m) ** 2 * ((cov ** 2).sum(-1) - N * p * (1 - p) * (dev ** 2).mean(-1) / B)
-    half_width = NormalDist().inv_cdf(0.5 + level / 2) * np.sqrt(np.maximum(variance, 0.0))
-    return mean, mean - half_width, mean + half_width
 
 
 def _stability(verdict: str, replicate_verdicts) -> float | None:
@@ -154,36 +120,6 @@ def theorem1(errors, tails) -> Verdict:
     gap = float(np.max(np.abs(errors - tails)) / tails[0])
     return Verdict("Theorem 1: the error left by r modes is the tail sum", f"largest gap {gap:.1e} of the energy",
                    f"gap < {THEOREM_TOL:g} of the total energy", "holds" if gap < THEOREM_TOL else "fails")
-
-
-@dataclass(frozen=True)
-class Halves:
-    """A statistic of the spectrum's shape on half-ensembles: ``values[..., h]`` on ``halves[h, m]`` of N snapshots."""
-
-    values: np.ndarray
-    halves: np.ndarray
-    N: int
-
-    def __len__(self) -> int:
-        return len(self.halves)
-
-    def of(self, f) -> "Halves":
-        """``f`` of each half's values (a number per half, or an array): the derived statistic's halves."""
-        values = np.asarray(self.values, dtype=float)
-        return Halves(np.stack([f(values[..., h]) for h in range(len(self))], axis=-1), self.halves, self.N)
-
-    def verdicts(self, judge) -> list[str]:
-        values = np.asarray(self.values, dtype=float)
-        return [judge(values[..., h]) for h in range(len(self))]
-
-    def interval(self, level: float = LEVEL):
-        """``(mean, lo, hi)`` of the expected value at N/2 (:func:`half_interval`)."""
-        return half_interval(self.values, self.halves, self.N, level)
-
-    def text(self, fmt: str = "{:.2f}") -> str:
-        """"at N/2 = m: mean [lo, hi]" for a scalar statistic."""
-        mean, lo, hi = (float(x) for x in self.interval())
-        return f"at N/2 = {self.halves.shape[1]}: {fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
 HALF_BASIS = "half-ensembles of N/2"
@@ -435,23 +371,6 @@ def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000) -> Verdi
 
 # ----------------------------------------------------------------------------- one verdict per claim and reading
 
-def shape_halves(result) -> dict[str, Halves]:
-    """One model's shape statistics on its half-ensembles, at each layer's top scale, computed once:
-    ``spectral_concentration`` and ``first_share`` ``[l, h]``, ``effective_rank`` ``[l, e, h]``."""
-    from .analysis import half_statistics
-
-    N = result.snapshot_energy.shape[1]
-    return {k: Halves(v, result.halves, N) for k, v in half_statistics(result).items()}
-
-
-def stack_halves(parts: list[Halves], axis: int = 0) -> Halves:
-    """Several models' :class:`Halves` of one statistic (the same halves: the same windows), stacked on ``axis``."""
-    for p in parts[1:]:
-        if p.N != parts[0].N or not np.array_equal(p.halves, parts[0].halves):
-            raise ValueError("the models' half-ensembles differ: their statistics cannot be compared half by half")
-    return Halves(np.stack([p.values for p in parts], axis), parts[0].halves, parts[0].N)
-
-
 def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", base: str = "base") -> dict[str, Verdict]:
     """The paper's scale and spectrum claims under one reading, from the analyses of several models.
 
@@ -554,47 +473,6 @@ def with_half_intervals(values, halves: Halves, fmt: str = "{:.3f}", index=None,
 
 
 # ----------------------------------------------------------------------------- head allocation (beyond the paper)
-
-def paired_interval(differences, n_boot: int = 2000, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
-    """Mean of paired per-batch differences ``d[b]`` and its bootstrap interval over batches."""
-    d = np.asarray(differences, dtype=float)
-    lo, hi = interval(_bootstrap_means(d, n_boot, seed), level)
-    return float(d.mean()), float(lo), float(hi)
-
-
-def _bootstrap_means(d: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """The means of ``n_boot`` resamples of the windows' paired differences ``d[w]`` (seeded)."""
-    return d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(-1)
-
-
-def rank_correlation(a, b) -> float:
-    """Spearman's ρ: the Pearson correlation of the ranks (ties share their mean rank)."""
-    import pandas as pd
-
-    ra, rb = (pd.Series(np.asarray(x, dtype=float)).rank().to_numpy() for x in (a, b))
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def correlation_p_value(a, b, n_sample: int = 20000, seed: int = 0) -> float:
-    """Two-sided permutation p-value of Spearman's ρ between ``a`` and ``b``: the share of orders of ``b``
-    whose |ρ| reaches the observed one (exact over all orders up to 8 items, else ``n_sample`` sampled)."""
-    from itertools import permutations
-    from math import factorial
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    observed = rank_correlation(a, b)
-    if np.isnan(observed):
-        return float("nan")
-    if factorial(len(b)) <= 40320:
-        orders = np.array(list(permutations(range(len(b)))))
-    else:
-        rng = np.random.default_rng(seed)
-        orders = np.array([rng.permutation(len(b)) for _ in range(n_sample)])
-    rhos = np.array([rank_correlation(a, b[o]) for o in orders])
-    return float(np.mean(np.abs(rhos) >= abs(observed) - 1e-12))
-
 
 OUTCOMES = ("better", "equivalent", "worse", "inconclusive")
 Z_POWER = 0.8416  # the normal quantile of 80 % power

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run a command; known errors (data, checkpoint, parameter, device) print as one line and exit with 2."""
     args = build_parser().parse_args(argv)
-    from .config import AttnpodError
+    from .errors import AttnpodError
 
     # A terminated run unwinds like an interrupted one, so every temporary file is removed on the way out;
     # the caller's handler comes back afterwards (main may be called from a test or a notebook).
@@ -160,7 +160,7 @@ def _terminated(signum, frame):
 
 
 def _clean(args) -> int:
-    from .config import clean_store, store_contents, store_root
+    from .store import clean_store, store_contents, store_root
 
     root = store_root(create=False)
     if args.dry_run:
@@ -177,7 +177,8 @@ def _figure(args) -> int:
     import os
     from pathlib import Path
 
-    from .config import ParameterError, writing
+    from .errors import ParameterError
+    from .store import writing
     from .book import figure
     from .study import Study
 
@@ -243,7 +244,7 @@ def _real_cache(args) -> int:
 
 def _real_model(args) -> int:
     """The real model's analyses (attnpod.pretrained.analyse_pretrained), shipped with --ship."""
-    from .config import ParameterError
+    from .errors import ParameterError
     from .data import load_corpus
     from .pretrained import (MODELS, N_RANK, REAL_MODEL_SIZES, analyse_pretrained, analysis_files, analysis_settings,
                              shipping_copy)

@@ -13,16 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import AttnpodError, ParameterError, sha256_file
+from .errors import DataError, ParameterError
+from .store import sha256_file
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 ENV_VAR = "ATTNPOD_DATA"
 SPLITS = ("train", "val", "all")
-
-
-class DataError(AttnpodError, RuntimeError):
-    """The corpus could not be found, fetched or verified."""
 
 
 def _verify(path: Path, source: str) -> Path:

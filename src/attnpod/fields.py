@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import temporary_path
+from .store import temporary_path
 from .data import token_windows
 
 IN_MEMORY_LIMIT = 4 * 2**30  # bytes; larger per-head ensembles must stream to disk

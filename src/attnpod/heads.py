@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .allocation import allocate, permuted_allocations, stack_nulls
-from .config import CorruptFile, check_arrays, load_npz, save_npz
+from .errors import CorruptFile
+from .store import check_arrays, load_npz, save_npz
 from .data import Corpus, disjoint_batches
 
 BUDGETS = (40, 32, 24, 16, 12, 8)  # heads kept of the paper model's 48; scaled to other sizes by head_budgets

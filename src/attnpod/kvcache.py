@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .allocation import allocate, permuted_allocations, stack_nulls
-from .config import CorruptFile, ParameterError, check_arrays, load_npz, save_npz
+from .errors import CorruptFile, ParameterError
+from .store import check_arrays, load_npz, save_npz
 
 CACHE_BUDGETS = (8, 16, 32, 64)  # mean keys per layer at T = 256 (scaled to other T by cache_budgets)
 N_SINKS = 4  # StreamingLLM's attention sinks
@@ -57,7 +58,7 @@ def decodable(config) -> bool:
 
 
 def check_decodable(model) -> None:
-    """A one-line :class:`~attnpod.config.ParameterError` if ``model`` cannot decode token by token."""
+    """A one-line :class:`~attnpod.errors.ParameterError` if ``model`` cannot decode token by token."""
     if not decodable(model.config):
         why = ("CONV-L4's lag multiplier depends on the window length" if model.config.spec.score == "lag_mix"
                else "the published EGA gate normalises over future tokens; use the causal gate")

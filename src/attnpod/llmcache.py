@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ParameterError
+from .errors import ParameterError
 
 N_SINKS = 4  # StreamingLLM's attention sinks, kept by every rule but the plain recent window
 OBSERVATION = 16  # SnapKV's observation window: the prompt's last queries
@@ -82,7 +82,7 @@ class CachePlan:
 
 
 def check_plan(plan: CachePlan, n_layer: int, length: int) -> CachePlan:
-    """The plan, or a one-line :class:`~attnpod.config.ParameterError` saying what is wrong with it."""
+    """The plan, or a one-line :class:`~attnpod.errors.ParameterError` saying what is wrong with it."""
     if plan.selection is None:
         return plan
     if plan.selection not in SELECTIONS:
@@ -358,7 +358,7 @@ def budget_fractions(length: int) -> list[int]:
 
 
 def check_budgets(budgets, length: int, sinks: int = N_SINKS) -> list[int]:
-    """Mean budgets as integers, or a one-line :class:`~attnpod.config.ParameterError`: each must leave room for
+    """Mean budgets as integers, or a one-line :class:`~attnpod.errors.ParameterError`: each must leave room for
     the sinks, a recent key and a heavy hitter, and fit the decoded context."""
     out = []
     for b in budgets:
@@ -454,15 +454,16 @@ class RealCacheResult:
         return (self.allocations[a] == self.allocations[b]).all(-1) & same_rule
 
     def save(self, path) -> None:
-        from .config import save_npz
+        from .store import save_npz
 
         arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
         save_npz(path, {k: getattr(self, k) for k in (*self.LISTS, "meta")}, arrays)
 
     @classmethod
     def load(cls, path) -> "RealCacheResult":
-        """The result at ``path``, checked (each array's shape, finiteness), or :class:`~attnpod.config.CorruptFile`."""
-        from .config import CorruptFile, check_arrays, load_npz
+        """The result at ``path``, checked (each array's shape, finiteness), or :class:`~attnpod.errors.CorruptFile`."""
+        from .errors import CorruptFile
+        from .store import check_arrays, load_npz
 
         meta, arrays = load_npz(path)
         if set(meta) != {*cls.LISTS, "meta"} or not all(isinstance(meta[k], list) for k in cls.LISTS):
@@ -492,7 +493,7 @@ class _Memo:
         if key not in self.done:
             self.done[key] = compute()
             if self.path is not None:
-                from .config import publish
+                from .store import publish
 
                 def write(tmp):
                     with open(tmp, "wb") as fh:
@@ -616,7 +617,7 @@ def shipped_experiment(settings: dict, spec=None, folder=None):
 
 def experiment_file(settings: dict, spec=None):
     """Where the store keeps the experiment's result for these settings."""
-    from .config import artifact_dir
+    from .store import artifact_dir
     from .pretrained import SMOLLM2
 
     return artifact_dir("kv_cache", (SMOLLM2 if spec is None else spec).key, settings) / "result.npz"
@@ -628,7 +629,7 @@ def cache_experiment(text: str, settings: dict | None = None, spec=None, shipped
     :func:`experiment_settings`): the result shipped in ``shipped_folder`` if there, else the store's, else
     computed (about 53 minutes on 2 CPU cores) and stored; ``meta["source"]`` says which. ``shipped_only``:
     a missing shipped result is a one-line :class:`~attnpod.shipped.MissingCheckpoint`, nothing computed."""
-    from .config import artifact_lock, reused
+    from .store import artifact_lock, reused
     from .pretrained import SMOLLM2, Tokenised, load_pretrained
     from .shipped import MissingCheckpoint
 

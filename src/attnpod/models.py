@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import MODELS as VARIANTS  # the four variants, named once
-from .config import ModelSize, ParameterError
+from .config import ModelSize
+from .errors import ParameterError
 
 CONV_MAX_LAG = 4
 

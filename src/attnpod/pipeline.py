@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import FieldAnalysis, NonFiniteError, analyse_fields
-from .config import (CorruptFile, Profile, StoreError, artifact_dir, artifact_lock, reusable, reused, store_root,
-                     write_verified)
+from .errors import CorruptFile, StoreError
+from .config import Profile
+from .store import artifact_dir, artifact_lock, reusable, reused, store_root, write_verified
 from .data import Corpus, sample_windows
 from .fields import collect_fields
 from .models import weights_digest
@@ -52,7 +53,7 @@ def _available_memory() -> int | None:
 
 def check_resources(profile: Profile, heads: str = "mean") -> None:
     """Refuse, before any work, an ensemble that does not fit the artifact store's disk or this machine's
-    memory (:func:`ensemble_bytes`): a :class:`~attnpod.config.StoreError` that gives both sizes."""
+    memory (:func:`ensemble_bytes`): a :class:`~attnpod.errors.StoreError` that gives both sizes."""
     import shutil
 
     disk, memory = ensemble_bytes(profile, heads)
@@ -71,7 +72,7 @@ def check_resources(profile: Profile, heads: str = "mean") -> None:
 
 def fields_are_finite(path: Path, chunk: int = 64) -> bool:
     """Every value of the ``.npy`` fields at ``path`` is finite (read ``chunk`` snapshots at a time);
-    a file that is no float ``.npy`` is a :class:`~attnpod.config.CorruptFile`."""
+    a file that is no float ``.npy`` is a :class:`~attnpod.errors.CorruptFile`."""
     try:
         fields = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:

@@ -26,13 +26,10 @@ from pathlib import Path
 
 import torch
 
-from .config import AttnpodError, CorruptFile, artifact_dir, artifact_lock, sha256_file, temporary_path
+from .errors import CorruptFile, MissingModel
+from .store import artifact_dir, artifact_lock, sha256_file, temporary_path
 from .data import disjoint_starts, split_tokens
 from .fields import FieldFile
-
-
-class MissingModel(AttnpodError):
-    """The pretrained model's package is not installed, or lacks its file."""
 
 
 @dataclass(frozen=True)
@@ -271,7 +268,8 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
     settings is read instead (verified); else each is cached in the artifact store.
     """
     from .analysis import FieldAnalysis, analyse_fields
-    from .config import ParameterError, reused
+    from .errors import ParameterError
+    from .store import reused
 
     if not (isinstance(n_windows, int) and n_windows >= 2):
         raise ParameterError(f"n_windows must be an integer of at least 2, got {n_windows!r}")
@@ -311,8 +309,8 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
 
 def check_disk(folder: Path, n_windows: int, length: int, spec: PretrainedModel) -> None:
     """Refuse, before the model is loaded, fields that would not fit the store's disk (float32, every layer):
-    a one-line :class:`~attnpod.config.StoreError` giving both sizes."""
-    from .config import StoreError
+    a one-line :class:`~attnpod.errors.StoreError` giving both sizes."""
+    from .errors import StoreError
 
     need = 4 * n_windows * spec.n_layer * length ** 2
     free = shutil.disk_usage(folder).free
@@ -325,7 +323,7 @@ def real_model_fields(text: str, spec: PretrainedModel, settings: dict, batch_si
     """The real model's head-averaged fields for the windows of ``settings`` (:func:`analysis_settings`), streamed
     into the store once (``fields.npy``), and their record (per-head :class:`~attnpod.fields.LayerStatistics`, the
     loss on :data:`LOSS_WINDOWS` validation windows): ``(path, record)``."""
-    from .config import reusable, write_verified
+    from .store import reusable, write_verified
     from .pipeline import fields_are_finite
 
     field_settings = {k: settings[k] for k in ("gguf_sha256", "n_windows", "length", "split", "seed", "n_rank", "bos")

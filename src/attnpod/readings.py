@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .estimators import Halves
 from .lag import SPAN_EPSILON
 
 if TYPE_CHECKING:  # the registry's names need no torch: the analysis is imported where a reading is taken
@@ -107,3 +108,12 @@ def edge_flags(result: FieldAnalysis, reading: str, values=None, fmt: str = "{:.
     """Each layer's value under ``reading`` as text, "(edge)" added where it sits at the grid's edge."""
     values = layer_values(result, reading) if values is None else values
     return [fmt.format(v) + (" (edge)" if e else "") for v, e in zip(values, at_grid_edge(result, reading))]
+
+
+def shape_halves(result) -> dict[str, Halves]:
+    """One model's shape statistics on its half-ensembles, at each layer's top scale, computed once:
+    ``spectral_concentration`` and ``first_share`` ``[l, h]``, ``effective_rank`` ``[l, e, h]``."""
+    from .analysis import half_statistics
+
+    N = result.snapshot_energy.shape[1]
+    return {k: Halves(v, result.halves, N) for k, v in half_statistics(result).items()}

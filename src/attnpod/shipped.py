@@ -29,8 +29,9 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from .config import (MODELS, AttnpodError, artifact_lock, artifact_name, model_name, project_root, publish,
-                     sha256_file, temporary_path, utc_now, writing)
+from .config import MODELS, model_name
+from .errors import MissingCheckpoint
+from .store import artifact_lock, artifact_name, project_root, publish, sha256_file, temporary_path, utc_now, writing
 from .data import random_batch
 from .models import GPT, GPTConfig
 from .train import CheckpointError, History, training_settings
@@ -50,10 +51,6 @@ CHECK_WINDOWS, CHECK_SEED, CHECK_TOLERANCE = 32, 20260606, 1e-3
 # (and the record may be bf16 on a GPU): they must agree within this many nats, or the record is
 # not this model's. At the smoke size the two differ by a few hundredths (see the tests).
 RECORD_TOLERANCE = 0.2
-
-
-class MissingCheckpoint(AttnpodError):
-    """A model the book needs was neither shipped nor may it be trained here."""
 
 
 def shipped_root(profile_name: str, root: Path | None = None, folder: Path | None = None) -> Path:

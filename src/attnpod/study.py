@@ -15,8 +15,9 @@ import numpy as np
 from .allocation import rule_scores, top_scales
 from .analysis import FieldAnalysis
 from .pipeline import analyse_model, model_fields
-from .config import (CorruptFile, MODELS, ParameterError, Profile, _is_int, artifact_dir, artifact_lock, get_profile, model_label,
-                     parse_model_name, reused)
+from .errors import CorruptFile, ParameterError
+from .config import MODELS, Profile, _is_int, get_profile, model_label, parse_model_name
+from .store import artifact_dir, artifact_lock, reused
 from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
 from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
 from .models import weights_digest

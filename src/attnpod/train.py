@@ -17,21 +17,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import (AttnpodError, ParameterError, Profile, artifact_dir, artifact_lock, is_verified, model_name,
-                     parse_model_name, write_verified)
+from .errors import AttnpodError, CheckpointError, ParameterError, TrainingDiverged
+from .config import Profile, model_name, parse_model_name
+from .store import artifact_dir, artifact_lock, is_verified, write_verified
 from .data import SHA256 as DATA_SHA256, Corpus, random_batch
 from .models import GPT, EnergyGate, GPTConfig
 
 CHECKPOINT_FORMAT = 2  # 2: loaded with weights_only=True, training settings stored and checked
 GRAD_CLIP = 1.0
-
-
-class CheckpointError(AttnpodError, RuntimeError):
-    """A checkpoint is missing, corrupted or does not match what was asked for."""
-
-
-class TrainingDiverged(AttnpodError, RuntimeError):
-    """The loss became NaN or infinite; nothing from that point on is saved."""
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -322,7 +315,7 @@ def train_in_processes(profile: Profile, models: list[str], data_path: str | Non
     import multiprocessing
     import os
 
-    from .config import store_root
+    from .store import store_root
 
     device = resolve_device(device)
     cores = os.cpu_count() or 1
