@@ -3,9 +3,9 @@
     python benchmarks/cache_speed.py [--size laptop] [--windows 64] [--budget 8] [--threads 1] [--rounds 3]
 
 A cache evaluation is one forward pass over the windows with, in every layer, the
-keys its cache holds (:func:`attnpod.kvcache.window_losses`). The table times the
+keys its cache holds (:func:`attnpod.experiments.kvcache.window_losses`). The table times the
 fused forward (no cache, the floor), the explicit attention path with no mask, the
-recent-window and H2O masks, and H2O's own bookkeeping (:func:`attnpod.kvcache.h2o_keep`
+recent-window and H2O masks, and H2O's own bookkeeping (:func:`attnpod.experiments.kvcache.h2o_keep`
 for one layer, times the layers): the median of ``--rounds`` runs, in seconds. Chapter
 10 runs about 2 × 241 of these per laptop build; where the time goes is what to speed up.
 """
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from attnpod import kvcache
+from attnpod.experiments import kvcache
 from attnpod.config import get_profile
 from attnpod.models import GPT
 from attnpod.train import model_config

@@ -31,7 +31,7 @@ import pandas as pd
 from myst_nb import glue
 
 from attnpod import claims
-from attnpod.allocation import allocate
+from attnpod.experiments.budgets import allocate
 from attnpod.book import figure
 from attnpod.estimators import stack_halves
 from attnpod.readings import shape_halves
@@ -123,7 +123,7 @@ glue("fig_rank_scale_001", fig, display=False)
 # layer all its heads.) The allocation below does that for $\varepsilon = 0.10$
 # at half the heads, {glue:text}`budget` of {glue:text}`all_heads`, keeping at least
 # one head per layer and at most the layer's $H$, with counts that sum exactly
-# to the budget (`attnpod.allocation.allocate`, largest remainders). Whether
+# to the budget (`attnpod.experiments.budgets.allocate`, largest remainders). Whether
 # such an allocation keeps the loss is tested in the head-allocation chapter,
 # against uniform, the permutations of these very counts and the pruning
 # literature's baselines.

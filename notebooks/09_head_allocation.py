@@ -48,7 +48,7 @@
 #     is not an upper bound: it is a strong heuristic that sees validation loss.
 #
 #   Counts always sum exactly to the budget, each layer keeps 1 to $H$ heads
-#   (`attnpod.allocation.allocate`). $H^*$ and $\mathcal{T}_\mathrm{spec}$ come from
+#   (`attnpod.experiments.budgets.allocate`). $H^*$ and $\mathcal{T}_\mathrm{spec}$ come from
 #   *training-split* snapshots, so the evaluation data never informs a rule.
 # - **Metric.** Increase in validation loss (nats per character) over the full
 #   model, on {glue:text}`eval_windows` fixed validation windows, no two of
@@ -95,6 +95,8 @@ from attnpod import claims, estimators
 from attnpod.book import (across_models_and_seeds, budget_table, figure, head_rank_maps, pruning_results,
                           reproduction_texts, seed_experiment_results, seed_experiment_verdicts,
                           seed_reproduction_check)
+from attnpod.experiments import pruning
+from attnpod.experiments.budgets import H_STAR
 from attnpod.study import Study
 
 # the shipped weights of this seed where the profile ships them: their experiments' results are shipped too
@@ -129,10 +131,10 @@ glue("n_perm", n_perm, display=False)
 # ## Pruning curves
 
 # %% tags=["hide-input"]
-pruning = dict(n_random=n_random, oracle_models=oracle_models, eval_batches=eval_batches, oracle_batches=oracle_batches,
+options = dict(n_random=n_random, oracle_models=oracle_models, eval_batches=eval_batches, oracle_batches=oracle_batches,
                n_perm=n_perm)
-results = pruning_results(study, **pruning)
-fig = figure(study, "pruning_curves", **pruning)
+results = pruning_results(study, **options)
+fig = figure(study, "pruning_curves", **options)
 glue("fig_pruning", fig, display=False)
 
 # %% [markdown]
@@ -149,10 +151,10 @@ glue("fig_pruning", fig, display=False)
 
 # %% tags=["hide-input"]
 base = results["base"]
-uniform_counts = base.counts("uniform")
+uniform_counts = base.counts(pruning.UNIFORM)
 with pd.option_context("display.max_colwidth", None):
     display(pd.DataFrame({f"{b} heads": {rule: "–".join(str(c) for c in base.counts(rule)[k]) +
-                                         (" (= uniform)" if rule != "uniform" and
+                                         (" (= uniform)" if rule != pruning.UNIFORM and
                                           (base.counts(rule)[k] == uniform_counts[k]).all() else "")
                                          for rule in base.rules} for k, b in enumerate(base.budgets)}))
 
@@ -177,24 +179,22 @@ budget_table(base)
 # it beats:
 
 # %%
-guided = [r for r in base.rules if r.startswith("∝") and r not in ("∝ importance", "∝ cut-to-one loss")]
-verdicts = {(study.label(v), rule): verdict for v, res in results.items() for rule, verdict in
-            claims.experiment_verdicts(res, guided, "uniform", ["Michel iterative"], "head allocation").items()}
+guided = pruning.analysis_rules(base)
+verdicts = {(study.label(v), rule): verdict for v, res in results.items()
+            for rule, verdict in pruning.verdicts(res, guided).items()}
 verdict_table = pd.DataFrame({rule: {model: f"{verdicts[(model, rule)].verdict}: {verdicts[(model, rule)].measurement}"
                                      for model in (study.label(v) for v in results)} for rule in guided})
-main = [verdicts[(study.label(v), "∝ H*(0.1)")] for v in results]
+main = [verdicts[(study.label(v), H_STAR)] for v in results]
 glue("h_verdict", claims.across_models(main), display=False)
 glue("h_measure", "; ".join(f"{study.label(v)}: {m.verdict}" for v, m in zip(results, main)), display=False)
 glue("h_detectable", f"{main[0].detectable:.3f} nats", display=False)
-baselines = {(study.label(v), rule): verdict for v, res in results.items() for rule, verdict in
-             claims.experiment_verdicts(res, ["∝ importance", "∝ cut-to-one loss", "Michel one-shot",
-                                              "Michel iterative"], "uniform", ["Michel iterative"],
-                                        "head allocation").items()}
+baselines = {(study.label(v), rule): verdict for v, res in results.items()
+             for rule, verdict in pruning.verdicts(res, pruning.BASELINE_RULES).items()}
 glue("h_baselines", "; ".join(f"{rule} {claims.outcome_of(verdict)}" for (m, rule), verdict in baselines.items()
                               if m == study.label("base")), display=False)
 with pd.option_context("display.max_colwidth", None):
     display(verdict_table)
-fig = figure(study, "pruning_null", **pruning)
+fig = figure(study, "pruning_null", **options)
 glue("fig_pruning_null", fig, display=False)
 
 # %% [markdown]
@@ -214,9 +214,9 @@ glue("fig_pruning_null", fig, display=False)
 # *seed-dependent* otherwise (`attnpod.claims.across_seeds`):
 
 # %% tags=["hide-input"]
-seed_results = seed_experiment_results(study, "pruning", **pruning)
+seed_results = seed_experiment_results(study, "pruning", **options)
 seed_table, seed_cells = seed_experiment_verdicts(study, "pruning", seed_results)
-glue("h_seeds", across_models_and_seeds(seed_cells, "∝ H*(0.1)"), display=False)
+glue("h_seeds", across_models_and_seeds(seed_cells, H_STAR), display=False)
 with pd.option_context("display.max_colwidth", None):
     display(seed_table)
 
@@ -235,9 +235,9 @@ for v, res in results.items():
 glue("layer_corr", ", ".join(f"{k} {c:+.2f} (p = {p:.2f})" for k, (c, p) in corr.items()), display=False)
 head_corr = {}
 for v in per_head_models:
-    rank, importance = head_rank_maps(study, v, **pruning)
+    rank, importance = head_rank_maps(study, v, **options)
     head_corr[study.label(v)] = estimators.rank_correlation(rank.ravel(), importance.ravel())
-fig = figure(study, "head_maps", model=per_head_models[-1], **pruning)
+fig = figure(study, "head_maps", model=per_head_models[-1], **options)
 glue("fig_head_maps", fig, display=False)
 glue("head_corr", ", ".join(f"{k} {c:+.2f}" for k, c in head_corr.items()), display=False)
 

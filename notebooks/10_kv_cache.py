@@ -38,7 +38,7 @@
 # - **Simulation.** One forward pass with, per layer, head and query, a mask of the
 #   keys the cache holds is exact for every rule here. H2O's eviction depends on
 #   the attention the cache gave earlier queries, so its mask is built row by row
-#   (`attnpod.kvcache.h2o_keep`). Note that H2O's own mask simulation accumulates
+#   (`attnpod.experiments.kvcache.h2o_keep`). Note that H2O's own mask simulation accumulates
 #   the *full* row's attention, including keys already evicted, which no real cache
 #   can compute; ours accumulates what the cache gave. The check below decodes
 #   windows literally, token by token, with a real cache.
@@ -61,7 +61,7 @@
 # random Dirichlet splits ({glue:text}`kv_random` draws), a picture of chance and
 # not the test: they are far worse than uniform, so beating them says nothing. Counts are
 # integers with $1 \le k_l \le T$ summing exactly to $L \cdot B$
-# (`attnpod.kvcache.allocate_cache`). The analysis reads *training-split*
+# (`attnpod.experiments.kvcache.allocate_cache`). The analysis reads *training-split*
 # snapshots only.
 #
 # **Scale-selective window.** Each layer keeps a recent window as long as its
@@ -106,37 +106,37 @@ models = ["base", "ega1_causal"]
 decode_check_windows = 1
 
 # %% tags=["hide-input"]
-import numpy as np
 import pandas as pd
-import torch
 from IPython.display import display
 from myst_nb import glue
 
-from attnpod import claims, estimators, kvcache
-from attnpod.wavelet import paper_scales
-from attnpod.book import (CACHE_SELECTION_RULES, across_models_and_seeds, budget_table, cache_allocation_rules,
-                          cache_results, figure, reproduction_texts, seed_experiment_results,
-                          seed_experiment_verdicts, seed_reproduction_check)
+from attnpod.book import (across_models_and_seeds, budget_table, cache_decode_check, cache_middle, cache_results,
+                          cache_verdict_texts, cache_verdicts, equivalence_table, figure, reproduction_texts,
+                          seed_experiment_results, seed_experiment_verdicts, seed_reproduction_check,
+                          selection_texts, sink_protection, sink_protection_texts, sink_texts, split_table,
+                          verdict_table, window_table)
+from attnpod.experiments import kvcache
+from attnpod.experiments.budgets import H_STAR, guided
 from attnpod.study import Study
+
+
+def glue_texts(texts: dict) -> None:
+    for name, text in texts.items():
+        glue(name, text, display=False)
+
 
 # the shipped weights of this seed where the profile ships them: their experiments' results are shipped too
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides).with_shipped_models()
-glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
-glue("own_seed", study.profile.seed, display=False)
-glue("seed_list", ", ".join(map(str, study.seeds)), display=False)
 P = study.profile
 cache = dict(n_random=n_random, n_windows=n_windows, models=models, n_perm=n_perm, null_windows=null_windows)
 results = cache_results(study, **cache)
-labels = {v: study.label(v) for v in models}
 first = results[models[0]]
-budgets = [int(b) for b in first.budgets]
-mid = int(np.argmin(np.abs(first.budgets - 16 * P.block_size / 256)))  # B = 16 at T = 256
-glue("kv_budgets", ", ".join(str(b) for b in budgets), display=False)
-glue("kv_windows", n_windows, display=False)
-glue("kv_random", n_random, display=False)
-glue("kv_perm", n_perm, display=False)
-glue("kv_null_windows", null_windows, display=False)
-glue("kv_b", budgets[mid], display=False)
+mid = cache_middle(first, P.block_size)  # B = 16 at T = 256
+glue_texts({"run": study.run_stamp,  # which run this page shows (the findings page lists it)
+            "own_seed": P.seed, "seed_list": ", ".join(map(str, study.seeds)),
+            "kv_budgets": ", ".join(str(int(b)) for b in first.budgets), "kv_windows": n_windows,
+            "kv_random": n_random, "kv_perm": n_perm, "kv_null_windows": null_windows,
+            "kv_b": int(first.budgets[mid])})
 
 # %% [markdown]
 # ```{note}
@@ -162,13 +162,10 @@ glue("kv_b", budgets[mid], display=False)
 # what uniform causal attention would give it:
 
 # %% tags=["hide-input"]
-fig = figure(study, "attention_sinks", **cache)
-glue("fig_sinks", fig, display=False)
-sink_ratio = {labels[v]: r.sinks / r.sink_uniform for v, r in results.items()}
-glue("sink_summary", "; ".join(f"{k}: {v.min():.1f}–{v.max():.1f}× uniform" for k, v in sink_ratio.items()),
-     display=False)
-pd.DataFrame({k: [f"{x:.4f}" for x in r.sinks] for k, r in zip(labels.values(), results.values())},
-             index=study.layer_labels).T
+glue("fig_sinks", figure(study, "attention_sinks", **cache), display=False)
+sink_summary, sink_table = sink_texts(study, results)
+glue("sink_summary", sink_summary, display=False)
+sink_table
 
 # %% [markdown]
 # ```{glue:figure} fig_sinks
@@ -181,37 +178,22 @@ pd.DataFrame({k: [f"{x:.4f}" for x in r.sinks] for k, r in zip(labels.values(), 
 # ## The simulation against a literal decode
 #
 # The mask simulation and a token-by-token decode with a real KV cache
-# (`attnpod.kvcache.decode_cached`, written independently) on
+# (`attnpod.experiments.kvcache.decode_cached`, written independently) on
 # {glue:text}`kv_check_windows` validation window(s) at $B$ = {glue:text}`kv_b`,
 # each selection rule; largest logit difference:
 
 # %% tags=["hide-input"]
-x, y = study.cache_windows(n_windows)
-check = {}
-for v in models:
-    model = study.trained(v).model
-    alloc = kvcache.allocate_cache(np.ones(P.n_layer), budgets[mid], P.block_size)
-    for selection in kvcache.SELECTIONS:
-        select = kvcache.selector(selection, torch.as_tensor(np.tile(alloc, (decode_check_windows, 1))))
-        with torch.no_grad():
-            simulated, _ = model.forward_explicit(x[:decode_check_windows].to(study.device), select=select)
-        worst = max(float((kvcache.decode_cached(model, x[w].to(study.device), alloc, selection).cpu()
-                           - simulated[w].cpu()).abs().max()) for w in range(decode_check_windows))
-        check[(labels[v], kvcache.SELECTION_LABELS[selection])] = worst
-glue("kv_check_windows", decode_check_windows, display=False)
-simulation = claims.simulation_matches(max(check.values()))
-glue("kv_check", f"{simulation.measurement}: {simulation.verdict} ({simulation.criterion})", display=False)
-pd.Series({f"{m}, {s}": f"{d:.1e}" for (m, s), d in check.items()}, name="max |Δ logit|").to_frame()
+check, simulation = cache_decode_check(study, models, int(first.budgets[mid]), decode_check_windows)
+glue_texts({"kv_check_windows": decode_check_windows,
+            "kv_check": f"{simulation.measurement}: {simulation.verdict} ({simulation.criterion})"})
+check
 
 # %% [markdown]
 # ## Token selection at equal budgets
 
 # %% tags=["hide-input"]
-fig = figure(study, "cache_selection", **cache)
-glue("fig_selection", fig, display=False)
-
-
-budget_table(first, CACHE_SELECTION_RULES, unit="keys", random_label="random split (median)")
+glue("fig_selection", figure(study, "cache_selection", **cache), display=False)
+budget_table(first, kvcache.SELECTION_RULES, unit="keys", random_label="random split (median)")
 
 # %% [markdown]
 # ```{glue:figure} fig_selection
@@ -223,21 +205,14 @@ budget_table(first, CACHE_SELECTION_RULES, unit="keys", random_label="random spl
 # The table gives {glue:text}`kv_first` with 95 % paired intervals over windows.
 
 # %%
-glue("kv_first", labels[models[0]], display=False)
-best = {labels[v]: min(CACHE_SELECTION_RULES, key=lambda r: r_.increase(r)[mid]) for v, r_ in results.items()}
-glue("kv_best_selection", "; ".join(f"{m}: {r}" for m, r in best.items()), display=False)
-recent_vs_h2o = {labels[v]: estimators.paired_interval(r.loss("recent window")[mid] - r.loss("H2O")[mid])
-                 for v, r in results.items()}
-glue("kv_recent_vs_h2o", "; ".join(f"{m}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, (d, lo, hi) in
-                                   recent_vs_h2o.items()), display=False)
+glue_texts({"kv_first": study.label(models[0]), **selection_texts(study, results, mid)})
 
 # %% [markdown]
 # ## Budget allocation across layers (H2O selection)
 
 # %% tags=["hide-input"]
-rules = cache_allocation_rules(first)
-fig = figure(study, "cache_allocation", **cache)
-glue("fig_allocation", fig, display=False)
+rules = kvcache.allocation_rules(first)
+glue("fig_allocation", figure(study, "cache_allocation", **cache), display=False)
 budget_table(first, rules, unit="keys", random_label="random split (median)")
 
 # %% [markdown]
@@ -251,42 +226,17 @@ budget_table(first, rules, unit="keys", random_label="random split (median)")
 # {glue:text}`kv_first`):
 
 # %% tags=["hide-input"]
-pd.DataFrame({rule: first.allocations[first.rules.index(rule), mid] for rule in rules},
-             index=study.layer_labels).T
+split_table(first, rules, mid, study.layer_labels)
 
 # %% [markdown]
 # ## The verdict
 
 # %%
-guided = [r for r in rules if r.startswith("∝")]
-baselines = [kvcache.PYRAMID, *CACHE_SELECTION_RULES]
-verdicts = {(labels[v], rule): verdict for v, r in results.items() for rule, verdict in
-            claims.experiment_verdicts(r, guided, "H2O", baselines, "the KV-cache budget").items()}
-primary = {rule: [verdicts[(m, rule)] for m in labels.values()] for rule in kvcache.NULL_RULES}
-glue("kv_verdict", claims.across_models(primary["∝ H*(0.1)"]), display=False)
-glue("kv_inverse", claims.across_models(primary["∝ 1/H*(0.1)"]), display=False)
-glue("kv_detectable", f"{max(v.detectable for v in primary['∝ H*(0.1)']):.3f} nats", display=False)
-holding = [f"{rule} ({m}): {verdict.verdict}" for (m, rule), verdict in verdicts.items()
-           if claims.outcome_of(verdict) == "better"]
-glue("kv_holding", "; ".join(holding) or "none", display=False)
-uniform_like = [rule for rule in guided if all(verdicts[(m, rule)].verdict == "identical to uniform"
-                                               for m in labels.values())]
-glue("kv_uniform_like", ", ".join(uniform_like) or "none", display=False)
-scales = paper_scales()
-edges = {f"{labels[v]}, {name}": [str(l + 1) for l, a in enumerate(s_) if a in (scales[0], scales[-1])]
-         for v in models for name, s_ in study.top_scales(v).items()}
-glue("kv_edges", "; ".join(f"{k}: layers {', '.join(e)}" for k, e in edges.items() if e) or "none", display=False)
-mid_inc = {labels[v]: {rule: estimators.paired_interval(r.loss(rule)[mid] - r.loss("H2O")[mid])
-                       for rule in ("∝ H*(0.1)", "∝ 1/H*(0.1)", kvcache.PYRAMID) if rule in r.rules}
-           for v, r in results.items()}
-glue("kv_measure", "; ".join(f"{m}: " + ", ".join(f"{rule} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-                                                  for rule, (d, lo, hi) in cells.items())
-                             for m, cells in mid_inc.items()), display=False)
+verdicts = cache_verdicts(study, results)
+glue_texts(cache_verdict_texts(study, results, verdicts, mid))
+glue("fig_cache_null", figure(study, "cache_null", **cache), display=False)
 with pd.option_context("display.max_colwidth", None):
-    display(pd.DataFrame({m: {rule: f"{verdicts[(m, rule)].verdict}: {verdicts[(m, rule)].measurement}"
-                              for rule in guided} for m in labels.values()}))
-fig = figure(study, "cache_null", **cache)
-glue("fig_cache_null", fig, display=False)
+    display(verdict_table(verdicts))
 
 # %% [markdown]
 # ```{glue:figure} fig_cache_null
@@ -318,9 +268,7 @@ glue("fig_cache_null", fig, display=False)
 # reads, {glue:text}`kv_first`. The real-model chapter reports the same table.
 
 # %% tags=["hide-input"]
-from attnpod.book import equivalence_table, sink_protection  # noqa: E402
-
-equivalence_table(first, [r for r in guided if r in first.rules] + [kvcache.PYRAMID], "H2O")
+equivalence_table(first, [*guided(first.rules), kvcache.PYRAMID], kvcache.UNIFORM)
 
 # %% [markdown]
 # ## With the sinks kept
@@ -339,16 +287,9 @@ equivalence_table(first, [r for r in guided if r in first.rules] + [kvcache.PYRA
 
 # %% tags=["hide-input"]
 sink_verdicts, sink_effect = sink_protection(study, results, n_windows, null_windows)
-glue("kv_first_budget", budgets[0], display=False)
-glue("kv_sink_verdict", "; ".join(f"{m}: {v.verdict}" for (m, rule), v in sink_verdicts.items()
-                                  if rule == "∝ H*(0.1)"), display=False)
-glue("kv_sink_pyramid", "; ".join(f"{m}: {v.verdict}" for (m, rule), v in sink_verdicts.items()
-                                  if rule == kvcache.PYRAMID), display=False)
-glue("kv_sink_effect", "; ".join(f"{m}: " + ", ".join(f"{b} {d}" for b, d in row.items())
-                                 for m, row in sink_effect.items()), display=False)
+glue_texts({"kv_first_budget": int(first.budgets[0]), **sink_protection_texts(sink_verdicts, sink_effect)})
 with pd.option_context("display.max_colwidth", None):
-    display(pd.DataFrame({m: {rule: f"{v.verdict}: {v.measurement}" for (m_, rule), v in sink_verdicts.items()
-                              if m_ == m} for m in labels.values()}))
+    display(verdict_table(sink_verdicts))
 
 # %% [markdown]
 # With the sinks kept, $\propto H^*(0.10)$ against uniform H2O:
@@ -367,8 +308,8 @@ with pd.option_context("display.max_colwidth", None):
 # %% tags=["hide-input"]
 seed_results = seed_experiment_results(study, "kv_cache", **cache)
 seed_table, seed_cells = seed_experiment_verdicts(study, "kv_cache", seed_results)
-glue("kv_seeds", across_models_and_seeds(seed_cells, "∝ H*(0.1)"), display=False)
-glue("kv_pyramid_seeds", across_models_and_seeds(seed_cells, kvcache.PYRAMID), display=False)
+glue_texts({"kv_seeds": across_models_and_seeds(seed_cells, H_STAR),
+            "kv_pyramid_seeds": across_models_and_seeds(seed_cells, kvcache.PYRAMID)})
 with pd.option_context("display.max_colwidth", None):
     display(seed_table)
 
@@ -376,18 +317,9 @@ with pd.option_context("display.max_colwidth", None):
 # ## The scale-selective window
 
 # %%
-rows = {}
-for v, r in results.items():
-    for w, rule in enumerate(r.window_rules):
-        d, lo, hi = estimators.paired_interval(r.window_losses[w] - r.window_uniform[w])
-        rows[(labels[v], rule)] = {"keys per layer": ", ".join(str(int(k)) for k in r.window_allocations[w]),
-                                   "NLL increase": f"{(r.window_losses[w] - r.baseline).mean():.3f}",
-                                   "uniform window, same total": f"{(r.window_uniform[w] - r.baseline).mean():.3f}",
-                                   "difference [95 %]": f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"}
-window_table = pd.DataFrame(rows).T
-glue("kv_window", "; ".join(f"{m}, {rule}: {row['difference [95 %]']}" for (m, rule), row in rows.items()),
-     display=False)
-window_table
+windows, window_text = window_table(study, results)
+glue("kv_window", window_text, display=False)
+windows
 
 # %% [markdown]
 # ## What a budget costs
@@ -401,15 +333,8 @@ window_table
 # the full cache, {glue:text}`kv_first`:
 
 # %% tags=["hide-input"]
-cost_rows = {}
-for rule in first.rules:
-    alloc = first.counts(rule)[mid]
-    cost = kvcache.cache_cost(alloc, P.n_embd, P.n_head, P.block_size, first.selections[first.rules.index(rule)])
-    cost_rows[rule] = {n: f"{c:,.1f}" for n, c in cost.items()} | {"NLL +": f"{first.increase(rule)[mid]:.3f}"}
-full = kvcache.cache_cost(np.full(P.n_layer, P.block_size), P.n_embd, P.n_head, P.block_size, "recent")
-cost_rows["full cache"] = {n: f"{c:,.1f}" for n, c in full.items()} | {"NLL +": "0"}
-glue("kv_full_flops", f"{full['attention FLOPs / token']:,.0f}", display=False)
-pd.DataFrame(cost_rows).T
+glue("kv_full_flops", f"{kvcache.full_cost(P)['attention FLOPs / token']:,.0f}", display=False)
+kvcache.cost_table(first, mid, P)
 
 # %% [markdown]
 # At equal $B$ every split costs the same attention FLOPs and memory up to the
@@ -428,8 +353,7 @@ pd.DataFrame(cost_rows).T
 
 # %% tags=["hide-input"]
 repro, repro_verdict = seed_reproduction_check(study, "kv_cache", seed_results)
-for name, text in zip(("repro_rules", "repro_verdict"), reproduction_texts(repro, repro_verdict)):
-    glue(name, text, display=False)
+glue_texts(dict(zip(("repro_rules", "repro_verdict"), reproduction_texts(repro, repro_verdict))))
 repro
 
 # %% [markdown]

@@ -36,11 +36,11 @@
 # - **Metric.** Mean NLL per token over the decoded half, minus the full cache's,
 #   on {glue:text}`rc_windows` disjoint validation windows. Intervals are paired
 #   bootstrap intervals over windows.
-# - **Simulation.** `attnpod.llmcache.cache_attention` is registered with the
+# - **Simulation.** `attnpod.experiments.llmcache.cache_attention` is registered with the
 #   `transformers` attention interface. Inside it, every layer masks each key/value
 #   head's scores to what its cache holds. H2O's cache depends on the attention it
 #   gave earlier queries, so its mask is built row by row. A literal decoder
-#   (`attnpod.llmcache.decode_literal`) checks it below. That decoder runs token by
+#   (`attnpod.experiments.llmcache.decode_literal`) checks it below. That decoder runs token by
 #   token, keeps rotated keys and values per head, and evicts from them.
 #
 # ## Rules
@@ -113,15 +113,22 @@ float64_check = True  # also decode H2O in float64, where rounding cannot hide a
 # %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
-import torch
 from IPython.display import display
 from myst_nb import glue
 
-from attnpod import claims, estimators, llmcache
-from attnpod.book import equivalence_table, figure, real_cache, real_cache_splits
+from attnpod.book import budget_table, equivalence_table, figure, real_cache, real_cache_splits
 from attnpod.data import load_corpus
+from attnpod.estimators import paired_interval
+from attnpod.experiments import llmcache
+from attnpod.experiments.budgets import H_STAR, INVERSE_H_STAR
 from attnpod.pretrained import SMOLLM2, Tokenised, load_pretrained
 from attnpod.study import Study
+
+
+def glue_texts(texts: dict) -> None:
+    for name, text in texts.items():
+        glue(name, text, display=False)
+
 
 study = Study.create(profile, data_path=data_path)  # the profile and the corpus; the model is not ours
 profile = study.profile.name
@@ -129,11 +136,11 @@ result = real_cache()  # shipped, verified; a missing one is a one-line error sa
 meta = result.meta
 budgets = [int(b) for b in result.budgets]
 mid = budgets.index(32)
-glue("run", f"{profile} profile; {SMOLLM2.label}; {meta['n_windows']} validation windows of {meta['length']} "
-     f"tokens, window seed {meta['seed']}; the shipped result, verified", display=False)
-for name, value in (("rc_windows", meta["n_windows"]), ("rc_random", meta["n_random"]), ("rc_perm", meta["n_perm"]),
-                    ("rc_null_windows", meta["null_windows"]), ("rc_train", meta["train_windows"])):
-    glue(name, value, display=False)
+glue_texts({"run": f"{profile} profile; {SMOLLM2.label}; {meta['n_windows']} validation windows of {meta['length']} "
+                   f"tokens, window seed {meta['seed']}; the shipped result, verified",
+            **{name: meta[key] for name, key in (("rc_windows", "n_windows"), ("rc_random", "n_random"),
+                                                 ("rc_perm", "n_perm"), ("rc_null_windows", "null_windows"),
+                                                 ("rc_train", "train_windows"))}})
 
 # %% [markdown]
 # ```{note}
@@ -153,12 +160,10 @@ for name, value in (("rc_windows", meta["n_windows"]), ("rc_random", meta["n_ran
 
 # %% tags=["hide-input"]
 T = int(meta["length"])
-uniform_sink = llmcache.uniform_sink(T)
 glue("rc_evaluations", int(1 + result.losses.shape[0] * len(budgets) + result.random_losses.shape[0] * len(budgets)
                            + np.isfinite(result.null_losses[..., 0]).sum()), display=False)
-fig = figure(study, "real_cache_sinks", result=result)
-glue("fig_rc_sinks", fig, display=False)
-ratio = result.sinks / uniform_sink
+glue("fig_rc_sinks", figure(study, "real_cache_sinks", result=result), display=False)
+ratio = result.sinks / llmcache.uniform_sink(T)
 glue("rc_sinks", f"{ratio.min():.1f}–{ratio.max():.0f}× what uniform attention gives it, in {int((ratio > 10).sum())} "
      f"of {len(ratio)} layers more than 10×", display=False)
 
@@ -184,40 +189,18 @@ glue("rc_sinks", f"{ratio.min():.1f}–{ratio.max():.0f}× what uniform attentio
 # float64 too.
 
 # %% tags=["hide-input"]
-glue("rc_sink_count", llmcache.N_SINKS, display=False)
 model, tokenizer = load_pretrained()
 windows = llmcache.validation_windows(Tokenised.of(load_corpus(data_path or None).text, tokenizer), meta)
 x = windows[:decode_check_windows, :-1]
-plans = {"full cache": llmcache.CachePlan(None)}
-plans |= {llmcache.SELECTION_LABELS[s]: llmcache.CachePlan(s, (32,) * 30, T // 2) for s in llmcache.SELECTIONS}
-plans[llmcache.ADAKV] = llmcache.CachePlan("h2o", (32,) * 30, T // 2, pooled=True)
-if decode_check == "h2o" or (decode_check == "auto" and profile == "smoke"):
-    plans = {k: plans[k] for k in ("full cache", llmcache.UNIFORM)}
-
-
-def decode_gap(m, plan) -> float:
-    with torch.no_grad(), llmcache.cache_plan(m, plan, T):
-        simulated = m(input_ids=x).logits
-    return max(float((llmcache.decode_literal(m, x[w], plan) - simulated[w]).abs().max()) for w in range(len(x)))
-
-
-check = {(name, "float32"): decode_gap(model, plan) for name, plan in plans.items()}
-if float64_check:
-    model.double()
-    for name in ("full cache", llmcache.UNIFORM):
-        check[(name, "float64")] = decode_gap(model, plans[name])
-    model.float()
+which = "h2o" if decode_check == "h2o" or (decode_check == "auto" and profile == "smoke") else "all"
+check, simulation = llmcache.decode_check(model, x, 32, which, float64_check)
 dtype = "float64" if float64_check else "float32"
-simulation = claims.simulation_matches(check[(llmcache.UNIFORM, dtype)], floor=check[("full cache", dtype)])
-with torch.no_grad():
-    logit_scale = float(model(input_ids=x[:1]).logits.abs().max())
-glue("rc_check_windows", decode_check_windows, display=False)
-glue("rc_check32", f"{max(v for (n, d), v in check.items() if d == 'float32' and n != 'full cache'):.1e}",
-     display=False)
-glue("rc_floor32", f"{check[('full cache', 'float32')]:.1e}", display=False)
-glue("rc_check", f"{simulation.verdict}: H2O + sinks in {dtype}, {simulation.measurement} ({simulation.criterion})",
-     display=False)
-glue("rc_logit_scale", f"{logit_scale:.0f}", display=False)
+glue_texts({"rc_sink_count": llmcache.N_SINKS, "rc_check_windows": decode_check_windows,
+            "rc_check32": f"{max(v for (n, d), v in check.items() if d == 'float32' and n != 'full cache'):.1e}",
+            "rc_floor32": f"{check[('full cache', 'float32')]:.1e}",
+            "rc_check": f"{simulation.verdict}: H2O + sinks in {dtype}, {simulation.measurement} "
+                        f"({simulation.criterion})",
+            "rc_logit_scale": f"{llmcache.logit_scale(model, x[:1]):.0f}"})
 pd.Series({f"{n}, {d}": f"{v:.1e}" for (n, d), v in check.items()}, name="max |Δ logit|").to_frame()
 
 # %% [markdown]
@@ -230,10 +213,7 @@ pd.Series({f"{n}, {d}": f"{v:.1e}" for (n, d), v in check.items()}, name="max |�
 # ## Token selection at equal budgets
 
 # %% tags=["hide-input"]
-fig = figure(study, "real_cache_selection", result=result)
-glue("fig_rc_selection", fig, display=False)
-from attnpod.book import budget_table  # noqa: E402
-
+glue("fig_rc_selection", figure(study, "real_cache_selection", result=result), display=False)
 budget_table(result, llmcache.SELECTION_RULES, unit="keys", random_label="random split, H2O + sinks (median)")
 
 # %% [markdown]
@@ -250,8 +230,7 @@ budget_table(result, llmcache.SELECTION_RULES, unit="keys", random_label="random
 # ## Budget allocation across layers (H2O + sinks)
 
 # %% tags=["hide-input"]
-fig = figure(study, "real_cache_allocation", result=result)
-glue("fig_rc_allocation", fig, display=False)
+glue("fig_rc_allocation", figure(study, "real_cache_allocation", result=result), display=False)
 budget_table(result, (llmcache.UNIFORM, *llmcache.ALLOCATION_RULES), unit="keys",
              random_label="random split (median)")
 
@@ -266,13 +245,10 @@ budget_table(result, (llmcache.UNIFORM, *llmcache.ALLOCATION_RULES), unit="keys"
 # How each rule splits the budget at $B$ = 32 (keys per key/value head):
 
 # %% tags=["hide-input"]
-fig = figure(study, "real_cache_splits", result=result, k=mid)
-glue("fig_rc_splits", fig, display=False)
-splits = real_cache_splits(result, mid)
-scores = {r: np.asarray(v) for r, v in meta["scores"].items()}
-glue("rc_hstar", f"{scores['∝ H*(0.1)'].min():g}–{scores['∝ H*(0.1)'].max():g}", display=False)
-glue("rc_hstar_distinct", len(set(scores["∝ H*(0.1)"].tolist())), display=False)
-splits.T
+glue("fig_rc_splits", figure(study, "real_cache_splits", result=result, k=mid), display=False)
+h_star = np.asarray(meta["scores"][H_STAR])
+glue_texts({"rc_hstar": f"{h_star.min():g}–{h_star.max():g}", "rc_hstar_distinct": len(set(h_star.tolist()))})
+real_cache_splits(result, mid).T
 
 # %% [markdown]
 # ```{glue:figure} fig_rc_splits
@@ -287,18 +263,15 @@ splits.T
 
 # %% tags=["hide-input"]
 verdicts = llmcache.verdicts(result)
-primary = verdicts["∝ H*(0.1)"]
-glue("rc_verdict", primary.verdict, display=False)
-glue("rc_inverse", verdicts["∝ 1/H*(0.1)"].verdict, display=False)
-glue("rc_detectable", f"{primary.detectable:.3f} nats", display=False)
-glue("rc_all", "; ".join(f"{r}: {v.verdict}" for r, v in verdicts.items()), display=False)
-d, lo, hi = estimators.paired_interval(result.loss("∝ H*(0.1)")[mid] - result.loss(llmcache.UNIFORM)[mid])
-glue("rc_measure", f"at B = 32 vs uniform H2O + sinks: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] nats per token", display=False)
+d, lo, hi = paired_interval(result.loss(H_STAR)[mid] - result.loss(llmcache.UNIFORM)[mid])
+glue_texts({"rc_verdict": verdicts[H_STAR].verdict, "rc_inverse": verdicts[INVERSE_H_STAR].verdict,
+            "rc_detectable": f"{verdicts[H_STAR].detectable:.3f} nats",
+            "rc_all": "; ".join(f"{r}: {v.verdict}" for r, v in verdicts.items()),
+            "rc_measure": f"at B = 32 vs uniform H2O + sinks: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] nats per token"})
 with pd.option_context("display.max_colwidth", None):
     display(pd.DataFrame({"verdict": {r: v.verdict for r, v in verdicts.items()},
                           "per budget": {r: v.measurement for r, v in verdicts.items()}}))
-fig = figure(study, "real_cache_null", result=result)
-glue("fig_rc_null", fig, display=False)
+glue("fig_rc_null", figure(study, "real_cache_null", result=result), display=False)
 
 # %% [markdown]
 # ```{glue:figure} fig_rc_null
@@ -341,15 +314,11 @@ equivalence
 # context.
 
 # %% tags=["hide-input"]
-cost = {rule: llmcache.cache_cost(result, rule, mid, model.config)
-        for rule in (*llmcache.SELECTION_RULES, *llmcache.ALLOCATION_RULES)}
-cost_table = pd.DataFrame(cost).T
-cost_table["NLL +"] = [f"{result.increase(r)[mid]:.3f}" for r in cost_table.index]
+costs = llmcache.cost_table(result, mid, model.config)
 per_token = llmcache.kv_bytes_per_token(model.config)
-glue("rc_bytes_per_token", f"{per_token / 1024:.1f} KiB", display=False)
-full_kib = per_token * T / 1024
-glue("rc_saving", f"{cost[llmcache.UNIFORM]['KV cache (KiB)']:.0f} KiB against {full_kib:.0f} KiB", display=False)
-cost_table.style.format({c: "{:,.1f}" for c in cost_table.columns if c != "NLL +"})
+glue_texts({"rc_bytes_per_token": f"{per_token / 1024:.1f} KiB",
+            "rc_saving": f"{costs.loc[llmcache.UNIFORM, 'KV cache (KiB)']:.0f} KiB against {per_token * T / 1024:.0f} KiB"})
+costs.style.format({c: "{:,.1f}" for c in costs.columns if c != "NLL +"})
 
 # %% [markdown]
 # At equal $B$ every rule holds the same number of keys, so the same memory
@@ -365,12 +334,10 @@ cost_table.style.format({c: "{:,.1f}" for c in cost_table.columns if c != "NLL +
 
 # %% tags=["hide-input"]
 n_repro = reproduce_windows or (2 if profile == "smoke" else 8)
-repro_rules = (llmcache.UNIFORM, "∝ H*(0.1)", llmcache.ADAKV)
+repro_rules = (llmcache.UNIFORM, H_STAR, llmcache.ADAKV)
 repro, repro_verdict = llmcache.reproduce(result, model, windows, repro_rules, mid, n_repro)
-glue("rc_repro_rules", ", ".join(repro_rules), display=False)
-glue("rc_repro_windows", n_repro, display=False)
-glue("rc_repro_verdict", f"{repro_verdict.verdict} ({repro_verdict.measurement}; {repro_verdict.criterion})",
-     display=False)
+glue_texts({"rc_repro_rules": ", ".join(repro_rules), "rc_repro_windows": n_repro,
+            "rc_repro_verdict": f"{repro_verdict.verdict} ({repro_verdict.measurement}; {repro_verdict.criterion})"})
 repro
 
 # %% [markdown]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from attnpod import claims, estimators
-from attnpod.allocation import allocate, distinct_orders, permuted_allocations
+from attnpod.experiments.budgets import allocate, distinct_orders, permuted_allocations
 
 
 def test_scale_contrast_agree_disagree_partly():
@@ -239,7 +239,16 @@ def test_allocation_verdict_needs_a_majority_of_budgets():
 def test_a_rule_across_models_takes_the_majority_outcome(verdicts, expected):
     from types import SimpleNamespace
 
-    assert claims.across_models([SimpleNamespace(verdict=v) for v in verdicts]) == expected
+    as_made = [SimpleNamespace(claim="c", verdict=v, outcome=v.split(",")[0]) for v in verdicts]
+    assert claims.across_models(as_made) == expected
+
+
+def test_an_outcome_is_read_from_the_verdict_never_parsed_from_its_text():
+    d = np.full((3, 40), -0.1) + np.random.default_rng(0).normal(0, 0.01, (3, 40))
+    v = claims.allocation_verdict(d, np.zeros((3, 40)), [8, 6, 4])
+    assert v.outcome == "better" and v.verdict.startswith("better")
+    with pytest.raises(ValueError, match="not an allocation verdict"):
+        claims.outcome_of(claims.reproduces(0.0))
 
 
 def test_shape_claims_read_half_ensembles():
@@ -284,7 +293,8 @@ def test_experiment_verdicts_read_an_experiment_result():
               "A": [[1, 1, 4], [1, 1, 1]], "B": [[1, 1, 4], [1, 1, 1]]}
     null = np.stack([np.stack([uniform[k] + 0.05 for _ in range(20)]) for k in range(2)])
     result = SimpleNamespace(budgets=np.array([6, 3]), loss=lambda r: losses[r], counts=lambda r: np.array(counts[r]),
-                             null=lambda r: null if r == "∝ H*(0.1)" else None)
+                             null=lambda r: null if r == "∝ H*(0.1)" else None,
+                             same_as=lambda r, u: (np.array(counts[r]) == np.array(counts[u])).all(-1))
     np.testing.assert_array_equal(claims.best_of(result, ["A", "B"]), losses["B"])
     v = claims.experiment_verdicts(result, ["∝ H*(0.1)", "∝ T_spec"], "uniform", ["A", "B"], "heads")
     # budget 3 is uniform for every rule: only budget 6 counts; better, beats its null, but worse than B

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnpod import kvcache as kv
+from attnpod.experiments import kvcache as kv
 from attnpod.errors import ParameterError
 from attnpod.models import GPT, GPTConfig
 
@@ -200,7 +200,7 @@ def test_experiment_on_a_tiny_model():
     gen = torch.Generator().manual_seed(4)
     x, y = torch.randint(0, 65, (4, 16), generator=gen), torch.randint(0, 65, (4, 16), generator=gen)
     scores = {"uniform": np.ones(3), "∝ H*(0.1)": np.array([1.0, 2.0, 3.0])}
-    result = kv.run_cache_experiment(model, x, y, scores, {"TC": np.array([8.0, 8.0, 8.0])}, [2, 4], n_random=3,
+    result = kv.run(model, x, y, scores, {"TC": np.array([8.0, 8.0, 8.0])}, [2, 4], n_random=3,
                                      progress=False, n_perm=3, null_windows=2)
     assert result.rules[:4] == ["recent window", "StreamingLLM", "H2O", "PyramidKV schedule, H2O selection"]
     # the permutation null of ∝ H*(0.1) only (∝ 1/H*(0.1) was not asked for): its own split, reordered,

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from attnpod import claims, llmcache, pretrained
+from attnpod import claims, pretrained
+from attnpod.experiments import llmcache
 from attnpod.errors import CorruptFile, ParameterError
-from attnpod.llmcache import CachePlan
+from attnpod.experiments.llmcache import CachePlan
 
 transformers = pytest.importorskip("transformers")
 
@@ -147,7 +148,7 @@ def test_the_experiment_keeps_each_evaluation_and_a_rerun_resumes_without_recomp
     scores = {"∝ H*(0.1)": np.array([1.0, 2.0, 4.0]), "∝ 1/H*(0.1)": np.array([1.0, 0.5, 0.25]),
               llmcache.ENTROPY: np.array([0.5, 0.4, 0.3])}
     memo = tmp_path / "evaluations.npz"
-    result = llmcache.run_experiment(model, windows, scores, [8, 12], n_random=3, n_perm=2, null_windows=2,
+    result = llmcache.run(model, windows, scores, [8, 12], n_random=3, n_perm=2, null_windows=2,
                                      progress=False, memo_path=memo)
     assert result.losses.shape == (9, 2, 4) and result.random_losses.shape == (3, 2, 2)
     assert result.null_losses.shape[:2] == (2, 2) and np.isfinite(result.null_losses).any()
@@ -157,7 +158,7 @@ def test_the_experiment_keeps_each_evaluation_and_a_rerun_resumes_without_recomp
     assert not np.allclose(result.loss(llmcache.ADAKV), result.loss(llmcache.UNIFORM))  # pooled differs
     calls = []
     monkeypatch.setattr(llmcache, "window_losses", lambda *a, **k: calls.append(a) or np.zeros(4))
-    again = llmcache.run_experiment(model, windows, scores, [8, 12], n_random=3, n_perm=2, null_windows=2,
+    again = llmcache.run(model, windows, scores, [8, 12], n_random=3, n_perm=2, null_windows=2,
                                     progress=False, memo_path=memo)
     assert calls == [] and np.array_equal(again.losses, result.losses)
     path = tmp_path / "result.npz"
@@ -198,12 +199,12 @@ def test_a_damaged_result_is_refused(tmp_path):
 def test_a_missing_shipped_result_is_one_line_saying_how_to_compute_it(tmp_path):
     from attnpod.shipped import MissingCheckpoint
 
-    settings = llmcache.experiment_settings()
+    settings = llmcache.settings()
     with pytest.raises(MissingCheckpoint, match="experiments --real-model --ship") as err:
         llmcache.cache_experiment("", settings, shipped_folder=tmp_path, shipped_only=True)
     assert "\n" not in str(err.value)
     with pytest.raises(ParameterError, match="n_random must be"):
-        llmcache.experiment_settings(n_random=-1)
+        llmcache.settings(n_random=-1)
 
 
 needs_model = pytest.mark.skipif(
@@ -214,9 +215,9 @@ needs_model = pytest.mark.skipif(
 
 @needs_model
 def test_the_shipped_real_model_cache_result_is_listed_verified_and_complete():
-    settings = llmcache.experiment_settings()
+    settings = llmcache.settings()
     result = llmcache.cache_experiment("", settings, shipped_only=True)
-    assert result.meta["source"] == "shipped"
+    assert result.source == "shipped" and result.path.is_file()
     assert result.losses.shape[1:] == (4, settings["n_windows"]) and result.random_losses.shape[0] >= 50
     assert result.budgets.tolist() == [128, 64, 32, 16]
     assert (result.allocations.sum(-1) == result.budgets * 30).all()
@@ -224,11 +225,11 @@ def test_the_shipped_real_model_cache_result_is_listed_verified_and_complete():
 
 def test_the_grid_is_shipped_from_the_store_with_the_settings_the_book_asks_for(tmp_path, monkeypatch):
     """``experiments --real-model --ship`` ships the stored result under the settings that
-    :func:`attnpod.llmcache.cache_experiment` looks for (the rules' measured scores aside)."""
+    :func:`attnpod.experiments.llmcache.cache_experiment` looks for (the rules' measured scores aside)."""
     from attnpod.cli import main
     from tests.conftest import corpus_file
 
-    settings = llmcache.experiment_settings()
+    settings = llmcache.settings()
     K, L = len(settings["budgets"]), 30
     result = llmcache.RealCacheResult(
         np.array(settings["budgets"]), [llmcache.UNIFORM], ["h2o"], [False], np.ones((1, K, 2)),
@@ -239,7 +240,7 @@ def test_the_grid_is_shipped_from_the_store_with_the_settings_the_book_asks_for(
     assert main(["experiments", "--real-model", "--ship", "--to", str(tmp_path / "ship"),
                  "--data", str(corpus_file())]) == 0
     shipped = llmcache.cache_experiment("", settings, shipped_folder=tmp_path / "ship", shipped_only=True)
-    assert shipped.meta["source"] == "shipped" and shipped.meta["scores"] == result.meta["scores"]
+    assert shipped.source == "shipped" and shipped.meta["scores"] == result.meta["scores"]
     with pytest.raises(Exception, match="no shipped"):
         llmcache.cache_experiment("", {**settings, "n_random": 7}, shipped_folder=tmp_path / "ship", shipped_only=True)
 

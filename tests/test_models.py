@@ -252,7 +252,7 @@ def test_each_variant_is_one_spec_read_everywhere():
 
     assert list(VARIANT_SPECS) == list(MODELS)
     src = Path(__file__).resolve().parents[1] / "src" / "attnpod"
-    for name in ("models.py", "kvcache.py", "adapters.py"):
+    for name in ("models.py", "experiments/kvcache.py", "adapters.py"):
         assert not re.search(r"variant\s*(==|!=|in\s*\()", (src / name).read_text()), name
     decodes = {(v, c): GPTConfig(vocab_size=65, n_layer=1, n_head=1, n_embd=8, block_size=8, variant=v,
                                  causal_gate=c).decodable

@@ -179,13 +179,13 @@ def test_a_shipped_experiment_is_read_for_its_own_weights_and_its_subset_reprodu
     options = dict(n_random=0, n_perm=0)
     made = {"pruning": maker.pruning("base", **options), "kv_cache": maker.kv_cache("base", n_windows=8, **options)}
     for kind, result in made.items():
-        ship_result(kind, "base", 42, maker.experiment_files[kind, "base"], result.meta, smoke_folder)
-        assert maker.experiment_source(kind, "base") == "computed"
+        assert result.source == "computed" and result.path.is_file()
+        ship_result(kind, "base", 42, result.path, result.meta, smoke_folder)
 
     reader = smoke_study(corpus, smoke_folder).with_shipped_models()
     read = {"pruning": reader.pruning("base", **options), "kv_cache": reader.kv_cache("base", n_windows=8, **options)}
     for kind, result in read.items():
-        assert reader.experiment_source(kind, "base") == "shipped"
+        assert result.source == "shipped" and result.path.is_relative_to(smoke_folder)
         table, verdict = reproduction_check(reader, kind, {"base": result})
         assert verdict.verdict == "reproduces", table
         assert list(table.index.get_level_values("rule")) == list(REPRODUCED_RULES[kind])
@@ -194,8 +194,7 @@ def test_a_shipped_experiment_is_read_for_its_own_weights_and_its_subset_reprodu
         assert reproduction_check(reader, kind, {"base": result})[1].verdict == "does not reproduce"
 
     other = reader.seed_study(43)  # other weights: nothing is shipped for them, so it is computed
-    other.pruning("base", **options)
-    assert other.experiment_source("pruning", "base") == "computed"
+    assert other.pruning("base", **options).source == "computed"
 
 
 @pytest.mark.slow
@@ -218,10 +217,10 @@ def test_every_laptop_seed_reads_its_shipped_experiments_without_an_analysis(cor
         assert list(results) == list(BOOK_SEEDS["laptop"])
         for seed, by_model in results.items():
             for model, result in by_model.items():
-                assert study.seed_study(seed).experiment_source(kind, model) == "shipped"
+                assert result.source == "shipped"
                 assert len(result.random_losses) == (10 if seed == 42 else EXTRA_SEED_EXPERIMENTS[kind]["n_random"])
         table, cells = seed_experiment_verdicts(study, kind, results)
-        rules = PRIMARY_COMPARISONS[kind][0]
+        rules = PRIMARY_COMPARISONS[kind].rules
         assert len(cells) == len(next(iter(results.values()))) * len(rules)
         assert [c for c in table.columns] == [f"seed {s}" for s in BOOK_SEEDS["laptop"]] + ["across seeds"]
         for cell in cells.values():

@@ -377,19 +377,19 @@ def test_a_cpu_reads_shipped_experiment_results_and_never_computes_them(tmp_path
         gpu_side.setenv("ATTNPOD_ARTIFACTS", str(tmp_path / "gpu_art"))
         gpu = Study(profile, corpus, "cpu", progress=False, shipped=True, shipped_folder=str(folder))
         computed = gpu.pruning("base", n_random=2)
-        entry = shipped.ship_result("pruning", "base", profile.seed, gpu.experiment_files["pruning", "base"],
+        entry = shipped.ship_result("pruning", "base", profile.seed, computed.path,
                                     computed.meta, folder, "test-device")
     assert entry["file"] == "results/pruning-base-seed42.npz"
     assert shipped.read_manifest(folder)["results"] == [entry]
 
     read = reader.pruning("base", n_random=2)
     np.testing.assert_array_equal(read.losses, computed.losses)
-    assert reader.experiment_files["pruning", "base"] == folder / entry["file"]
+    assert read.source == "shipped" and read.path == folder / entry["file"]
     assert not (tmp_path / "art" / "pruning").exists()  # nothing computed on the CPU side
     with pytest.raises(shipped.MissingCheckpoint):
         reader.pruning("base", n_random=3)  # another setting: not what was shipped
     from attnpod.errors import CorruptFile
-    from attnpod.heads import PruningResult
+    from attnpod.experiments.pruning import PruningResult
 
     shipped_file = folder / entry["file"]
     for cut, message in (({"losses": read.losses[..., :3]}, "losses has shape"),

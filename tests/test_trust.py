@@ -13,7 +13,7 @@ import torch
 
 from attnpod import config
 from attnpod import store as storage
-from attnpod.errors import CorruptFile, StoreError
+from attnpod.errors import CorruptFile
 
 from .conftest import corpus_file
 
@@ -123,7 +123,7 @@ def test_artifact_kinds_are_the_stores_own():
 def test_a_planted_pickle_or_a_cut_array_in_the_store_is_recomputed(tmp_path):
     """A result file with a valid sidecar that is a pickle, garbage, or arrays of the wrong shape:
     recomputed with a warning, never unpickled, never a traceback."""
-    from attnpod.heads import PruningResult
+    from attnpod.experiments.pruning import PruningResult
 
     def result(windows=3):
         rng = np.random.default_rng(0)

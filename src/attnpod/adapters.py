@@ -24,6 +24,7 @@ import torch
 from .analysis import CAUSAL_TOL
 from .errors import AttentionInputError, AttnpodError, ParameterError
 from .data import token_windows
+from .fields import stream_fields
 
 ROW_SUM_TOL = 1e-3  # rows of float32 softmax sum to 1 within this
 
@@ -95,8 +96,6 @@ def hf_fields(model, windows, heads: str = "mean", batch_size: int = 8, progress
     attention is ever in memory. ``statistics`` (a :class:`attnpod.fields.LayerStatistics`)
     sees every batch's per-head maps on the way.
     """
-    from .fields import stream_fields
-
     windows = token_windows(windows)
     implementation = getattr(getattr(model, "config", None), "_attn_implementation", "eager")
     if implementation not in (None, "eager"):

@@ -94,6 +94,7 @@ class ScaleSelectivePOD:
 
     @property
     def energy_fraction(self) -> np.ndarray:
+        """Each mode's share of its scale's energy, λ_k / Σλ (0 where a scale has none): like ``eigenvalues``."""
         total = self.eigenvalues.sum(axis=-1, keepdims=True)
         return np.divide(self.eigenvalues, total, out=np.zeros_like(self.eigenvalues), where=total > 0)
 
@@ -207,10 +208,12 @@ class FieldAnalysis:
 
     @property
     def dominant_scales(self) -> np.ndarray:
+        """Each layer's dominant scales in tokens, by Torrence–Compo power of the raw field: (L, d)."""
         return self.scales[self.dominant_index]
 
     @property
     def fluctuation_dominant_scales(self) -> np.ndarray:
+        """Each layer's dominant scales in tokens, by Torrence–Compo power of the fluctuation field: (L, d)."""
         return self.scales[self.fluctuation_dominant_index]
 
     @property
@@ -220,6 +223,7 @@ class FieldAnalysis:
 
     @property
     def fluctuation_rectified_dominant_scales(self) -> np.ndarray:
+        """Each layer's dominant scales in tokens, by the rectified energy E(a)/a of the fluctuation field: (L, d)."""
         return self.scales[rectified_dominant_scale_indices(self.fluctuation_scalogram, self.scales,
                                                             self.dominant_index.shape[1])]
 
@@ -234,6 +238,7 @@ class FieldAnalysis:
         return self.eigenvalues[np.arange(len(self.dominant_index)), self.dominant_index[:, 0]]
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the analysis by field name (what is stored)."""
         return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
 
     def is_finite(self) -> bool:

@@ -27,6 +27,8 @@ from .analysis import analyse_fields
 from .pod import effective_rank
 from .readings import READINGS, layer_values, top_scale_indices
 from . import planted
+from .errors import CorruptFile
+from .store import artifact_dir, artifact_lock, load_npz, reused, save_npz
 
 SINK_TOLERANCE = 0.10  # a reading unmoved by sinks varies by at most 10 % across the sink case's layers
 SEEN_NOISE = 0.2  # "can see": every draw recovered at noise up to this η
@@ -97,6 +99,7 @@ class Recovery:
         return out
 
     def sees(self, reading: str, kind: str = "range") -> bool:
+        """Whether ``reading`` can see planted answers of ``kind`` (:meth:`can_see`)."""
         return self.can_see()[reading][kind]
 
     def example(self, case: str, noise: float, N: int, reading: str):
@@ -123,9 +126,6 @@ def known_answers(T: int = 64, sizes=ENSEMBLE_SIZES, noise_levels=NOISE_LEVELS, 
                   progress: bool = True) -> Recovery:
     """:func:`run_bench` with every reading, cached in the artifact store under its settings (a damaged file
     is recomputed with a warning)."""
-    from .errors import CorruptFile
-    from .store import artifact_dir, artifact_lock, load_npz, reused, save_npz
-
     settings = {"T": T, "sizes": list(sizes), "noise": list(noise_levels), "draws": draws, "seed": seed,
                 "cases": {k: {a: list(v) for a, v in kw.items()} for k, kw in planted_cases(T).items()},
                 "format": BENCH_FORMAT}

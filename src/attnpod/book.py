@@ -4,6 +4,11 @@ Each figure of the book is a recipe in :data:`FIGURES`, by name; ``python -m att
 figure NAME`` draws the same recipe, so the command line's figure is the book's.
 Naming the figures imports no matplotlib (a command that does not draw starts
 without it); drawing one does.
+
+The command line's parser reads :data:`FIGURES` from here, so this module imports
+nothing at its top that needs torch or matplotlib: the stages that do (the study, the
+experiments, the real models, the figures) are imported inside the functions that use
+them. Their names (the rules', the readings') come from the torch-free modules.
 """
 
 from __future__ import annotations
@@ -14,19 +19,12 @@ import numpy as np
 
 from .errors import ParameterError
 from . import estimators, readings
+from .experiments.budgets import H_STAR, INVERSE_H_STAR, UNIFORM_SCORES
+from .experiments.cache_rules import H2O, PYRAMID_H2O
 from .readings import CHOSEN, READINGS
 
 if TYPE_CHECKING:
-    from .kvcache import CacheResult
     from .study import Study
-
-CACHE_SELECTION_RULES = ("recent window", "StreamingLLM", "H2O")
-
-
-def cache_allocation_rules(result: CacheResult) -> list[str]:
-    """The allocation rules of a cache experiment (H2O selection), uniform first."""
-    return ["H2O"] + [r for r, s in zip(result.rules, result.selections) if s == "h2o" and r != "H2O"]
-
 
 # ----------------------------------------------------------------------------- the book's figures, by name
 
@@ -310,12 +308,12 @@ def pruning_results(study: "Study", n_random: int = 10, oracle_models=("base",),
                              n_oracle=oracle_batches, n_perm=n_perm) for v in (models or study.models)}
 
 
-def head_rank_maps(study: "Study", variant: str = "base", **pruning) -> tuple[np.ndarray, np.ndarray]:
+def head_rank_maps(study: "Study", variant: str = "base", **options) -> tuple[np.ndarray, np.ndarray]:
     """Chapter 09: per-head H*(0.10) from training-split snapshots and per-head importance, both (L, H)."""
     P = study.profile
     per_head = study.analysis(variant, split="train", heads="all", n_boot=0, n_half=0)
     rank = per_head.effective_rank[:, 0].reshape(P.n_layer, P.n_head)
-    return rank, pruning_results(study, **pruning)[variant].importance
+    return rank, pruning_results(study, **options)[variant].importance
 
 
 def cache_results(study: "Study", n_random: int = 10, n_windows: int = 64, models=None, n_perm: int = 19,
@@ -328,21 +326,22 @@ def cache_results(study: "Study", n_random: int = 10, n_windows: int = 64, model
 
 
 def sink_protection(study: "Study", results: dict, n_windows: int = 64, null_windows: int = 32) -> tuple:
-    """Chapter 10's primary comparison again with sink protection (:func:`attnpod.kvcache.sink_protected_losses`),
+    """Chapter 10's primary comparison again with sink protection (:func:`attnpod.experiments.kvcache.sink_protected_losses`),
     on each model of ``results`` (its cache result brings the rules' scores): the verdicts of PyramidKV's
     schedule and of ∝ H*(0.1) (with its permutation null on the first ``null_windows`` windows) against
     uniform H2O, all keeping the sinks, and per model the paired NLL difference that keeping them makes to
     uniform H2O at each budget."""
     from . import claims
-    from .kvcache import PYRAMID, UNIFORM, sink_protected_losses
+    from .experiments import kvcache
 
+    PYRAMID, UNIFORM = kvcache.PYRAMID, kvcache.UNIFORM
     x, y = study.cache_windows(n_windows)
     verdicts, effect = {}, {}
     for v, r in results.items():
-        losses, allocations, null = sink_protected_losses(study.trained(v).model, x, y,
-                                                          r.meta["scores"]["∝ H*(0.1)"], r.budgets,
+        losses, allocations, null = kvcache.sink_protected_losses(study.trained(v).model, x, y,
+                                                          r.meta["scores"][H_STAR], r.budgets,
                                                           null_windows=null_windows, seed=study.profile.seed)
-        for rule in (PYRAMID, "∝ H*(0.1)"):
+        for rule in (PYRAMID, H_STAR):
             same = (allocations[rule] == allocations[UNIFORM]).all(-1)
             baseline, permuted = (losses[PYRAMID], null) if rule != PYRAMID else (None, None)
             verdicts[(study.label(v), rule)] = claims.allocation_verdict(
@@ -367,13 +366,13 @@ def experiment_options(study: "Study", kind: str, **chosen) -> dict:
     own = BOOK_SEEDS.get(study.profile.name, (42,))[0]
     return {**chosen, **(EXTRA_SEED_EXPERIMENTS[kind] if study.profile.seed != own else {})}
 
-# The primary comparisons of chapters 09 and 10, judged on every training seed: the rules, the uniform rule they
-# are set against, the baselines of the "useful" tier, and what is allocated (claims.experiment_verdicts).
-PRIMARY_COMPARISONS = {
-    "pruning": (("∝ H*(0.1)",), "uniform", ("Michel iterative",), "head allocation"),
-    "kv_cache": (("∝ H*(0.1)", "PyramidKV schedule, H2O selection"), "H2O",
-                 ("PyramidKV schedule, H2O selection", *CACHE_SELECTION_RULES), "the KV-cache budget"),
-}
+
+def primary_comparison(kind: str):
+    """The primary comparison (:class:`~attnpod.experiments.budgets.Primary`) of experiment ``kind``: "pruning"
+    or "kv_cache"."""
+    from .experiments import kvcache, pruning
+
+    return {"pruning": pruning.PRIMARY, "kv_cache": kvcache.PRIMARY}[kind]
 
 
 def seed_experiment_results(study: "Study", kind: str, **options) -> dict:
@@ -395,11 +394,12 @@ def seed_experiment_verdicts(study: "Study", kind: str, seed_results: dict):
 
     from . import claims
 
-    rules, uniform, baselines, what = PRIMARY_COMPARISONS[kind]
+    primary = primary_comparison(kind)
+    what = primary.what
     per_seed: dict = {}
     for s, results in seed_results.items():
         for v, result in results.items():
-            for rule, verdict in claims.experiment_verdicts(result, rules, uniform, baselines, what).items():
+            for rule, verdict in primary.verdicts(result).items():
                 per_seed.setdefault((study.label(v), rule), {})[s] = verdict
     cells = {key: claims.across_seeds(by_seed, f"{key[1]} guides {what}, {key[0]}") for key, by_seed in per_seed.items()}
     table = pd.DataFrame({key: {**{f"seed {s}": claims.verdict_word(v) for s, v in by_seed.items()},
@@ -415,8 +415,7 @@ def across_models_and_seeds(cells: dict, rule: str) -> str:
 
 # The subset of a shipped experiment a build recomputes: these rules at the middle budget, on the first
 # evaluation batch (pruning) or REPRODUCED_WINDOWS windows (cache).
-REPRODUCED_RULES = {"pruning": ("uniform", "∝ H*(0.1)"), "kv_cache": ("H2O", "PyramidKV schedule, H2O selection",
-                                                                     "∝ H*(0.1)")}
+REPRODUCED_RULES = {"pruning": (UNIFORM_SCORES, H_STAR), "kv_cache": (H2O, PYRAMID_H2O, H_STAR)}
 REPRODUCED_WINDOWS = 8
 
 
@@ -426,28 +425,26 @@ def reproduction_check(study: "Study", kind: str, results: dict):
     set against the shipped losses. Returns the table (one row per model and rule, its source, the
     largest |Δ loss|) and the :func:`attnpod.claims.reproduces` verdict over the shipped rows (None if
     nothing was shipped)."""
+    from .experiments import kvcache, pruning
     import pandas as pd
 
     from . import claims
-    from .heads import batch_losses
-    from .kvcache import window_losses
 
     rows, worst = [], []
     for v, result in results.items():
-        source = study.experiment_source(kind, v)
-        if source != "shipped":
-            rows.append({"model": study.label(v), "rule": "(all)", "result": source})
+        if result.source != "shipped":
+            rows.append({"model": study.label(v), "rule": "(all)", "result": "computed"})
             continue
         model, k = study.trained(v).model, len(result.budgets) // 2
         for rule in REPRODUCED_RULES[kind]:
             r = result.rules.index(rule)
             if kind == "pruning":
                 batches = study.pruning_windows(int(result.meta["n_eval"]) + int(result.meta["n_oracle"]))
-                here = batch_losses(model, batches[:1], result.masks[r, k])
+                here = pruning.batch_losses(model, batches[:1], result.masks[r, k])
             else:
                 x, y = study.cache_windows(int(result.meta["n_windows"]))
                 n = REPRODUCED_WINDOWS
-                here = window_losses(model, x[:n], y[:n], result.selections[r], result.allocations[r, k])
+                here = kvcache.window_losses(model, x[:n], y[:n], result.selections[r], result.allocations[r, k])
             gap = float(np.abs(here - result.losses[r, k, :len(here)]).max())
             worst.append(gap)
             rows.append({"model": study.label(v), "rule": rule, "result": "shipped",
@@ -467,6 +464,143 @@ def seed_reproduction_check(study: "Study", kind: str, seed_results: dict):
     gaps = [float(t["max |Δ loss|"].max()) for t, v in tables.values() if v is not None]
     return (pd.concat({s: t for s, (t, _) in tables.items()}, names=["seed"]),
             claims.reproduces(max(gaps)) if gaps else None)
+
+
+# ----------------------------------------------------------------------------- the character models' KV cache (chapter 10)
+
+def cache_middle(result, block_size: int) -> int:
+    """Chapter 10's budget index: the one nearest B = 16 keys at T = 256, scaled to ``block_size``."""
+    return int(np.argmin(np.abs(result.budgets - 16 * block_size / 256)))
+
+
+def interval_text(d: float, lo: float, hi: float) -> str:
+    """A paired difference with its 95 % interval: "+0.012 [-0.003, +0.027]"."""
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def sink_texts(study: "Study", results: dict):
+    """Chapter 10: each model's attention on token 0 per layer against uniform attention's, in words, and as a
+    table (models by layers)."""
+    import pandas as pd
+
+    ratio = {study.label(v): r.sinks / r.sink_uniform for v, r in results.items()}
+    text = "; ".join(f"{k}: {v.min():.1f}–{v.max():.1f}× uniform" for k, v in ratio.items())
+    table = pd.DataFrame({study.label(v): [f"{x:.4f}" for x in r.sinks] for v, r in results.items()},
+                         index=study.layer_labels).T
+    return text, table
+
+
+def cache_decode_check(study: "Study", models, budget: int, n_windows: int = 1):
+    """Chapter 10: the mask simulation against the literal decoder (:func:`attnpod.experiments.kvcache.decode_check`)
+    on each model, every selection rule at a uniform ``budget``: the table of max |Δ logit| and the verdict
+    (:func:`attnpod.claims.simulation_matches`) on the largest."""
+    from .experiments import kvcache
+    import pandas as pd
+
+    from . import claims
+
+    x, _ = study.cache_windows(n_windows)
+    gaps = {(study.label(v), label): gap for v in models
+            for label, gap in kvcache.decode_check(study.trained(v).model, x, budget, n_windows).items()}
+    table = pd.Series({f"{m}, {s}": f"{d:.1e}" for (m, s), d in gaps.items()}, name="max |Δ logit|").to_frame()
+    return table, claims.simulation_matches(max(gaps.values()))
+
+
+def selection_texts(study: "Study", results: dict, k: int) -> dict:
+    """Chapter 10's words on selection at budget index ``k``: the best selection rule per model, and the
+    recent window against H2O (paired difference, 95 % interval)."""
+    from .experiments import kvcache
+    from .estimators import paired_interval
+
+    best = {study.label(v): min(kvcache.SELECTION_RULES, key=lambda rule: r.increase(rule)[k]) for v, r in results.items()}
+    recent = {study.label(v): paired_interval(r.loss(kvcache.SELECTION_LABELS["recent"])[k] - r.loss(kvcache.UNIFORM)[k])
+              for v, r in results.items()}
+    return {"kv_best_selection": "; ".join(f"{m}: {r}" for m, r in best.items()),
+            "kv_recent_vs_h2o": "; ".join(f"{m}: {interval_text(*d)}" for m, d in recent.items())}
+
+
+def split_table(result, rules, k: int, layers):
+    """Each of ``rules``' split at budget index ``k``: rules (rows) by layers."""
+    import pandas as pd
+
+    return pd.DataFrame({rule: result.counts(rule)[k] for rule in rules}, index=layers).T
+
+
+def cache_verdicts(study: "Study", results: dict) -> dict:
+    """Chapter 10: every guided rule's verdict on every model (:func:`attnpod.experiments.kvcache.verdicts`),
+    keyed by (model label, rule)."""
+    from .experiments import kvcache
+
+    return {(study.label(v), rule): verdict for v, r in results.items() for rule, verdict in kvcache.verdicts(r).items()}
+
+
+def cache_verdict_texts(study: "Study", results: dict, verdicts: dict, k: int) -> dict:
+    """Chapter 10's words on the allocation verdicts: the primary rules across models, the smallest
+    detectable difference, the rules that came out better, those identical to uniform, the layers whose top
+    scale sits at the grid's edge, and the primary rules against uniform at budget index ``k``."""
+    from . import claims
+    from .experiments import kvcache
+    from .estimators import paired_interval
+    from .wavelet import paper_scales
+
+    labels = [study.label(v) for v in results]
+    primary = {rule: [verdicts[(m, rule)] for m in labels] for rule in kvcache.NULL_RULES}
+    guided = list(dict.fromkeys(rule for _, rule in verdicts))
+    holding = [f"{rule} ({m}): {v.verdict}" for (m, rule), v in verdicts.items() if claims.outcome_of(v) == "better"]
+    uniform_like = [rule for rule in guided if all(verdicts[(m, rule)].verdict == "identical to uniform" for m in labels)]
+    scales = paper_scales()
+    edges = {f"{study.label(v)}, {name}": [str(l + 1) for l, a in enumerate(s) if a in (scales[0], scales[-1])]
+             for v in results for name, s in study.top_scales(v).items()}
+    at_mid = {study.label(v): {rule: paired_interval(r.loss(rule)[k] - r.loss(kvcache.UNIFORM)[k])
+                               for rule in (H_STAR, INVERSE_H_STAR, kvcache.PYRAMID) if rule in r.rules}
+              for v, r in results.items()}
+    return {"kv_verdict": claims.across_models(primary[H_STAR]),
+            "kv_inverse": claims.across_models(primary[INVERSE_H_STAR]),
+            "kv_detectable": f"{max(v.detectable for v in primary[H_STAR]):.3f} nats",
+            "kv_holding": "; ".join(holding) or "none",
+            "kv_uniform_like": ", ".join(uniform_like) or "none",
+            "kv_edges": "; ".join(f"{key}: layers {', '.join(e)}" for key, e in edges.items() if e) or "none",
+            "kv_measure": "; ".join(f"{m}: " + ", ".join(f"{rule} {interval_text(*d)}" for rule, d in cells.items())
+                                    for m, cells in at_mid.items())}
+
+
+def verdict_table(verdicts: dict):
+    """Verdicts keyed by (model, rule) as a table: rules (rows) by models, each cell "verdict: per budget"."""
+    import pandas as pd
+
+    models = list(dict.fromkeys(m for m, _ in verdicts))
+    rules = list(dict.fromkeys(r for _, r in verdicts))
+    return pd.DataFrame({m: {rule: f"{verdicts[(m, rule)].verdict}: {verdicts[(m, rule)].measurement}"
+                             for rule in rules if (m, rule) in verdicts} for m in models})
+
+
+def sink_protection_texts(verdicts: dict, effect: dict) -> dict:
+    """Chapter 10's words on sink protection (:func:`sink_protection`'s verdicts and effect)."""
+    def of(rule):
+        return "; ".join(f"{m}: {v.verdict}" for (m, r), v in verdicts.items() if r == rule)
+
+    return {"kv_sink_verdict": of(H_STAR), "kv_sink_pyramid": of(PYRAMID_H2O),
+            "kv_sink_effect": "; ".join(f"{m}: " + ", ".join(f"{b} {d}" for b, d in row.items())
+                                        for m, row in effect.items())}
+
+
+def window_table(study: "Study", results: dict):
+    """Chapter 10: each scale-selective window against a uniform recent window of the same total: the table
+    (model and rule by keys per layer, NLL increases, the paired difference) and the differences in words."""
+    import pandas as pd
+
+    from .estimators import paired_interval
+
+    rows = {}
+    for v, r in results.items():
+        for w, rule in enumerate(r.window_rules):
+            rows[(study.label(v), rule)] = {
+                "keys per layer": ", ".join(str(int(k)) for k in r.window_allocations[w]),
+                "NLL increase": f"{(r.window_losses[w] - r.baseline).mean():.3f}",
+                "uniform window, same total": f"{(r.window_uniform[w] - r.baseline).mean():.3f}",
+                "difference [95 %]": interval_text(*paired_interval(r.window_losses[w] - r.window_uniform[w]))}
+    text = "; ".join(f"{m}, {rule}: {row['difference [95 %]']}" for (m, rule), row in rows.items())
+    return pd.DataFrame(rows).T, text
 
 
 # ----------------------------------------------------------------------------- the real model (chapter 13)
@@ -639,21 +773,20 @@ STATISTIC_LABELS = {"distance": "mean attention distance (tokens)", "entropy": "
 
 def real_cache(settings: dict | None = None):
     """Chapter 14: the real model's cache experiment as shipped in ``checkpoints/laptop/`` (verified), with
-    ``settings`` (default: :func:`attnpod.llmcache.experiment_settings`); a missing one is a one-line
+    ``settings`` (default: :func:`attnpod.experiments.llmcache.settings`); a missing one is a one-line
     :class:`~attnpod.shipped.MissingCheckpoint` saying how to compute it. Nothing is computed here."""
-    from .llmcache import cache_experiment
+    from .experiments import llmcache
 
-    return cache_experiment("", settings, shipped_only=True)
+    return llmcache.cache_experiment("", settings, shipped_only=True)
 
 
 def real_cache_splits(result, k: int):
     """Keys per key/value head and layer of each allocation rule at budget index ``k``: layers (rows, from 1)
     by rules."""
+    from .experiments import llmcache
     import pandas as pd
 
-    from .llmcache import ALLOCATION_RULES
-
-    return pd.DataFrame({r: result.counts(r)[k] for r in ALLOCATION_RULES if r in result.rules},
+    return pd.DataFrame({r: result.counts(r)[k] for r in llmcache.ALLOCATION_RULES if r in result.rules},
                         index=pd.Index(np.arange(1, result.allocations.shape[-1] + 1), name="layer"))
 
 
@@ -723,10 +856,11 @@ def _your_model(f, compared: dict):
 
 
 def _cache_allocation(study: "Study", results: dict):
+    from .experiments import kvcache
     from .figures import plot_budget_curves
 
     first = next(iter(results.values()))
-    return plot_budget_curves({study.label(v): r for v, r in results.items()}, rules=cache_allocation_rules(first),
+    return plot_budget_curves({study.label(v): r for v, r in results.items()}, rules=kvcache.allocation_rules(first),
                               xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits")
 
 
@@ -748,6 +882,7 @@ class _Figures:
 
 def _recipes() -> dict:
     """Every figure's recipe by name: recipe(study) -> Figure."""
+    from .experiments import kvcache, pruning
     from .analysis import lag_statistics
     from .lag import to_lag
     from .wavelet import paper_scales
@@ -799,14 +934,14 @@ def _recipes() -> dict:
         "head_maps": lambda s, model="base", **p: f.plot_head_maps(*head_rank_maps(s, model, **p),
                                                                    title=s.label(model)),
         "cache_selection": lambda s, **p: f.plot_budget_curves(
-            {s.label(v): r for v, r in cache_results(s, **p).items()}, rules=CACHE_SELECTION_RULES,
+            {s.label(v): r for v, r in cache_results(s, **p).items()}, rules=kvcache.SELECTION_RULES,
             xlabel="mean cache keys per layer", fewer_right=False, band_label="random splits, H2O"),
         "cache_allocation": lambda s, **p: _cache_allocation(s, cache_results(s, **p)),
         "attention_sinks": lambda s, **p: _sinks(s, cache_results(s, **p)),
         "pruning_null": lambda s, **p: f.plot_permutation_null(
-            {s.label(v): r for v, r in pruning_results(s, **p).items()}, "∝ H*(0.1)", "uniform"),
+            {s.label(v): r for v, r in pruning_results(s, **p).items()}, H_STAR, pruning.UNIFORM),
         "cache_null": lambda s, **p: f.plot_permutation_null(
-            {s.label(v): r for v, r in cache_results(s, **p).items()}, "∝ H*(0.1)", "H2O",
+            {s.label(v): r for v, r in cache_results(s, **p).items()}, H_STAR, kvcache.UNIFORM,
             xlabel="mean cache keys per layer, B"),
         # chapter 13 passes the analyses it has (analyses=); else they are read or computed (real_model)
         "real_model_scales": lambda s, analyses=None, **p: f.plot_scale_map(
@@ -829,14 +964,15 @@ def _real_cache_curves(f, result, which: str, k: int = 2):
     """Chapter 14's figures of the shipped result (read here unless given): the selection or allocation
     rules' loss curves, the permutation null of ∝ H*(0.1), the keys per layer at budget index ``k``, or
     each layer's attention on token 0 against uniform causal attention over the window."""
-    from .llmcache import ALLOCATION_RULES, SELECTION_RULES, UNIFORM, uniform_sink
+    from .experiments import llmcache
 
+    ALLOCATION_RULES, SELECTION_RULES, UNIFORM = llmcache.ALLOCATION_RULES, llmcache.SELECTION_RULES, llmcache.UNIFORM
     result = result or real_cache()
     xlabel = "mean keys per key/value head, B"
     if which == "null":
-        return f.plot_permutation_null({"SmolLM2-135M": result}, "∝ H*(0.1)", UNIFORM, xlabel=xlabel, unit="token")
+        return f.plot_permutation_null({"SmolLM2-135M": result}, H_STAR, UNIFORM, xlabel=xlabel, unit="token")
     if which == "sinks":
-        return f.plot_sinks({"SmolLM2-135M": result.sinks}, uniform_sink(int(result.meta["length"])))
+        return f.plot_sinks({"SmolLM2-135M": result.sinks}, llmcache.uniform_sink(int(result.meta["length"])))
     if which == "splits":
         splits = real_cache_splits(result, k)
         return f.plot_layer_panels(splits, {f"keys per key/value head, B = {int(result.budgets[k])}":

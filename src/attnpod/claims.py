@@ -64,6 +64,7 @@ class Verdict:
     stability: float | None = None  # share of the replicates with the same verdict
     basis: str = "resamples"  # what the replicates are: resamples, half-ensembles (N/2)
     detectable: float | None = None  # an experiment's smallest difference detected with 80 % power
+    outcome: str | None = None  # an allocation verdict's outcome (better, equivalent, …) without its tier
 
     def __str__(self) -> str:
         if self.stability is None:
@@ -594,7 +595,7 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
     skipped = f"; the same split as uniform at {', '.join(str(b) for b, s in zip(budgets, same) if s)}" if same.any() else ""
     if not per_budget:
         return Verdict(f"{rule} guides {what}", "splits exactly as uniform at every budget", criterion,
-                       "identical to uniform")
+                       "identical to uniform", outcome="identical to uniform")
     n = len(per_budget)
     counts = {o: sum(v.uniform.outcome == o for v in per_budget) for o in OUTCOMES}
     majority = [o for o in OUTCOMES if counts[o] > n / 2]
@@ -608,7 +609,7 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
     detectable = max(v.uniform.detectable for v in per_budget)
     criterion += f". Smallest detectable difference (80 % power): {detectable:.3f} nats"
     return Verdict(f"{rule} guides {what}", text, criterion, f"{outcome}, {tier}" if tier else outcome,
-                   detectable=detectable)
+                   detectable=detectable, outcome=outcome)
 
 
 def best_of(result, rules) -> np.ndarray:
@@ -618,16 +619,14 @@ def best_of(result, rules) -> np.ndarray:
     return losses[best, np.arange(losses.shape[1])]
 
 
-def experiment_verdicts(result, rules, uniform: str, baselines, what: str, same_as=None) -> dict[str, Verdict]:
-    """:func:`allocation_verdict` of each of ``rules`` in a head-pruning or cache experiment's ``result``:
-    against the ``uniform`` rule, with the permutation null where it was run, and the best of ``baselines``
-    at each budget; budgets where a rule acts as uniform does are left out. ``same_as(rule, uniform)``
-    says where, per budget (default: where the rule's split is uniform's; a rule that differs in more
-    than its split passes its own)."""
+def experiment_verdicts(result, rules, uniform: str, baselines, what: str) -> dict[str, Verdict]:
+    """:func:`allocation_verdict` of each of ``rules`` in a head-pruning or cache experiment's ``result``
+    (:class:`attnpod.experiments.budgets.BudgetResult`): against the ``uniform`` rule, with the permutation
+    null where it was run, and the best of ``baselines`` at each budget; budgets where a rule does exactly
+    what uniform does (``result.same_as``) are left out."""
     reference, best = result.loss(uniform), best_of(result, baselines)
-    same_as = same_as or (lambda r, u: (result.counts(r) == result.counts(u)).all(-1))
     return {r: allocation_verdict(result.loss(r), reference, result.budgets, result.null(r), best, r, what,
-                                  same_as_uniform=same_as(r, uniform)) for r in rules}
+                                  same_as_uniform=result.same_as(r, uniform)) for r in rules}
 
 
 # Training seeds: a claim's book-level verdict is the one it reaches in at least this share of the seeds
@@ -658,9 +657,11 @@ class SeedVerdict:
 
     @property
     def n(self) -> int:
+        """How many seeds were judged."""
         return len(self.per_seed)
 
     def seeds_with(self, word: str) -> list:
+        """The seeds whose verdict is ``word``."""
         return [s for s, v in self.per_seed.items() if v == word]
 
     def __str__(self) -> str:
@@ -711,7 +712,9 @@ def seed_matrix(columns: dict[str, dict[int, dict[str, Verdict]]]):
 
 def outcome_of(verdict: Verdict) -> str:
     """The outcome of an :func:`allocation_verdict` (its verdict without the tier)."""
-    return verdict.verdict.split(",")[0]
+    if verdict.outcome is None:
+        raise ValueError(f"{verdict.claim!r} is not an allocation verdict: it has no outcome")
+    return verdict.outcome
 
 
 def across_models(verdicts) -> str:

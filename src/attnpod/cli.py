@@ -204,39 +204,40 @@ def _experiments(args) -> int:
     if args.real_model:
         return _real_cache(args)
     from .book import cache_results, experiment_options, pruning_results
+    from .config import get_profile
     from .shipped import ship_result, shipped_root
     from .study import CACHE_MODELS, Study
 
-    study = Study.create(args.profile or "auto", seed=42 if args.seed is None else args.seed, device=args.device,
-                         data_path=args.data or "")
-    folder = shipped_root(study.profile.name, folder=args.to)
-    study.shipped, study.shipped_folder = True, str(folder)
+    profile = args.profile if args.profile not in (None, "", "auto") else None
+    folder = shipped_root(get_profile(profile).name, folder=args.to)
+    study = Study.create(profile or "auto", seed=42 if args.seed is None else args.seed, device=args.device,
+                         data_path=args.data or "", shipped=True, shipped_folder=str(folder))
     # the chapters' own defaults, so that a build finds these results (the profile's other seeds: the primary
     # comparisons only, book.EXTRA_SEED_EXPERIMENTS)
     runs = [("pruning", v, pruning_results) for v in study.models] + [("kv_cache", v, cache_results)
                                                                        for v in CACHE_MODELS]
     for kind, variant, run in runs:
         result = run(study, models=[variant], **experiment_options(study, kind))[variant]
-        entry = ship_result(kind, variant, study.profile.seed, study.experiment_files[kind, variant], result.meta,
+        entry = ship_result(kind, variant, study.profile.seed, result.path, result.meta,
                             folder, str(study.device))
         print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0
 
 
 def _real_cache(args) -> int:
-    """The real model's cache experiment (attnpod.llmcache.cache_experiment), shipped with --ship."""
+    """The real model's cache experiment (attnpod.experiments.llmcache.cache_experiment), shipped with --ship."""
     from .data import load_corpus
-    from .llmcache import RESULT_KIND, cache_experiment, experiment_file, experiment_settings
+    from .experiments import llmcache
     from .pretrained import SMOLLM2
     from .shipped import ship_result, shipped_root
 
-    settings = experiment_settings(seed=42 if args.seed is None else args.seed)
-    result = cache_experiment(load_corpus(args.data).text, settings)
+    settings = llmcache.settings(seed=42 if args.seed is None else args.seed)
+    result = llmcache.cache_experiment(load_corpus(args.data).text, settings)
     print(f"{SMOLLM2.label}: {len(result.rules)} rules at budgets {settings['budgets']} on {settings['n_windows']} "
-          f"windows ({result.meta['source']})", flush=True)
+          f"windows ({result.source})", flush=True)
     if args.ship:
         folder = shipped_root("laptop", folder=args.to)
-        entry = ship_result(RESULT_KIND, SMOLLM2.key, settings["seed"], experiment_file(settings),
+        entry = ship_result(llmcache.RESULT_KIND, SMOLLM2.key, settings["seed"], result.path,
                             {**settings, "scores": result.meta["scores"]}, folder, "cpu")
         print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0

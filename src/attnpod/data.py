@@ -83,20 +83,25 @@ class Corpus:
 
     @property
     def vocab_size(self) -> int:
+        """The number of distinct characters: the models' vocabulary."""
         return len(self.chars)
 
     @property
     def n_train(self) -> int:
+        """Tokens in the training split: the first 90 % of the text."""
         return int(0.9 * len(self.tokens))
 
     def split(self, name: str) -> torch.Tensor:
+        """The tokens of split ``name``: "train" (the first 90 %), "val" (the rest) or "all"."""
         return split_tokens(self.tokens, name)
 
     def encode(self, s: str) -> torch.Tensor:
+        """The token ids of the text ``s`` (every character must be in the corpus)."""
         lookup = {c: i for i, c in enumerate(self.chars)}
         return torch.tensor([lookup[c] for c in s], dtype=torch.long)
 
     def decode(self, ids) -> str:
+        """The text of the token ``ids``."""
         return "".join(self.chars[int(i)] for i in ids)
 
 

@@ -65,6 +65,7 @@ class Halves:
         return Halves(np.stack([f(values[..., h]) for h in range(len(self))], axis=-1), self.halves, self.N)
 
     def verdicts(self, judge) -> list[str]:
+        """``judge`` of each half's values: the verdict on every half-ensemble."""
         values = np.asarray(self.values, dtype=float)
         return [judge(values[..., h]) for h in range(len(self))]
 

@@ -39,6 +39,7 @@ def collect_fields(model, windows, heads: str = "mean", batch_size: int = 16, de
 
 
 def check_heads(heads: str) -> None:
+    """A :class:`ValueError` unless ``heads`` is "mean" (head-averaged fields) or "all" (per head)."""
     if heads not in ("mean", "all"):
         raise ValueError(f"heads must be 'mean' or 'all', got {heads!r}")
 
@@ -109,6 +110,7 @@ class FieldFile:
 
     @property
     def ndim(self) -> int:
+        """The number of axes of the stored fields."""
         return len(self.shape)
 
     def __len__(self) -> int:

@@ -12,7 +12,8 @@ from .analysis import FieldAnalysis, mode_lag_profiles
 from .config import model_label
 from .lag import gaussian_lag_window
 from .pod import power_law_fit
-from .wavelet import fourier_period, morlet_fourier, padded_length
+from .wavelet import fourier_period, morlet_fourier, padded_length, scale_energy
+from .claims import COARSE, FINE
 
 def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
     """A pyplot figure, closed at once: shown where a notebook displays or glues it, not again at cell end."""
@@ -306,7 +307,7 @@ def plot_budget_curves(results: dict, rules=None, xlabel: str = "heads kept", fe
                        band_label: str = "random counts", unit: str = "char"):
     """Loss increase against the budget, one panel per model, one line per rule; random splits as a band.
 
-    ``results[label]`` is a :class:`attnpod.heads.PruningResult` or :class:`attnpod.kvcache.CacheResult`
+    ``results[label]`` is a :class:`attnpod.experiments.pruning.PruningResult` or :class:`attnpod.experiments.kvcache.CacheResult`
     (``budgets``, ``rules``, ``increase(rule)``, ``random_losses``, ``baseline``); the band spans the
     5–95 % range of the random draws, the dashed line is their median. ``fewer_right``: the budget axis
     decreases to the right (pruning), else it is logarithmic and increasing.
@@ -341,7 +342,7 @@ def plot_permutation_null(results: dict, rule: str, uniform: str, xlabel: str = 
     """Does the analysis choose the right layers? Per budget, the loss increase of ``rule`` against every
     permutation of its own per-layer counts (grey dots) and against ``uniform`` (line); one panel per model.
 
-    ``results[label]``: a :class:`attnpod.heads.PruningResult` or :class:`attnpod.kvcache.CacheResult`
+    ``results[label]``: a :class:`attnpod.experiments.pruning.PruningResult` or :class:`attnpod.experiments.kvcache.CacheResult`
     whose permutation null of ``rule`` was run.
     """
     labels = [k for k, r in results.items() if r.null(rule) is not None]
@@ -460,8 +461,6 @@ def plot_seed_spread(measurements, statistics=None):
         if name.startswith("top scale"):
             from matplotlib.ticker import NullFormatter
 
-            from .claims import COARSE, FINE
-
             ax.set_yscale("log")
             lo, hi = part["value"].min(), part["value"].max()
             ax.set_ylim(min(lo, FINE) / 1.3, max(hi, COARSE) * 1.3)  # both thresholds always in view
@@ -490,8 +489,6 @@ def _wrap(text: str, width: int) -> str:
 def plot_layer_panels(table, panels: dict, log_scales: bool = True):
     """Per-layer numbers of one model, one panel per entry of ``panels`` ({title: [columns of table]}),
     layers along x; a panel of top scales is on a log axis with the scale claim's thresholds (a = 7, 20)."""
-    from .claims import COARSE, FINE
-
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
     fig, axes = _subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows), squeeze=False)
@@ -516,8 +513,6 @@ def plot_layer_panels(table, panels: dict, log_scales: bool = True):
 def plot_scale_map(scalogram, scales, title: str = ""):
     """Each layer's scale energy (rows: layers, columns: scales), normalised to its largest value, and
     each layer's top scale marked."""
-    from .wavelet import scale_energy
-
     energy = scale_energy(np.asarray(scalogram, dtype=float))  # (L, scales): E(a), as the dominant scales use
     energy = energy / np.maximum(energy.max(-1, keepdims=True), 1e-300)
     fig, ax = _subplots(figsize=(6.5, 0.18 * len(energy) + 1.5))

@@ -115,6 +115,7 @@ class EnergyGate(nn.Module):
         self.causal = causal
 
     def forward(self, x):
+        """The log-gate log σ(α (z − τ)) per head and position from the hidden states ``x``: (B, H, T)."""
         e = self.energy(x).transpose(1, 2)  # (B, H, T)
         z = self._causal_z(e) if self.causal else self._window_z(e)
         return F.logsigmoid(self.alpha[:, None] * (z - self.tau[:, None]))  # (B, H, T)
@@ -175,6 +176,7 @@ class CausalSelfAttention(nn.Module):
         return F.softmax(self.lag_logits.detach().float(), dim=0).tolist()
 
     def forward(self, x, return_probs: bool = False, head_mask=None, select=None):
+        """The block's output and, with ``return_probs``, its attention probabilities (see :class:`CausalSelfAttention`)."""
         """``head_mask`` ξ[h] or ξ[B, h] scales each head's output before the output projection.
 
         ``select(logits[B, H, T, T])`` (explicit path only) returns which keys each query may
@@ -256,6 +258,7 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x):
+        """The feed-forward block: dropout(W₂ GELU(W₁ x))."""
         return self.drop(self.out(F.gelu(self.fc(x))))
 
 
@@ -286,6 +289,7 @@ class MorletPositionalEncoding(nn.Module):
         self.register_buffer("pos", torch.arange(block_size, dtype=torch.float32), persistent=False)
 
     def forward(self, T: int):
+        """The learned Morlet positional encodings of positions 0…T−1: (T, n_embd)."""
         omega = self.log_omega.exp().clamp(max=0.95 * math.pi)
         sigma = self.log_sigma.exp().clamp(min=1e-3)
         omega = torch.where(omega * sigma < 5.0, 5.0 / sigma, omega)

@@ -44,6 +44,7 @@ class Planted:
 
     @property
     def T(self) -> int:
+        """The window length of the planted fields."""
         return self.fields.shape[-1]
 
 

@@ -99,6 +99,7 @@ class PowerLawFit:
 
     @property
     def usable(self) -> bool:
+        """Whether the fit rests on at least three eigenvalues."""
         return len(self.k) >= 3
 
 

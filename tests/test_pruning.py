@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional  # noqa: F401
 
-from attnpod.heads import (PruningResult, batch_losses, greedy_oracle, head_budgets, head_importance,
-                           keep_by_importance, michel_iterative, michel_one_shot, prune_heads)
+from attnpod.experiments.pruning import (PruningResult, batch_losses, greedy_oracle, head_budgets, head_importance,
+                           keep_by_importance, michel_iterative, michel_one_shot, run)
 from attnpod.errors import ParameterError
 from attnpod.config import get_profile
 from attnpod.models import GPT, GPTConfig
@@ -108,7 +108,7 @@ def test_greedy_oracle_first_step_removes_the_cheapest_head():
 
 def test_prune_heads_runs_every_rule_and_round_trips(tmp_path):
     m = model()
-    result = prune_heads(m, batches(n=2, seed=1), batches(n=2, seed=2),
+    result = run(m, batches(n=2, seed=1), batches(n=2, seed=2),
                          {"uniform": np.ones(3), "∝ H*": np.array([1.0, 2.0, 3.0])}, [9, 6], n_random=3,
                          oracle_batches=batches(n=1, seed=3), progress=False, n_perm=4, null_rules=("∝ H*",))
     assert result.rules == ["uniform", "∝ H*", "∝ importance", "∝ cut-to-one loss", "Michel one-shot",

@@ -34,22 +34,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .allocation import allocate, permuted_allocations, stack_nulls
-from .errors import CorruptFile, ParameterError
-from .store import check_arrays, load_npz, save_npz
+from ..errors import ParameterError
+from ..models import weights_digest
+from .budgets import (H_STAR, PRIMARY_RULES, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, allocate, guided,
+                      null_orders, permuted_allocations, random_splits, rule_nulls, top_scale_rule)
+from .cache_rules import H2O, N_SINKS, PYRAMID_H2O, RECENT, STREAMING, h2o_places, pyramid_scores, scored
 
 CACHE_BUDGETS = (8, 16, 32, 64)  # mean keys per layer at T = 256 (scaled to other T by cache_budgets)
-N_SINKS = 4  # StreamingLLM's attention sinks
-PYRAMID_BETA = 20  # PyramidKV: the top layer gets the mean budget / β
 SELECTIONS = ("recent", "streaming", "h2o")
-SELECTION_LABELS = {"recent": "recent window", "streaming": "StreamingLLM", "h2o": "H2O"}
+SELECTION_LABELS = {"recent": RECENT, "streaming": STREAMING, "h2o": H2O}
 
 
 def decodable(config) -> bool:
@@ -71,12 +69,6 @@ def cache_budgets(block_size: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- allocation across layers
-
-def pyramid_scores(n_layer: int, mean: float, beta: float = PYRAMID_BETA) -> np.ndarray:
-    """PyramidKV's schedule: linear in depth from 2B − B/β (first layer) to B/β (last), mean B."""
-    top = mean / beta
-    return np.linspace(2 * mean - top, top, n_layer)
-
 
 def allocate_cache(scores, budget: int, block_size: int) -> np.ndarray:
     """Keys per layer ∝ ``scores`` with Σ k_l = L·``budget``, each 1 ≤ k_l ≤ T (largest remainders)."""
@@ -122,8 +114,8 @@ def h2o_keep(logits: torch.Tensor, k, sinks: int = 0) -> torch.Tensor:
     """
     N, H, T, _ = logits.shape
     k = torch.as_tensor(k, device=logits.device).reshape(-1)
-    recent = (k - sinks + 1) // 2
-    heavy_places = (k - sinks - recent)[:, None]  # (N, 1)
+    recent, heavy_places = h2o_places(k, sinks)
+    heavy_places = heavy_places[:, None]  # (N, 1)
     pos = torch.arange(T, device=logits.device)
     acc = torch.zeros(N, H, T, dtype=torch.float64, device=logits.device)
     heavy = torch.zeros(N, H, T, dtype=torch.bool, device=logits.device)
@@ -160,11 +152,6 @@ def selector(selection: str, budgets: torch.Tensor, sinks: int = 0):
 
 # ----------------------------------------------------------------------------- evaluation
 
-def scored_positions(block_size: int) -> slice:
-    """Positions whose loss is scored: the second half of the window, where every budget's cache is full."""
-    return slice(block_size // 2, block_size)
-
-
 @torch.inference_mode()
 def window_losses(model, x, y, selection: str | None = None, budgets=None, chunk: int = 64,
                   sinks: int = 0) -> np.ndarray:
@@ -176,7 +163,7 @@ def window_losses(model, x, y, selection: str | None = None, budgets=None, chunk
     model.eval()
     device = next(model.parameters()).device
     N, T = x.shape
-    scored = scored_positions(T)
+    part = scored(T)
     if selection is not None:
         check_decodable(model)
         budgets = torch.as_tensor(np.broadcast_to(np.asarray(budgets), (N, model.config.n_layer)).copy())
@@ -188,7 +175,7 @@ def window_losses(model, x, y, selection: str | None = None, budgets=None, chunk
         else:
             logits, _ = model.forward_explicit(xb, select=selector(selection, budgets[a:a + chunk], sinks),
                                                maps=False)
-        ce = F.cross_entropy(logits[:, scored].transpose(1, 2).float(), y[a:a + chunk, scored].to(device),
+        ce = F.cross_entropy(logits[:, part].transpose(1, 2).float(), y[a:a + chunk, part].to(device),
                              reduction="none")
         out.append(ce.mean(-1).cpu().numpy())
     return np.concatenate(out)
@@ -199,9 +186,9 @@ def sink_mass(model, x) -> tuple[np.ndarray, float]:
     """Attention on token 0 per layer (mean over windows, heads and scored queries), and what
     uniform causal attention would give it there (the mean of 1/(i+1))."""
     A = model.attention_maps(x)  # (N, L, H, T, T)
-    scored = scored_positions(x.shape[1])
-    mass = A[..., scored, 0].double().mean(dim=(0, 2, 3)).cpu().numpy()
-    uniform = float(np.mean(1.0 / (np.arange(x.shape[1])[scored] + 1)))
+    part = scored(x.shape[1])
+    mass = A[..., part, 0].double().mean(dim=(0, 2, 3)).cpu().numpy()
+    uniform = float(np.mean(1.0 / (np.arange(x.shape[1])[part] + 1)))
     return mass, uniform
 
 
@@ -212,13 +199,34 @@ def cache_cost(budgets, n_embd: int, n_head: int, block_size: int, selection: st
     (adding each head's attention row to the scores, and finding the least-scored candidate to evict:
     2 H Σ_l k_l); a recent window or StreamingLLM keeps no scores and evicts by position."""
     budgets = np.asarray(budgets)
-    positions = np.arange(block_size)[scored_positions(block_size)]
+    positions = np.arange(block_size)[scored(block_size)]
     held = np.minimum(budgets[None, :], positions[:, None] + 1)  # keys each layer attends to, (P, L)
     h2o = selection == "h2o"
     return {"attention FLOPs / token": float(4 * n_embd * held.sum(1).mean()),
             "KV cache (KiB)": float(2 * n_embd * held[-1].sum() * bytes_per_value / 1024),
             "selection scores (KiB)": float(n_head * held[-1].sum() * 8 / 1024) if h2o else 0.0,
             "selection ops / token": float(2 * n_head * held.sum(1).mean()) if h2o else 0.0}
+
+
+def cost_table(result: CacheResult, k: int, profile):
+    """What every rule of ``result`` costs at budget index ``k`` (:func:`cache_cost`, with its NLL increase),
+    and the full cache: rules (rows) by costs, as text."""
+    import pandas as pd
+
+    rows = {}
+    for rule in result.rules:
+        cost = cache_cost(result.counts(rule)[k], profile.n_embd, profile.n_head, profile.block_size,
+                          result.selections[result.rules.index(rule)])
+        rows[rule] = {n: f"{c:,.1f}" for n, c in cost.items()} | {"NLL +": f"{result.increase(rule)[k]:.3f}"}
+    full = full_cost(profile)
+    rows["full cache"] = {n: f"{c:,.1f}" for n, c in full.items()} | {"NLL +": "0"}
+    return pd.DataFrame(rows).T
+
+
+def full_cost(profile) -> dict:
+    """:func:`cache_cost` of the full cache (every key kept) at the profile's sizes."""
+    return cache_cost(np.full(profile.n_layer, profile.block_size), profile.n_embd, profile.n_head,
+                      profile.block_size, "recent")
 
 
 # ----------------------------------------------------------------------------- a literal decoder
@@ -241,10 +249,10 @@ def _evict(cache: list, i: int, k: int, selection: str, sinks: int = 0) -> list:
     if selection == "streaming":
         s = min(N_SINKS, k - 1)
         return [e for e in cache if e.pos < s or e.pos > nxt - (k - s)]
-    recent = (k - sinks + 1) // 2
+    recent, places = h2o_places(k, sinks)
     window = [e for e in cache if e.pos > nxt - recent or e.pos < sinks]
     heavy = [e for e in cache if sinks <= e.pos <= nxt - recent]
-    while len(heavy) > k - sinks - recent:
+    while len(heavy) > places:
         heavy.remove(min(heavy, key=lambda e: e.acc))
     return heavy + window
 
@@ -281,10 +289,28 @@ def decode_cached(model, idx, budgets, selection: str, sinks: int = 0) -> torch.
     return torch.stack(out)
 
 
+def decode_check(model, x, budget: int, n_windows: int = 1) -> dict:
+    """The mask simulation against the literal decoder (:func:`decode_cached`) for every selection rule at
+    a uniform ``budget`` keys per layer, on the first ``n_windows`` windows of ``x``: the largest
+    |Δ logit| per selection label."""
+    device = next(model.parameters()).device
+    T = x.shape[1]
+    alloc = allocate_cache(np.ones(model.config.n_layer), budget, T)
+    gaps = {}
+    for selection in SELECTIONS:
+        select = selector(selection, torch.as_tensor(np.tile(alloc, (n_windows, 1))))
+        with torch.no_grad():
+            simulated, _ = model.forward_explicit(x[:n_windows].to(device), select=select)
+        gaps[SELECTION_LABELS[selection]] = max(
+            float((decode_cached(model, x[w].to(device), alloc, selection).cpu() - simulated[w].cpu()).abs().max())
+            for w in range(n_windows))
+    return gaps
+
+
 # ----------------------------------------------------------------------------- the experiment
 
 @dataclass
-class CacheResult:
+class CacheResult(BudgetResult):
     """NLL of every cache rule at every mean budget B, per evaluation window.
 
     losses[r, k, b] for ``rules[r]`` at ``budgets[k]`` on window b, with keys per layer
@@ -317,66 +343,59 @@ class CacheResult:
     null_losses: np.ndarray = None
     meta: dict = field(default_factory=dict)
 
-    def __post_init__(self):
-        if self.null_allocations is None:  # no permutation null run
-            K, L = self.allocations.shape[1:]
-            self.null_allocations = np.zeros((0, K, 0, L))
-            self.null_losses = np.zeros((0, K, 0, len(self.baseline)))
-
-    def counts(self, rule: str) -> np.ndarray:
-        """Keys per layer at each budget: (K, L)."""
-        return self.allocations[self.rules.index(rule)]
-
-    def null(self, rule: str) -> np.ndarray | None:
-        """The permutation null's NLL ``[k, p, u]`` of ``rule`` (its own split reordered across layers) on the
-        first u windows, if run."""
-        return self.null_losses[self.null_rules.index(rule)] if rule in self.null_rules else None
-
-    def loss(self, rule: str) -> np.ndarray:
-        return self.losses[self.rules.index(rule)]
-
-    def increase(self, rule: str) -> np.ndarray:
-        """Mean NLL increase over the full cache at each budget: (K,)."""
-        return (self.loss(rule) - self.baseline).mean(-1)
-
-    def random_median(self) -> np.ndarray:
-        """Per budget and window, the median NLL over the random draws: (K, n_windows)."""
-        return np.median(self.random_losses, axis=0)
-
     # Axes: R rules, K budgets, W windows, D random draws, L layers, V scale-selective windows, Q rules with
     # a permutation null, P orders.
     SHAPES = {"budgets": ("K",), "losses": ("R", "K", "W"), "allocations": ("R", "K", "L"),
               "random_losses": ("D", "K", "W"), "random_allocations": ("D", "K", "L"), "baseline": ("W",),
               "window_allocations": ("V", "L"), "window_losses": ("V", "W"), "window_uniform": ("V", "W"),
               "sinks": ("L",), "null_allocations": ("Q", "K", "P", "L"), "null_losses": ("Q", "K", "P", "U")}
+    LISTS = ("rules", "selections", "window_rules", "null_rules")
+    NUMBERS = ("sink_uniform",)
+    PER_RULE = ("selections",)
+    SIZES = {"R": "rules", "V": "window_rules", "Q": "null_rules"}
+    MAY_BE_NAN = ("null_allocations", "null_losses")
+    WHAT = "cache result"
 
-    def save(self, path: Path) -> None:
-        arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
-        meta = {k: v for k, v in self.__dict__.items() if not isinstance(v, np.ndarray)}
-        save_npz(path, meta, arrays)
-
-    @classmethod
-    def load(cls, path: Path) -> "CacheResult":
-        """The result stored at ``path``, checked (every array, its shape and finiteness), or :class:`CorruptFile`."""
-        meta, arrays = load_npz(path)
-        lists = ("rules", "selections", "window_rules", "null_rules")
-        if (set(meta) != {*lists, "sink_uniform", "meta"} or not all(isinstance(meta[k], list) for k in lists)
-                or not isinstance(meta["sink_uniform"], (int, float))):
-            raise CorruptFile(f"{path}: its meta is not a cache result's")
-        check_arrays(path, arrays, cls.SHAPES, {"R": len(meta["rules"]), "V": len(meta["window_rules"]),
-                                                "Q": len(meta["null_rules"])},
-                     may_be_nan=("null_allocations", "null_losses"))
-        if len(meta["selections"]) != len(meta["rules"]):
-            raise CorruptFile(f"{path}: {len(meta['selections'])} selections for {len(meta['rules'])} rules")
-        return cls(**arrays, **meta)
+    def __post_init__(self):
+        if self.null_allocations is None:  # no permutation null run
+            K, L = self.allocations.shape[1:]
+            self.null_allocations = np.zeros((0, K, 0, L))
+            self.null_losses = np.zeros((0, K, 0, len(self.baseline)))
 
 
-UNIFORM = "H2O"  # H2O with equal budgets: the allocation rules' baseline
-PYRAMID = "PyramidKV schedule, H2O selection"  # PyramidKV's budgets across layers; its own selection differs
-NULL_RULES = ("∝ H*(0.1)", "∝ 1/H*(0.1)")  # the primary rules: their permutation null is always run
+UNIFORM = SELECTION_LABELS["h2o"]  # H2O with equal budgets: the allocation rules' reference
+PYRAMID = PYRAMID_H2O  # PyramidKV's budgets across layers; its own selection differs
+NULL_RULES = PRIMARY_RULES  # the primary rules: their permutation null is always run
+SELECTION_RULES = tuple(SELECTION_LABELS[s] for s in SELECTIONS)
+PRIMARY = Primary((H_STAR, PYRAMID), UNIFORM, (PYRAMID, *SELECTION_RULES), "the KV-cache budget")
+FORMAT = 2  # the result file's layout
 
 
-def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budgets, n_random: int = 50,
+def settings(model, profile, n_random: int = 10, n_windows: int = 64, n_perm: int = 19, null_windows: int = 32) -> dict:
+    """Everything a cache result depends on but the rules' scores and top scales: the weights (their
+    SHA-256), the budgets scaled to the context (:func:`cache_budgets`), the random splits, the
+    ``n_windows`` validation windows (the first ``null_windows`` for the permutation nulls), the null's
+    ``n_perm`` orders per budget and the profile's seed. A model that cannot decode token by token is a
+    one-line :class:`~attnpod.errors.ParameterError`."""
+    check_decodable(model)
+    return {"weights_sha256": weights_digest(model), "budgets": cache_budgets(profile.block_size),
+            "n_random": n_random, "n_windows": n_windows, "n_perm": n_perm, "null_windows": null_windows,
+            "seed": profile.seed, "format": FORMAT}
+
+
+def allocation_rules(result: CacheResult) -> list[str]:
+    """The allocation rules of a cache experiment (H2O selection), uniform first."""
+    return [UNIFORM] + [r for r, s in zip(result.rules, result.selections) if s == "h2o" and r != UNIFORM]
+
+
+def verdicts(result: CacheResult, rules=None) -> dict:
+    """The verdict of each of ``rules`` (default: every rule that splits ∝ a score) against uniform H2O,
+    with its permutation null where run and against the best of PyramidKV and the selection rules
+    (:func:`attnpod.claims.experiment_verdicts`)."""
+    return PRIMARY.verdicts(result, guided(result.rules) if rules is None else rules)
+
+
+def run(model, x, y, layer_scores: dict, top_scales: dict, budgets, n_random: int = 50,
                          seed: int = 0, chunk: int = 64, progress: bool = True, n_perm: int = 19,
                          null_rules=NULL_RULES, null_windows: int | None = None) -> CacheResult:
     """Every selection and allocation rule at every mean budget, on windows ``x``, ``y`` (N, T).
@@ -387,7 +406,7 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
     ``top_scales[name]`` (per-layer dominant lag scales) give a rule ∝ the scale and a
     scale-selective window each. Each of ``null_rules`` gets its permutation null:
     ``n_perm`` distinct reorderings of its split per budget
-    (:func:`attnpod.allocation.permuted_allocations`), scored on the first
+    (:func:`attnpod.experiments.budgets.permuted_allocations`), scored on the first
     ``null_windows`` windows (default: all); the rule is judged against them on the same
     windows. The ranking of splits by mean NLL on shared windows is steadier than
     either mean, so fewer windows serve the null than the comparison with uniform.
@@ -395,6 +414,10 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
     check_decodable(model)
     L, T = model.config.n_layer, x.shape[1]
     budgets = [int(b) for b in budgets]
+
+    def split(scores, b):
+        return allocate_cache(scores, b, T)
+
     rules, selections, allocations = [], [], []
 
     def add(rule, selection, alloc):
@@ -403,31 +426,26 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
         allocations.append(np.array(alloc))
 
     for selection in SELECTIONS:
-        add(SELECTION_LABELS[selection], selection, [allocate_cache(np.ones(L), b, T) for b in budgets])
-    add(PYRAMID, "h2o", [allocate_cache(pyramid_scores(L, b), b, T) for b in budgets])
+        add(SELECTION_LABELS[selection], selection, [split(np.ones(L), b) for b in budgets])
+    add(PYRAMID, "h2o", [split(pyramid_scores(L, b), b) for b in budgets])
     for rule, scores in layer_scores.items():
-        if rule != "uniform":
-            add(rule, "h2o", [allocate_cache(scores, b, T) for b in budgets])
+        if rule != UNIFORM_SCORES:
+            add(rule, "h2o", [split(scores, b) for b in budgets])
     for name, scales in top_scales.items():
-        add(f"∝ top scale ({name})", "h2o", [allocate_cache(scales, b, T) for b in budgets])
-    rng = np.random.default_rng(seed)
-    random_allocations = np.array([[allocate_cache(rng.dirichlet(np.ones(L)), b, T) for b in budgets]
-                                   for _ in range(n_random)]).reshape(n_random, len(budgets), L)
+        add(top_scale_rule(name), "h2o", [split(scales, b) for b in budgets])
+    random_allocations = random_splits(split, budgets, L, n_random, seed)
     windows = {f"scale window ({name})": scale_window(s, T) for name, s in top_scales.items()}
     null_rules = [r for r in null_rules if r in rules]
-    null_allocations = stack_nulls([permuted_allocations(allocations[rules.index(r)], n_perm, seed)
-                                    for r in null_rules], len(budgets), L)
-    orders = list(zip(*np.nonzero(~np.isnan(null_allocations[..., 0]))))
-    jobs = 1 + len(rules) * len(budgets) + n_random * len(budgets) + 2 * len(windows) + len(orders)
-    bar = tqdm(total=jobs, desc="cache evaluations", disable=not progress)
-    seen: dict = {}  # rules often choose the same split: evaluate each (selection, split) once
+    null_allocations = rule_nulls([allocations[rules.index(r)] for r in null_rules], n_perm, seed, len(budgets), L)
+    orders = null_orders(null_allocations)
+    U = len(x) if null_windows is None else min(int(null_windows), len(x))
+    # rules often choose the same split: each (selection, split, windows) is evaluated once
+    evaluations = Evaluations(1 + len(rules) * len(budgets) + n_random * len(budgets) + 2 * len(windows) + len(orders),
+                              "cache evaluations", progress)
 
-    def evaluate(selection, alloc):
-        bar.update()
-        key = (selection, None if alloc is None else tuple(int(a) for a in alloc))
-        if key not in seen:
-            seen[key] = window_losses(model, x, y, selection, alloc, chunk)
-        return seen[key]
+    def evaluate(selection, alloc, n=len(x)):
+        key = "full" if alloc is None else ",".join(str(int(a)) for a in alloc)
+        return evaluations(selection, key, n, compute=lambda: window_losses(model, x[:n], y[:n], selection, alloc, chunk))
 
     baseline = evaluate(None, None)
     losses = np.array([[evaluate(s, a) for a in allocs] for s, allocs in zip(selections, allocations)])
@@ -436,12 +454,10 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
     window_losses_ = np.array([evaluate("recent", a) for a in windows.values()]).reshape(len(windows), -1)
     window_uniform = np.array([evaluate("recent", allocate(np.ones(L), int(a.sum()), 1, T))
                                for a in windows.values()]).reshape(len(windows), -1)
-    U = len(x) if null_windows is None else min(int(null_windows), len(x))
     null_losses = np.full((*null_allocations.shape[:3], U), np.nan)
     for q, k, p in orders:
-        bar.update()
-        null_losses[q, k, p] = window_losses(model, x[:U], y[:U], "h2o", null_allocations[q, k, p].astype(int), chunk)
-    bar.close()
+        null_losses[q, k, p] = evaluate("h2o", null_allocations[q, k, p].astype(int), U)
+    evaluations.close()
     sinks, sink_uniform = sink_mass(model, x[:chunk])
     return CacheResult(np.array(budgets), rules, selections, losses, np.array(allocations), random_losses,
                        random_allocations, baseline, list(windows),
@@ -451,7 +467,7 @@ def run_cache_experiment(model, x, y, layer_scores: dict, top_scales: dict, budg
 
 # ----------------------------------------------------------------------------- sink protection
 
-SINK_PROTECTED = (UNIFORM, PYRAMID, "∝ H*(0.1)")  # chapter 10's primary comparison, with the sinks kept
+SINK_PROTECTED = (UNIFORM, PYRAMID, H_STAR)  # chapter 10's primary comparison, with the sinks kept
 
 
 def protected_sinks(budget: int) -> int:

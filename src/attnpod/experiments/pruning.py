@@ -10,18 +10,19 @@ loss (nats per character) on fixed batches, without fine-tuning.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .allocation import allocate, permuted_allocations, stack_nulls
-from .errors import CorruptFile
-from .store import check_arrays, load_npz, save_npz
-from .data import Corpus, disjoint_batches
+from ..data import Corpus, disjoint_batches
+from ..models import weights_digest
+from ..errors import ParameterError
+from .budgets import (CUT_TO_ONE, H_STAR, IMPORTANCE, MICHEL_ITERATIVE, MICHEL_ONE_SHOT, ORACLE, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, allocate, guided, null_orders,
+                      random_splits, rule_nulls)
 
+UNIFORM = UNIFORM_SCORES  # equal heads per layer: the allocation rules' reference
 BUDGETS = (40, 32, 24, 16, 12, 8)  # heads kept of the paper model's 48; scaled to other sizes by head_budgets
 
 
@@ -155,7 +156,7 @@ def allocation_baselines(model, score_batches, importance_raw) -> dict[str, np.n
     full = batch_losses(model, score_batches).mean()
     cut = [batch_losses(model, score_batches, cut_to_one_mask(importance_raw, l)).mean() - full
            for l in range(model.config.n_layer)]
-    return {"∝ importance": importance_raw.sum(1), "∝ cut-to-one loss": np.maximum(np.array(cut), 0.0)}
+    return {IMPORTANCE: importance_raw.sum(1), CUT_TO_ONE: np.maximum(np.array(cut), 0.0)}
 
 
 def cut_to_one_mask(importance, layer: int) -> np.ndarray:
@@ -166,7 +167,7 @@ def cut_to_one_mask(importance, layer: int) -> np.ndarray:
 
 
 @dataclass
-class PruningResult:
+class PruningResult(BudgetResult):
     """Validation loss of every rule at every budget, per evaluation window.
 
     losses[r, k, b] for rule ``rules[r]`` at ``budgets[k]`` on window b; masks[r, k, l, h];
@@ -190,109 +191,117 @@ class PruningResult:
     null_losses: np.ndarray = None
     meta: dict = field(default_factory=dict)
 
-    def __post_init__(self):
-        if self.null_counts is None:  # no permutation null run
-            K, L = len(self.budgets), self.importance.shape[0]
-            self.null_counts, self.null_losses = np.zeros((0, K, 0, L)), np.zeros((0, K, 0, len(self.baseline)))
-
-    def increase(self, rule: str) -> np.ndarray:
-        """Mean loss increase over the full model at each budget: (K,)."""
-        return (self.losses[self.rules.index(rule)] - self.baseline).mean(-1)
-
-    def loss(self, rule: str) -> np.ndarray:
-        return self.losses[self.rules.index(rule)]
-
-    def counts(self, rule: str) -> np.ndarray:
-        """Heads kept per layer at each budget: (K, L)."""
-        return self.masks[self.rules.index(rule)].sum(-1).astype(int)
-
-    def null(self, rule: str) -> np.ndarray | None:
-        """The permutation null's losses ``[k, p, b]`` of ``rule``, if it was run."""
-        return self.null_losses[self.null_rules.index(rule)] if rule in self.null_rules else None
-
-    def random_median(self) -> np.ndarray:
-        """Per budget and window, the median loss over the random draws: (K, n_windows)."""
-        return np.median(self.random_losses, axis=0)
-
     # Axes: R rules, K budgets, W evaluation batches, D random draws, L layers, H heads, Q rules with a
     # permutation null, P orders.
     SHAPES = {"budgets": ("K",), "losses": ("R", "K", "W"), "masks": ("R", "K", "L", "H"),
               "random_losses": ("D", "K", "W"), "baseline": ("W",), "importance": ("L", "H"), "cut_to_one": ("L", "W"),
               "null_counts": ("Q", "K", "P", "L"), "null_losses": ("Q", "K", "P", "W")}
+    MAY_BE_NAN = ("null_counts", "null_losses")
+    WHAT = "head-pruning result"
 
-    def save(self, path: Path) -> None:
-        arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
-        save_npz(path, {"rules": self.rules, "null_rules": self.null_rules, "meta": self.meta}, arrays)
+    def __post_init__(self):
+        if self.null_counts is None:  # no permutation null run
+            K, L = len(self.budgets), self.importance.shape[0]
+            self.null_counts, self.null_losses = np.zeros((0, K, 0, L)), np.zeros((0, K, 0, len(self.baseline)))
 
-    @classmethod
-    def load(cls, path: Path) -> "PruningResult":
-        """The result stored at ``path``, checked (every array, its shape and finiteness), or :class:`CorruptFile`."""
-        meta, arrays = load_npz(path)
-        rules, null_rules = meta.get("rules"), meta.get("null_rules")
-        if not all(isinstance(x, list) and all(isinstance(r, str) for r in x) for x in (rules, null_rules)) \
-                or "meta" not in meta:
-            raise CorruptFile(f"{path}: its meta lacks the rule names")
-        check_arrays(path, arrays, cls.SHAPES, {"R": len(rules), "Q": len(null_rules)},
-                     may_be_nan=("null_counts", "null_losses"))
-        return cls(rules=rules, null_rules=null_rules, meta=meta["meta"], **arrays)
+    def counts(self, rule: str) -> np.ndarray:
+        """Heads kept per layer at each budget: (K, L)."""
+        return self.masks[self.rules.index(rule)].sum(-1).astype(int)
 
 
-NULL_RULES = ("∝ H*(0.1)",)  # the primary rule: its permutation null is always run
+NULL_RULES = (H_STAR,)  # the primary rule: its permutation null is always run
+PRIMARY = Primary(NULL_RULES, UNIFORM, (MICHEL_ITERATIVE,), "head allocation")
+BASELINE_RULES = (IMPORTANCE, CUT_TO_ONE, MICHEL_ONE_SHOT, MICHEL_ITERATIVE)  # the published rules, no analysis
 
 
-def prune_heads(model, eval_batches, score_batches, layer_scores: dict, budgets, n_random: int = 50,
+def analysis_rules(result: PruningResult) -> list[str]:
+    """The rules of ``result`` that split ∝ a score from the attention-field analysis (not the baselines')."""
+    return [r for r in guided(result.rules) if r not in BASELINE_RULES]
+FORMAT = 2  # the result file's layout
+
+
+def check_counts(**counts) -> None:
+    """A one-line :class:`~attnpod.errors.ParameterError` unless every count is a whole number, at least 1
+    (``n_random`` and ``n_perm``: at least 0)."""
+    for name, value in counts.items():
+        may_be_zero = name in ("n_random", "n_perm")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if may_be_zero else 1):
+            raise ParameterError(f"{name} must be a {'non-negative' if may_be_zero else 'positive'} "
+                                 f"integer, got {value!r}")
+
+
+def settings(model, profile, n_random: int = 10, oracle: bool = False, n_eval: int = 4, n_score: int = 4,
+             n_oracle: int = 1, n_perm: int = 19) -> dict:
+    """Everything a pruning result depends on but the rules' scores: the weights (their SHA-256), the
+    budgets scaled to the model (:func:`head_budgets`), the random draws, whether the greedy oracle runs,
+    the batches (``n_eval`` judged on, ``n_score`` training batches for importance, ``n_oracle`` for the
+    oracle), the permutation null's ``n_perm`` orders per budget, the profile's batch shape and seed. A
+    bad count is a one-line :class:`~attnpod.errors.ParameterError`."""
+    check_counts(n_random=n_random, n_eval=n_eval, n_score=n_score, n_oracle=n_oracle, n_perm=n_perm)
+    return {"weights_sha256": weights_digest(model), "budgets": head_budgets(profile.n_layer, profile.n_head),
+            "n_random": n_random, "oracle": oracle, "n_eval": n_eval, "n_score": n_score, "n_oracle": n_oracle,
+            "n_perm": n_perm, "batch": [profile.batch_size, profile.block_size], "seed": profile.seed,
+            "format": FORMAT}
+
+
+def verdicts(result: PruningResult, rules=None) -> dict:
+    """The verdict of each of ``rules`` (default: :data:`PRIMARY`'s) against uniform counts, with its
+    permutation null and against Michel's iterative pruning (:func:`attnpod.claims.experiment_verdicts`)."""
+    return PRIMARY.verdicts(result, rules)
+
+
+def run(model, eval_batches, score_batches, layer_scores: dict, budgets, n_random: int = 50,
                 oracle_batches=None, seed: int = 0, progress: bool = True, n_perm: int = 19,
                 null_rules=NULL_RULES) -> PruningResult:
     """Every allocation rule at every budget, evaluated on ``eval_batches``.
 
     ``layer_scores[rule]`` gives per-layer scores; the rule's counts are
-    :func:`attnpod.allocation.allocate` of them (1 ≤ count ≤ H, summing to the budget).
+    :func:`attnpod.experiments.budgets.allocate` of them (1 ≤ count ≤ H, summing to the budget).
     Added always: the allocation-only baselines (:func:`allocation_baselines`), Michel's
     one-shot and iterative pruning, and random counts (``n_random`` Dirichlet draws,
     seeded: a picture of chance, not the test). The greedy oracle when
     ``oracle_batches`` is given: its own validation windows, never the evaluation
     ones. The permutation null of each of ``null_rules``: ``n_perm`` distinct orders
-    of its counts per budget (:func:`attnpod.allocation.permuted_allocations`).
+    of its counts per budget (:func:`attnpod.experiments.budgets.permuted_allocations`).
     Importance is measured on ``score_batches`` (training windows).
     """
     L, H = model.config.n_layer, model.config.n_head
     raw = head_importance(model, score_batches, normalise=False)  # one pass over the scoring windows
     importance = normalised(raw)
     budgets = [int(b) for b in budgets]
+
+    def split(scores, b):
+        return allocate(scores, b, 1, H)
+
     scores = dict(layer_scores) | allocation_baselines(model, score_batches, raw)
-    masks = {rule: {b: keep_by_importance(allocate(s, b, 1, H), importance) for b in budgets}
-             for rule, s in scores.items()}
-    masks["Michel one-shot"] = michel_one_shot(importance, budgets)
-    masks["Michel iterative"] = michel_iterative(model, score_batches, budgets, progress=progress)
+    masks = {rule: {b: keep_by_importance(split(s, b), importance) for b in budgets} for rule, s in scores.items()}
+    masks[MICHEL_ONE_SHOT] = michel_one_shot(importance, budgets)
+    masks[MICHEL_ITERATIVE] = michel_iterative(model, score_batches, budgets, progress=progress)
     if oracle_batches is not None:
-        masks["greedy oracle"] = greedy_oracle(model, oracle_batches, budgets, progress=progress)
+        masks[ORACLE] = greedy_oracle(model, oracle_batches, budgets, progress=progress)
     rules = list(masks)
     null_rules = [r for r in null_rules if r in scores]
-    null_counts = stack_nulls([permuted_allocations([allocate(scores[r], b, 1, H) for b in budgets], n_perm, seed)
-                               for r in null_rules], len(budgets), L)
-    rng = np.random.default_rng(seed)
-    random_masks = [[keep_by_importance(allocate(rng.dirichlet(np.ones(L)), b, 1, H), importance) for b in budgets]
-                    for _ in range(n_random)]
-    n_null = int((~np.isnan(null_counts[..., 0])).sum())
-    bar = tqdm(total=len(rules) * len(budgets) + n_random * len(budgets) + n_null + L + 1,
-               desc="pruning evaluations", disable=not progress)
-    seen: dict[bytes, np.ndarray] = {}  # rules and random draws often pick the same mask: evaluate each once
+    null_counts = rule_nulls([[split(scores[r], b) for b in budgets] for r in null_rules], n_perm, seed,
+                             len(budgets), L)
+    random_masks = [[keep_by_importance(c, importance) for c in draw]
+                    for draw in random_splits(split, budgets, L, n_random, seed)]
+    orders = null_orders(null_counts)
+    # rules and random draws often pick the same mask: each is evaluated once
+    evaluations = Evaluations(len(rules) * len(budgets) + n_random * len(budgets) + len(orders) + L + 1,
+                              "pruning evaluations", progress)
 
     def evaluate(mask):
-        bar.update()
-        key = b"full" if mask is None else np.asarray(mask, dtype=np.float32).tobytes()
-        if key not in seen:
-            seen[key] = batch_losses(model, eval_batches, mask)
-        return seen[key]
+        key = "full" if mask is None else ",".join(str(int(m)) for m in np.asarray(mask).ravel())
+        return evaluations(key, compute=lambda: batch_losses(model, eval_batches, mask))
 
     baseline = evaluate(None)
     losses = np.array([[evaluate(masks[r][b]) for b in budgets] for r in rules])
     random_losses = np.array([[evaluate(m) for m in draw] for draw in random_masks]).reshape(
         n_random, len(budgets), len(baseline))  # (0, K, W) without draws
     null_losses = np.full((*null_counts.shape[:3], len(baseline)), np.nan)
-    for q, k, p in zip(*np.nonzero(~np.isnan(null_counts[..., 0]))):
+    for q, k, p in orders:
         null_losses[q, k, p] = evaluate(keep_by_importance(null_counts[q, k, p].astype(int), importance))
     cut = [evaluate(cut_to_one_mask(importance, l)) for l in range(L)]
-    bar.close()
+    evaluations.close()
     return PruningResult(np.array(budgets), rules, losses, np.array([[masks[r][b] for b in budgets] for r in rules]),
                          random_losses, baseline, importance, np.array(cut), null_rules, null_counts, null_losses)

@@ -1,6 +1,6 @@
 """KV-cache budgets on a real language model: SmolLM2-135M (beyond the paper).
 
-The character models' cache chapter (:mod:`attnpod.kvcache`) asks whether the
+The character models' cache chapter (:mod:`attnpod.experiments.kvcache`) asks whether the
 attention-field analysis tells a layer how much cache it needs; here the same
 question is put to a real model with grouped-query attention: 30 layers, 9 query
 heads sharing 3 key/value heads per layer. A cache holds keys and values, so a budget
@@ -48,14 +48,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ParameterError
+from ..errors import ParameterError
+from ..store import artifact_dir, artifact_lock, reused
+from .budgets import (PRIMARY_RULES, BudgetResult, Evaluations, Primary, allocate, null_orders, random_splits,
+                      rule_nulls, rule_scores)
+from .cache_rules import (ADAKV, ENTROPY, H2O_SINKS, N_SINKS, PYRAMID, RECENT, SNAPKV, STREAMING, h2o_places,
+                          pyramid_scores, scored)
+from ..pretrained import LENGTH, SMOLLM2, Tokenised, analyse_pretrained, load_pretrained
+from ..shipped import MissingCheckpoint, shipped_result
+from ..claims import reproduces, simulation_matches
 
-N_SINKS = 4  # StreamingLLM's attention sinks, kept by every rule but the plain recent window
 OBSERVATION = 16  # SnapKV's observation window: the prompt's last queries
 POOL = 7  # SnapKV's smoothing of the votes over neighbouring positions
 SELECTIONS = ("recent", "streaming", "h2o", "snapkv")
-SELECTION_LABELS = {"recent": "recent window", "streaming": "StreamingLLM", "h2o": "H2O + sinks",
-                    "snapkv": "SnapKV-style + sinks"}
+SELECTION_LABELS = {"recent": RECENT, "streaming": STREAMING, "h2o": H2O_SINKS, "snapkv": SNAPKV}
 ATTENTION = "attnpod_cache"  # the name registered with transformers' attention interface
 
 
@@ -77,8 +83,7 @@ class CachePlan:
             return 0, k, 0
         if self.selection == "streaming":
             return self.sinks, k - self.sinks, 0
-        recent = (k - self.sinks + 1) // 2
-        return self.sinks, recent, k - self.sinks - recent
+        return (self.sinks, *h2o_places(k, self.sinks))
 
 
 def check_plan(plan: CachePlan, n_layer: int, length: int) -> CachePlan:
@@ -331,11 +336,6 @@ def decode_literal(model, window: torch.Tensor, plan: CachePlan) -> torch.Tensor
 
 # ----------------------------------------------------------------------------- evaluation
 
-def scored(length: int) -> slice:
-    """Scored positions: the decoded half of the window, after the prompt; the prompt is the first half."""
-    return slice(length // 2, length)
-
-
 @torch.inference_mode()
 def window_losses(model, windows: torch.Tensor, plan: CachePlan, batch_size: int = 16) -> np.ndarray:
     """Mean NLL (nats per token) over the decoded half of each window, (N,), under ``plan``: ``windows[n]``
@@ -373,32 +373,25 @@ def check_budgets(budgets, length: int, sinks: int = N_SINKS) -> list[int]:
 
 def allocate_budget(scores, budget: int, length: int, sinks: int = N_SINKS) -> np.ndarray:
     """Keys per key/value head and layer ∝ ``scores``, Σ k_l = L·``budget``, each in [sinks + 2, T]."""
-    from .allocation import allocate
-
     return allocate(scores, len(scores) * int(budget), sinks + 2, length)
 
 
 BUDGET_SHARES = (2, 4, 8, 16)  # budgets: the context over these
-PYRAMID = "PyramidKV schedule"
-ENTROPY = "∝ attention entropy (LAVa)"
-ADAKV = "Ada-KV pooling"
 UNIFORM = SELECTION_LABELS["h2o"]  # H2O + sinks with equal budgets: the allocation rules' reference
-NULL_RULES = ("∝ H*(0.1)", "∝ 1/H*(0.1)")  # the primary rules: their permutation null is run
+NULL_RULES = PRIMARY_RULES  # the primary rules: their permutation null is run
 
 
 def layer_scores(analysis) -> dict[str, np.ndarray]:
     """The analysis-guided rules' per-layer scores from the real model's causal analysis of *training-split*
     windows: ∝ H*(0.1), ∝ 1/H*(0.1), and ∝ the layer's normalised attention entropy (LAVa's signal),
     averaged over its heads."""
-    from .allocation import rule_scores
-
     scores = rule_scores(analysis)
     entropy = np.asarray(analysis.meta["statistics"]["normalised_entropy"], dtype=float).mean(-1)
     return {r: scores[r] for r in NULL_RULES} | {ENTROPY: entropy}
 
 
 @dataclass
-class RealCacheResult:
+class RealCacheResult(BudgetResult):
     """NLL of every cache rule at every mean budget, per validation window, on the real model.
 
     losses[r, k, w] for ``rules[r]`` (``selections[r]``, heavy places ``pooled[r]`` per layer) at
@@ -428,82 +421,12 @@ class RealCacheResult:
               "random_allocations": ("D", "K", "L"), "random_losses": ("D", "K", "U"),
               "null_allocations": ("Q", "K", "P", "L"), "null_losses": ("Q", "K", "P", "U"), "sinks": ("L",)}
     LISTS = ("rules", "selections", "pooled", "null_rules")
-
-    def counts(self, rule: str) -> np.ndarray:
-        """Keys per key/value head and layer at each budget: (K, L)."""
-        return self.allocations[self.rules.index(rule)]
-
-    def loss(self, rule: str) -> np.ndarray:
-        return self.losses[self.rules.index(rule)]
-
-    def null(self, rule: str) -> np.ndarray | None:
-        return self.null_losses[self.null_rules.index(rule)] if rule in self.null_rules else None
-
-    def increase(self, rule: str) -> np.ndarray:
-        """Mean NLL increase over the full cache at each budget: (K,)."""
-        return (self.loss(rule) - self.baseline).mean(-1)
-
-    def random_median(self) -> np.ndarray:
-        """Per budget and window, the median NLL over the random splits: (K, U), on the first U windows."""
-        return np.median(self.random_losses, axis=0)
-
-    def same_as(self, rule: str, other: str) -> np.ndarray:
-        """Per budget, whether ``rule`` caches exactly as ``other`` does (same split, selection, pooling): (K,)."""
-        a, b = self.rules.index(rule), self.rules.index(other)
-        same_rule = (self.selections[a], self.pooled[a]) == (self.selections[b], self.pooled[b])
-        return (self.allocations[a] == self.allocations[b]).all(-1) & same_rule
-
-    def save(self, path) -> None:
-        from .store import save_npz
-
-        arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
-        save_npz(path, {k: getattr(self, k) for k in (*self.LISTS, "meta")}, arrays)
-
-    @classmethod
-    def load(cls, path) -> "RealCacheResult":
-        """The result at ``path``, checked (each array's shape, finiteness), or :class:`~attnpod.errors.CorruptFile`."""
-        from .errors import CorruptFile
-        from .store import check_arrays, load_npz
-
-        meta, arrays = load_npz(path)
-        if set(meta) != {*cls.LISTS, "meta"} or not all(isinstance(meta[k], list) for k in cls.LISTS):
-            raise CorruptFile(f"{path}: its meta is not a real-model cache result's")
-        R = len(meta["rules"])
-        if len(meta["selections"]) != R or len(meta["pooled"]) != R:
-            raise CorruptFile(f"{path}: {R} rules but {len(meta['selections'])} selections, {len(meta['pooled'])} "
-                              f"pooling flags")
-        check_arrays(path, arrays, cls.SHAPES, {"R": R, "Q": len(meta["null_rules"])},
-                     may_be_nan=("null_allocations", "null_losses"))
-        return cls(**arrays, **meta)
+    PER_RULE = ("selections", "pooled")
+    MAY_BE_NAN = ("null_allocations", "null_losses")
+    WHAT = "real-model cache result"
 
 
-class _Memo:
-    """Evaluations done so far, kept on disk after each one (a killed run resumes where it stopped)."""
-
-    def __init__(self, path=None):
-        from pathlib import Path
-
-        self.path = None if path is None else Path(path)
-        self.done: dict = {}
-        if self.path is not None and self.path.is_file():
-            with np.load(self.path, allow_pickle=False) as data:
-                self.done = {k: data[k] for k in data.files}
-
-    def get(self, key: str, compute):
-        if key not in self.done:
-            self.done[key] = compute()
-            if self.path is not None:
-                from .store import publish
-
-                def write(tmp):
-                    with open(tmp, "wb") as fh:
-                        np.savez(fh, **self.done)
-
-                publish(self.path, write)
-        return self.done[key]
-
-
-def run_experiment(model, windows: torch.Tensor, scores: dict, budgets, n_random: int = 50, n_perm: int = 19,
+def run(model, windows: torch.Tensor, scores: dict, budgets, n_random: int = 50, n_perm: int = 19,
                    null_windows: int = 8, seed: int = 0, batch_size: int = 16, progress: bool = True,
                    memo_path=None) -> RealCacheResult:
     """Every rule at every mean budget on ``windows`` (N, T + 1) of the real model.
@@ -515,11 +438,6 @@ def run_experiment(model, windows: torch.Tensor, scores: dict, budgets, n_random
     :data:`NULL_RULES` (``n_perm`` distinct reorderings per budget) are scored on the first
     ``null_windows`` windows. Evaluations are kept in ``memo_path`` as they finish.
     """
-    from tqdm.auto import tqdm
-
-    from .allocation import permuted_allocations, stack_nulls
-    from .kvcache import pyramid_scores
-
     L, T = model.config.num_hidden_layers, windows.shape[1] - 1
     budgets = check_budgets(budgets, T)
     prompt = scored(T).start
@@ -538,23 +456,19 @@ def run_experiment(model, windows: torch.Tensor, scores: dict, budgets, n_random
     for rule, s in scores.items():
         add(rule, "h2o", [allocate_budget(s, b, T) for b in budgets])
     add(ADAKV, "h2o", uniform, True)
-    rng = np.random.default_rng(seed)
-    random_allocations = np.array([[allocate_budget(rng.dirichlet(np.ones(L)), b, T) for b in budgets]
-                                   for _ in range(n_random)]).reshape(n_random, len(budgets), L)
+    random_allocations = random_splits(lambda s, b: allocate_budget(s, b, T), budgets, L, n_random, seed)
     null_rules = [r for r in NULL_RULES if r in rules]
-    null_allocations = stack_nulls([permuted_allocations(allocations[rules.index(r)], n_perm, seed)
-                                    for r in null_rules], len(budgets), L)
-    orders = list(zip(*np.nonzero(~np.isnan(null_allocations[..., 0]))))
+    null_allocations = rule_nulls([allocations[rules.index(r)] for r in null_rules], n_perm, seed, len(budgets), L)
+    orders = null_orders(null_allocations)
     U = min(int(null_windows), len(windows))
-    memo = _Memo(memo_path)
-    bar = tqdm(total=1 + len(rules) * len(budgets) + n_random * len(budgets) + len(orders),
-               desc="cache evaluations (real model)", disable=not progress)
+    evaluations = Evaluations(1 + len(rules) * len(budgets) + n_random * len(budgets) + len(orders),
+                              "cache evaluations (real model)", progress, memo_path)
 
     def evaluate(selection, alloc, pool=False, n=len(windows)):
-        bar.update()
-        key = f"{selection}|{int(pool)}|{','.join(str(int(a)) for a in alloc) if alloc is not None else ''}|{n}"
+        key = ",".join(str(int(a)) for a in alloc) if alloc is not None else ""
         plan = CachePlan(selection, () if alloc is None else tuple(int(a) for a in alloc), prompt, pool)
-        return memo.get(key, lambda: window_losses(model, windows[:n], plan, batch_size))
+        return evaluations(selection, int(pool), key, n, compute=lambda: window_losses(model, windows[:n], plan,
+                                                                                        batch_size))
 
     baseline = evaluate(None, None)
     losses = np.array([[evaluate(s, a, p) for a in allocs] for s, p, allocs in zip(selections, pooled, allocations)])
@@ -563,7 +477,7 @@ def run_experiment(model, windows: torch.Tensor, scores: dict, budgets, n_random
     null_losses = np.full((*null_allocations.shape[:3], U), np.nan)
     for q, k, p in orders:
         null_losses[q, k, p] = evaluate("h2o", null_allocations[q, k, p], n=U)
-    bar.close()
+    evaluations.close()
     return RealCacheResult(np.array(budgets), rules, selections, pooled, losses, np.array(allocations), baseline,
                            random_allocations, random_losses, null_rules, null_allocations, null_losses,
                            np.zeros(L), {})
@@ -575,13 +489,11 @@ RESULT_KIND = "real_kv_cache"  # its kind among the shipped results
 FORMAT = 1
 
 
-def experiment_settings(spec=None, n_windows: int = 32, null_windows: int = 8, n_random: int = 50, n_perm: int = 19,
+def settings(spec=None, n_windows: int = 32, null_windows: int = 8, n_random: int = 50, n_perm: int = 19,
                         train_windows: int = 64, seed: int = 42, budgets=None) -> dict:
     """Everything the real model's cache experiment depends on: its validation windows (``n_windows``, the
     first ``null_windows`` for the random band and the permutation nulls), the rules' training windows, the
     budgets (default: :func:`budget_fractions`) and the rules' constants."""
-    from .pretrained import LENGTH, SMOLLM2
-
     spec = SMOLLM2 if spec is None else spec
     budgets = budget_fractions(LENGTH) if budgets is None else check_budgets(budgets, LENGTH)
     for name, value, low in (("n_windows", n_windows, 2), ("null_windows", null_windows, 1),
@@ -596,8 +508,6 @@ def experiment_settings(spec=None, n_windows: int = 32, null_windows: int = 8, n
 
 def training_analysis(text: str, settings: dict, spec=None, progress: bool = True):
     """The causal analysis of the real model's *training-split* windows, from which the rules' budgets come."""
-    from .pretrained import SMOLLM2, analyse_pretrained
-
     return analyse_pretrained(text, SMOLLM2 if spec is None else spec, settings["train_windows"], settings["length"],
                               settings["seed"], n_boot=0, n_half=0, progress=progress, split="train")["causal"]
 
@@ -609,59 +519,46 @@ def validation_windows(tokenised, settings: dict) -> torch.Tensor:
 
 def shipped_experiment(settings: dict, spec=None, folder=None):
     """The verified shipped result file for these settings, or :class:`~attnpod.shipped.MissingCheckpoint`."""
-    from .pretrained import SMOLLM2
-    from .shipped import shipped_result
-
     return shipped_result("laptop", RESULT_KIND, (SMOLLM2 if spec is None else spec).key, settings, folder=folder)
 
 
 def experiment_file(settings: dict, spec=None):
     """Where the store keeps the experiment's result for these settings."""
-    from .store import artifact_dir
-    from .pretrained import SMOLLM2
-
     return artifact_dir("kv_cache", (SMOLLM2 if spec is None else spec).key, settings) / "result.npz"
 
 
-def cache_experiment(text: str, settings: dict | None = None, spec=None, shipped_folder=None, shipped_only=False,
+def cache_experiment(text: str, chosen: dict | None = None, spec=None, shipped_folder=None, shipped_only=False,
                      progress: bool = True, batch_size: int = 16) -> RealCacheResult:
-    """The real model's cache experiment (:func:`run_experiment`) with ``settings`` (default:
-    :func:`experiment_settings`): the result shipped in ``shipped_folder`` if there, else the store's, else
-    computed (about 53 minutes on 2 CPU cores) and stored; ``meta["source"]`` says which. ``shipped_only``:
-    a missing shipped result is a one-line :class:`~attnpod.shipped.MissingCheckpoint`, nothing computed."""
-    from .store import artifact_lock, reused
-    from .pretrained import SMOLLM2, Tokenised, load_pretrained
-    from .shipped import MissingCheckpoint
-
+    """The real model's cache experiment (:func:`run`) with the ``chosen`` settings (default: :func:`settings`):
+    the result shipped in ``shipped_folder`` if there, else the store's, else computed (about 53 minutes on
+    2 CPU cores) and stored; its ``source`` and ``path`` say which. ``shipped_only``: a missing shipped
+    result is a one-line :class:`~attnpod.shipped.MissingCheckpoint`, nothing computed."""
     spec = SMOLLM2 if spec is None else spec
-    settings = experiment_settings(spec) if settings is None else settings
+    chosen = settings(spec) if chosen is None else chosen
     if shipped_folder is not None or shipped_only:
         try:
-            result = RealCacheResult.load(shipped_experiment(settings, spec, shipped_folder))
-            result.meta["source"] = "shipped"
-            return result
+            path = shipped_experiment(chosen, spec, shipped_folder)
+            return RealCacheResult.load(path).came_from("shipped", path)
         except MissingCheckpoint:
             if shipped_only:
                 raise
-    path = experiment_file(settings, spec)
+    path = experiment_file(chosen, spec)
     with artifact_lock(path):
         result = reused(path, RealCacheResult.load)
         if result is not None:
-            result.meta["source"] = "cached"
-            return result
-        analysis = training_analysis(text, settings, spec, progress)
+            return result.came_from("cached", path)
+        analysis = training_analysis(text, chosen, spec, progress)
         scores = layer_scores(analysis)
         model, tokenizer = load_pretrained(spec)
-        windows = validation_windows(Tokenised.of(text, tokenizer), settings)
-        result = run_experiment(model, windows, scores, settings["budgets"], settings["n_random"], settings["n_perm"],
-                                settings["null_windows"], settings["seed"], batch_size, progress,
-                                memo_path=path.with_name("evaluations.npz"))
+        windows = validation_windows(Tokenised.of(text, tokenizer), chosen)
+        result = run(model, windows, scores, chosen["budgets"], chosen["n_random"], chosen["n_perm"],
+                     chosen["null_windows"], chosen["seed"], batch_size, progress,
+                     memo_path=path.with_name("evaluations.npz"))
         result.sinks = np.asarray(analysis.meta["statistics"]["sink"], dtype=float).mean(-1)
-        result.meta = {**settings, "scores": {r: np.asarray(s, dtype=float).tolist() for r, s in scores.items()},
+        result.meta = {**chosen, "scores": {r: np.asarray(s, dtype=float).tolist() for r, s in scores.items()},
                        "model": spec.label}
         result.save(path)
-        result.meta["source"] = "computed"
-    return result
+    return result.came_from("computed", path)
 
 
 # ----------------------------------------------------------------------------- verdicts, cost, reproduction
@@ -670,17 +567,14 @@ SELECTION_RULES = tuple(SELECTION_LABELS.values())
 ALLOCATION_RULES = (PYRAMID, *NULL_RULES, ENTROPY, ADAKV)
 # The strongest baselines at each budget: the best of these (lowest mean loss) is what a rule must not lose to.
 BASELINES = (SELECTION_LABELS["streaming"], SELECTION_LABELS["snapkv"], PYRAMID, ENTROPY, ADAKV)
+PRIMARY = Primary(ALLOCATION_RULES, UNIFORM, BASELINES, "the real model's KV-cache budget")
 
 
-def verdicts(result: RealCacheResult) -> dict:
+def verdicts(result: RealCacheResult, rules=None) -> dict:
     """Each allocation rule's verdict against uniform H2O + sinks (:func:`attnpod.claims.allocation_verdict`):
     the analysis's rules (:data:`NULL_RULES`) with their permutation null, the published baselines without one;
     every rule against the best of :data:`BASELINES` at each budget."""
-    from .claims import experiment_verdicts
-
-    rules = [r for r in ALLOCATION_RULES if r in result.rules]
-    return experiment_verdicts(result, rules, UNIFORM, [b for b in BASELINES if b in result.rules],
-                               "the real model's KV-cache budget", same_as=result.same_as)
+    return PRIMARY.verdicts(result, rules)
 
 
 KV_BYTES = 2  # a served cache holds float16 keys and values
@@ -709,10 +603,68 @@ def cache_cost(result: RealCacheResult, rule: str, k: int, config) -> dict:
             if selection == "snapkv" else 0}
 
 
+def cost_table(result: RealCacheResult, k: int, config, rules=None):
+    """What each of ``rules`` (default: every selection and allocation rule) costs at budget index ``k``
+    (:func:`cache_cost`), with its NLL increase: rules (rows) by costs."""
+    import pandas as pd
+
+    rules = (*SELECTION_RULES, *ALLOCATION_RULES) if rules is None else rules
+    table = pd.DataFrame({rule: cache_cost(result, rule, k, config) for rule in rules}).T
+    table["NLL +"] = [f"{result.increase(r)[k]:.3f}" for r in table.index]
+    return table
+
+
+def check_plans(length: int, budget: int, n_layer: int, which: str = "all") -> dict:
+    """The plans the literal decoder checks at a uniform ``budget``: the full cache and, with ``which`` "all",
+    every selection rule and Ada-KV's pooling; with "h2o", uniform H2O + sinks only."""
+    plans = {"full cache": CachePlan(None)}
+    plans |= {SELECTION_LABELS[s]: CachePlan(s, (budget,) * n_layer, length // 2) for s in SELECTIONS}
+    plans[ADAKV] = CachePlan("h2o", (budget,) * n_layer, length // 2, pooled=True)
+    if which == "h2o":
+        plans = {k: plans[k] for k in ("full cache", UNIFORM)}
+    elif which != "all":
+        raise ParameterError(f"the decode check runs 'all' plans or 'h2o' only, not {which!r}")
+    return plans
+
+
+def decode_gap(model, x: torch.Tensor, plan: CachePlan) -> float:
+    """The largest |Δ logit| between the masked forward pass under ``plan`` and the literal decoder
+    (:func:`decode_literal`), over the windows ``x`` (N, T)."""
+    T = x.shape[1]
+    with torch.no_grad(), cache_plan(model, plan, T):
+        simulated = model(input_ids=x).logits
+    return max(float((decode_literal(model, x[w], plan) - simulated[w]).abs().max()) for w in range(len(x)))
+
+
+def decode_check(model, x: torch.Tensor, budget: int, which: str = "all", float64: bool = True):
+    """The mask simulation against the literal decoder on the windows ``x`` at a uniform ``budget``
+    (:func:`check_plans`), in float32, and with ``float64`` the full cache and uniform H2O + sinks again in
+    float64, where rounding cannot hide a difference (the model is returned to float32). Returns the gaps
+    ``{(plan, dtype): max |Δ logit|}`` and the verdict (:func:`attnpod.claims.simulation_matches`) on H2O +
+    sinks in the finest precision, against the full cache's own gap as the floor."""
+    plans = check_plans(x.shape[1], budget, model.config.num_hidden_layers, which)
+    gaps = {(name, "float32"): decode_gap(model, x, plan) for name, plan in plans.items()}
+    if float64:
+        model.double()
+        try:
+            for name in ("full cache", UNIFORM):
+                gaps[(name, "float64")] = decode_gap(model, x, plans[name])
+        finally:
+            model.float()
+    dtype = "float64" if float64 else "float32"
+    return gaps, simulation_matches(gaps[(UNIFORM, dtype)], floor=gaps[("full cache", dtype)])
+
+
 def uniform_sink(length: int) -> float:
     """The attention uniform causal attention gives token 0, averaged over the queries i ≥ 1 of a window:
     the mean of 1/(i + 1), what :class:`attnpod.fields.LayerStatistics`' ``sink`` is compared with."""
     return float(np.mean(1.0 / (np.arange(1, length) + 1)))
+
+
+@torch.inference_mode()
+def logit_scale(model, x: torch.Tensor) -> float:
+    """The largest |logit| of the full model on the windows ``x``: the scale a decode check's gaps compare with."""
+    return float(model(input_ids=x).logits.abs().max())
 
 
 def kv_bytes_per_token(config) -> int:
@@ -726,8 +678,6 @@ def reproduce(result: RealCacheResult, model, windows: torch.Tensor, rules, k: i
     """Recompute ``rules`` at budget index ``k`` and the full cache on the first ``n_windows`` of the
     experiment's ``windows``, against the stored losses: a table and :func:`attnpod.claims.reproduces`."""
     import pandas as pd
-
-    from .claims import reproduces
 
     T = windows.shape[1] - 1
     rows = {}
