@@ -183,7 +183,7 @@ sink_table
 # each selection rule; largest logit difference:
 
 # %% tags=["hide-input"]
-check, simulation = cache_decode_check(study, models, int(first.budgets[mid]), decode_check_windows)
+check, simulation = cache_decode_check(study, models, int(first.budgets[mid]), decode_check_windows, n_windows)
 glue_texts({"kv_check_windows": decode_check_windows,
             "kv_check": f"{simulation.measurement}: {simulation.verdict} ({simulation.criterion})"})
 check

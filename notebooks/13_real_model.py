@@ -41,7 +41,6 @@ n_boot = 200
 n_half = 100
 
 # %% tags=["hide-input"]
-import numpy as np
 import pandas as pd
 from IPython.display import display
 from myst_nb import glue
@@ -49,7 +48,7 @@ from myst_nb import glue
 from attnpod import claims, estimators
 from attnpod.book import (TOP_SCALE_COLUMNS, blind_marked, claim_columns, column_labels, figure, known_answers,
                           layer_table, pod_intervals, real_model, real_model_source, sight_table)
-from attnpod.readings import CHOSEN, READINGS, edge_flags
+from attnpod.readings import edge_flags
 from attnpod.pretrained import SMOLLM2
 from attnpod.study import Study
 

@@ -42,7 +42,6 @@ n_boot = 200
 n_half = 100
 
 # %% tags=["hide-input"]
-import numpy as np
 import pandas as pd
 from IPython.display import display
 from myst_nb import glue

@@ -230,11 +230,12 @@ def test_the_grid_is_shipped_from_the_store_with_the_settings_the_book_asks_for(
     from tests.conftest import corpus_file
 
     settings = llmcache.settings()
-    K, L = len(settings["budgets"]), 30
+    K, L, W, D = len(settings["budgets"]), 30, settings["n_windows"], settings["n_random"]
     result = llmcache.RealCacheResult(
-        np.array(settings["budgets"]), [llmcache.UNIFORM], ["h2o"], [False], np.ones((1, K, 2)),
-        np.tile(np.array(settings["budgets"])[:, None], (1, 1, L)), np.ones(2), np.zeros((0, K, L)),
-        np.zeros((0, K, 1)), [], np.zeros((0, K, 0, L)), np.zeros((0, K, 0, 1)), np.zeros(L),
+        np.array(settings["budgets"]), [llmcache.UNIFORM], ["h2o"], [False], np.ones((1, K, W)),
+        np.tile(np.array(settings["budgets"])[:, None], (1, 1, L)), np.ones(W),
+        np.tile(np.array(settings["budgets"])[None, :, None], (D, 1, L)), np.ones((D, K, 1)), [],
+        np.zeros((0, K, 0, L)), np.zeros((0, K, 0, 1)), np.zeros(L),
         {**settings, "scores": {"∝ H*(0.1)": [1.0] * L}, "model": "a stand-in"})
     result.save(llmcache.experiment_file(settings))
     assert main(["experiments", "--real-model", "--ship", "--to", str(tmp_path / "ship"),

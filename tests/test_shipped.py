@@ -139,6 +139,36 @@ def test_an_entry_that_lies_about_its_weights_is_refused(tmp_path, claimed, actu
         shipped.shipped_model(tiny_paper(variant, causal)[0], variant, causal, CORPUS, root=tmp_path)
 
 
+def test_another_seeds_weights_under_an_entry_updated_to_match_are_refused(tmp_path):
+    """Seed 43's weights under seed 44's entry, with the entry's SHA-256 and check loss updated to match:
+    the weights file names its own seed and profile settings, so it never counts as seed 44."""
+    folder = shipped_folder(tmp_path, ("base", False, 43), ("base", False, 44))
+    source, claimed = folder / "base-seed43.safetensors", folder / "base-seed44.safetensors"
+    entry43 = next(e for e in shipped.read_manifest(folder)["entries"] if e["seed"] == 43)
+
+    def change(manifest):
+        entry = next(e for e in manifest["entries"] if e["seed"] == 44)
+        claimed.write_bytes(source.read_bytes())
+        entry.update(sha256=shipped.sha256_file(claimed), check=entry43["check"], val_loss=entry43["val_loss"],
+                     train_loss=entry43["train_loss"], curve=entry43["curve"])
+    edit_manifest(folder, change)
+    with pytest.raises(CheckpointError, match="holds the weights of seed 43, not of seed 44"):
+        shipped.shipped_model(tiny_paper("base", seed=44)[0], "base", False, CORPUS, root=tmp_path)
+    # an entry whose training settings are another seed's is refused when the manifest is read
+    edit_manifest(folder, lambda m: m["entries"][1]["settings"]["protocol"].update(seed=43))
+    with pytest.raises(CheckpointError, match="not seed 44's"):
+        shipped.read_manifest(folder)
+
+
+def test_weights_trained_with_other_profile_settings_are_refused(tmp_path):
+    """The header records the profile's settings: weights trained with another learning rate (same sizes,
+    same seed) do not load under an entry that says otherwise."""
+    folder = shipped_folder(tmp_path, ("base", False, 42))
+    edit_manifest(folder, lambda m: m["entries"][0]["settings"]["protocol"].update(lr=0.5))
+    with pytest.raises(CheckpointError, match="other profile settings"):
+        shipped.load_shipped(folder, shipped.read_manifest(folder)["entries"][0], CORPUS)
+
+
 def test_a_forged_header_is_still_caught_by_the_check_loss(tmp_path):
     """Weights of the causal-gate model, written with the plain model's header: the names and shapes fit,
     the loss on the check windows does not."""

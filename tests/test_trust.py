@@ -13,7 +13,7 @@ import torch
 
 from attnpod import config
 from attnpod import store as storage
-from attnpod.errors import CorruptFile
+from attnpod.errors import CorruptFile, StoreError
 
 from .conftest import corpus_file
 
@@ -53,20 +53,70 @@ def test_clean_removes_a_store_and_only_its_own_folders(tmp_path):
     store = _make_store(tmp_path / "store")
     assert storage.is_store(store) and (store / storage.STORE_MARKER).is_file()
     (store / "notes.txt").write_text("mine")  # not the store's: kept, and so is the folder
+    (store / "fields" / "keep.txt").write_text("mine")  # in a kind's folder, but not an entry the store made
+    forged = store / "fields" / "m-000000000000"  # named like an entry, but its settings do not hash to its name
+    forged.mkdir()
+    (forged / "settings.json").write_text('{"n": 2}')
     outside = tmp_path / "precious"
     outside.mkdir()
-    (store / "logs").symlink_to(outside, target_is_directory=True)  # a link is removed, never followed
+    (store / "logs").symlink_to(outside, target_is_directory=True)  # a link is kept, never followed
+    (outside / "train-smoke-base-seed42.log").write_text("mine")
+    entry = next(p for p in (store / "fields").iterdir() if storage.own_entry(p, "fields"))
     dry = _cli("clean", "--dry-run", env={"ATTNPOD_ARTIFACTS": str(store)})
-    assert dry.returncode == 0 and f"would remove {store / 'fields'}" in dry.stdout and (store / "fields").is_dir()
+    assert dry.returncode == 0 and f"would remove {entry}" in dry.stdout and entry.is_dir()
+    assert f"would keep {forged}" in dry.stdout
     done = _cli("clean", env={"ATTNPOD_ARTIFACTS": str(store)})
     assert done.returncode == 0, done.stderr
-    assert f"removing {store / 'fields'}" in done.stdout and f"removing {store / 'logs'}" in done.stdout
-    assert sorted(p.name for p in store.iterdir()) == ["notes.txt"] and outside.is_dir()
-    (store / "notes.txt").unlink()
+    assert f"removing {entry}" in done.stdout and f"keeping {store / 'logs'}" in done.stdout
+    assert sorted(p.name for p in store.iterdir()) == ["fields", "logs", "notes.txt"]
+    assert sorted(p.name for p in (store / "fields").iterdir()) == ["keep.txt", forged.name]
+    assert (outside / "train-smoke-base-seed42.log").read_text() == "mine"
+    for mine in ("notes.txt", "logs", "fields"):
+        shutil.rmtree(store / mine) if (store / mine).is_dir() and not (store / mine).is_symlink() \
+            else (store / mine).unlink()
     _make_store(store)
+    (store / "logs").mkdir()
+    (store / "logs" / "train-smoke-base-seed42.log").write_text("the store's")
     assert _cli("clean", env={"ATTNPOD_ARTIFACTS": str(store)}).returncode == 0 and not store.exists()
     again = _cli("clean", env={"ATTNPOD_ARTIFACTS": str(store)})
     assert again.returncode == 0 and "nothing removed" in again.stdout
+
+
+@pytest.mark.parametrize("where", ["full folder", "home", "checkout", "above the checkout", "root"])
+def test_a_store_is_made_only_in_a_new_or_empty_folder(tmp_path, monkeypatch, where):
+    """Any command that writes to the store refuses, in one line, a folder that holds the user's files, the
+    home folder, the checkout or a folder above it, and /; nothing there is marked or touched."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("mine")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "photos").mkdir()
+    folder = {"full folder": full, "home": home, "checkout": ROOT, "above the checkout": ROOT.parent,
+              "root": Path("/")}[where]
+    before = sorted(p.name for p in folder.iterdir())
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("ATTNPOD_ARTIFACTS", str(folder))
+    with pytest.raises(StoreError, match="will not make"):
+        storage.artifact_dir("fields", "m", {"n": 1})
+    assert sorted(p.name for p in folder.iterdir()) == before and not storage.is_store(folder)
+    done = _cli("experiments", "--profile", "smoke", env={"ATTNPOD_ARTIFACTS": str(folder), "HOME": str(home),
+                                                          "ATTNPOD_DATA": str(corpus_file())})
+    _one_line(done, "will not make", "ATTNPOD_ARTIFACTS")
+
+
+def test_a_new_an_empty_and_an_old_unmarked_store_are_used():
+    """A folder that does not exist, an empty one, and one laid out as a store (only the store's kinds:
+    a store made before stores were marked) become stores."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp())
+    (base / "empty").mkdir()
+    (base / "old" / "fields").mkdir(parents=True)
+    for name in ("new", "empty", "old"):
+        _make_store(base / name)
+        assert storage.is_store(base / name)
+    shutil.rmtree(base)
 
 
 @pytest.mark.parametrize("decoy", ["plain", "parent", "src", "file", "forged"])
@@ -369,3 +419,211 @@ def test_execute_rerun_hint_keeps_the_settings():
     assert hint == "python book/execute.py --profile laptop --only 03 -p seed=7 -p 'overrides={'n_snapshots': 50}'"
     shares = execute.chapter_parameters(ROOT, ["notebooks/03_scalograms", "notebooks/11_verdicts"], {"seeds": [1]})
     assert shares == {"notebooks/03_scalograms": {}, "notebooks/11_verdicts": {"seeds": [1]}}
+
+
+# ----------------------------------------------------------------------------- trial runs never replace shipped results
+
+def test_a_trial_real_model_run_never_replaces_the_shipped_analyses(tmp_path):
+    """``real-model --windows 2 --ship`` against the book's manifest is refused in one line before any work
+    (the 200-window analyses stay); the manifest is untouched."""
+    folder = tmp_path / "ship"
+    folder.mkdir()
+    manifest = (ROOT / "checkpoints" / "laptop" / "manifest.json").read_bytes()
+    (folder / "manifest.json").write_bytes(manifest)
+    done = _cli("real-model", "--windows", "2", "--boot", "0", "--halves", "0", "--ship", "--to", str(folder),
+                env={"ATTNPOD_ARTIFACTS": str(tmp_path / "art"), "ATTNPOD_DATA": str(corpus_file())})
+    _one_line(done, "shipped with other settings", "n_windows", "--replace")
+    assert (folder / "manifest.json").read_bytes() == manifest
+
+
+def test_shipping_a_result_made_with_other_settings_needs_replace(tmp_path):
+    from attnpod import shipped
+
+    source = tmp_path / "result.npz"
+    source.write_bytes(b"a result")
+    folder = tmp_path / "ship"
+    first = shipped.ship_result("pruning", "base", 42, source, {"n_random": 10, "seed": 42}, folder)
+    again = shipped.ship_result("pruning", "base", 42, source, {"n_random": 10, "seed": 42}, folder)  # the same
+    assert again["settings"] == first["settings"]
+    with pytest.raises(shipped.CheckpointError, match="other settings .*n_random.*--replace"):
+        shipped.ship_result("pruning", "base", 42, source, {"n_random": 2, "seed": 42}, folder)
+    assert shipped.read_manifest(folder)["results"][0]["settings"]["n_random"] == 10
+    shipped.ship_result("pruning", "base", 42, source, {"n_random": 2, "seed": 42}, folder, replace=True)
+    assert shipped.read_manifest(folder)["results"][0]["settings"]["n_random"] == 2
+
+
+# ----------------------------------------------------------------------------- damaged caches of the new kinds
+
+def _memo_with(path, damage):
+    from attnpod.experiments.budgets import Evaluations
+
+    ev = Evaluations(progress=False, path=path)
+    ev("h2o", "8,8", 2, compute=lambda: np.array([1.0, 2.0]))
+    ev.close()
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "one byte":
+        i = data.index(np.array([2.0]).tobytes())  # a stored loss: the file still reads, with another value
+        path.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1:])
+    elif damage == "emptied":
+        path.write_bytes(b"")
+    elif damage == "object array":
+        with open(path, "wb") as fh:
+            np.savez(fh, **{"h2o|8,8|2": np.array([object(), 1.0], dtype=object)})
+        storage.write_verified(path, lambda tmp: tmp.write_bytes(path.read_bytes()))  # even with a matching record
+    elif damage == "other values, re-recorded":
+        with open(path, "wb") as fh:
+            np.savez(fh, **{"h2o|8,8|2": np.array([np.nan, 1.0])})
+        storage.write_verified(path, lambda tmp: tmp.write_bytes(path.read_bytes()))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "one byte", "emptied", "object array", "other values, re-recorded"])
+def test_a_damaged_memo_of_evaluations_is_reported_and_its_evaluations_made_again(tmp_path, damage):
+    from attnpod.experiments.budgets import Evaluations
+
+    path = tmp_path / "evaluations.npz"
+    _memo_with(path, damage)
+    with pytest.warns(RuntimeWarning, match="evaluations are made again"):
+        ev = Evaluations(progress=False, path=path)
+    calls = []
+    assert ev("h2o", "8,8", 2, compute=lambda: calls.append(1) or np.array([1.0, 2.0])).tolist() == [1.0, 2.0]
+    assert calls == [1]
+    again = Evaluations(progress=False, path=path)  # the rewritten memo is sound and reused
+    assert again("h2o", "8,8", 2, compute=lambda: pytest.fail("recomputed")).tolist() == [1.0, 2.0]
+
+
+def _model_cache(folder):
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"weights")
+    files = {p.name: storage.sha256_file(p) for p in sorted(folder.iterdir())}
+    storage.write_verified(folder / "files.json", lambda f: f.write_text(json.dumps(files)))
+
+
+@pytest.mark.parametrize("damage", ["garbled listing", "listing of another type", "empty listing, damaged weights",
+                                    "weights changed and re-listed", "an unlisted file", "no record"])
+def test_a_damaged_model_cache_is_not_sound(tmp_path, damage):
+    import json
+
+    from attnpod.pretrained import _cache_sound
+
+    folder = tmp_path / "model"
+    _model_cache(folder)
+    assert _cache_sound(folder) is True and _cache_sound(tmp_path / "none") is None
+    listing = folder / "files.json"
+    if damage == "garbled listing":
+        listing.write_text("{not json")
+    elif damage == "listing of another type":
+        listing.write_text("[1, 2]")
+    elif damage == "empty listing, damaged weights":
+        (folder / "model.safetensors").write_bytes(b"damaged")
+        storage.write_verified(listing, lambda f: f.write_text("{}"))
+    elif damage == "weights changed and re-listed":
+        (folder / "model.safetensors").write_bytes(b"other weights")
+        listing.write_text(json.dumps({p.name: storage.sha256_file(p) for p in folder.iterdir()
+                                       if p.name in ("config.json", "model.safetensors")}))
+    elif damage == "an unlisted file":
+        (folder / "extra.safetensors").write_bytes(b"x")
+    elif damage == "no record":
+        (folder / "files.json.sha256").unlink()
+    assert _cache_sound(folder) is False
+
+
+@pytest.mark.parametrize("damage", ["garbled", "a list", "missing layers", "no record", "edited"])
+def test_a_damaged_fields_record_of_the_real_model_is_reported(tmp_path, damage):
+    import json
+
+    from attnpod.pretrained import SMOLLM2, _statistics_sound
+
+    path = tmp_path / "statistics.json"
+    record = {"per_head": {"sink": [[0.5] * 9] * SMOLLM2.n_layer}, "loss": 2.5, "loss_windows": 8}
+    storage.write_verified(path, lambda f: f.write_text(json.dumps(record)))
+    assert _statistics_sound(path, SMOLLM2) and not _statistics_sound(tmp_path / "none.json", SMOLLM2)
+    text = {"garbled": "{oops", "a list": "[]", "missing layers": json.dumps({**record, "per_head": {"sink": [[1]]}}),
+            "no record": None, "edited": json.dumps({**record, "loss": 0.1})}[damage]
+    if damage == "no record":
+        (tmp_path / "statistics.json.sha256").unlink()
+    elif damage == "edited":
+        path.write_text(text)  # the record no longer matches its hash
+    else:
+        storage.write_verified(path, lambda f: f.write_text(text))
+    with pytest.warns(RuntimeWarning, match="made again"):
+        assert not _statistics_sound(path, SMOLLM2)
+
+
+def test_a_killed_dequantisations_temporary_folder_is_swept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"model.{dead.stdout.strip()}.0123abcd.tmp"
+    (orphan / "sub").mkdir(parents=True)
+    (orphan / "model.safetensors").write_bytes(b"half")
+    alive = storage.temporary_path(tmp_path / "model")
+    alive.mkdir()
+    assert storage.sweep_orphans(tmp_path) == [orphan]
+    assert not orphan.exists() and alive.is_dir()
+
+
+# ----------------------------------------------------------------------------- real-model results against their entries
+
+def _real_model_folder(tmp_path):
+    """A copy of the book's shipped SmolLM2 analyses and their manifest (the other entries left out)."""
+    import json
+
+    source = ROOT / "checkpoints" / "laptop"
+    folder = tmp_path / "ship"
+    (folder / "results").mkdir(parents=True)
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["entries"] = []
+    manifest["results"] = [e for e in manifest["results"] if e["kind"] == "real_model" and "smollm2" in e["model"]]
+    for entry in manifest["results"]:
+        shutil.copy(source / entry["file"], folder / entry["file"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder, manifest
+
+
+def _rewrite(folder, manifest, change):
+    import json
+
+    change(manifest)
+    for entry in manifest["results"]:
+        entry["sha256"] = storage.sha256_file(folder / entry["file"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_real_model_analysis_is_checked_against_what_its_entry_claims(tmp_path):
+    from attnpod.pretrained import SMOLLM2, analyse_pretrained
+
+    folder, manifest = _real_model_folder(tmp_path)
+    assert {k: v.meta["source"] for k, v in analyse_pretrained("", SMOLLM2, shipped_folder=folder).items()} == \
+        {"causal": "shipped", "published": "shipped"}
+    causal, published = (next(e for e in manifest["results"] if e["model"].endswith(o)) for o in ("causal", "published"))
+    shutil.copy(folder / causal["file"], folder / published["file"])  # the causal analysis under the published entry
+    _rewrite(folder, manifest, lambda m: None)
+    with pytest.raises(CorruptFile, match="is the causal analysis, not the published one"):
+        analyse_pretrained("", SMOLLM2, shipped_folder=folder)
+    folder, manifest = _real_model_folder(tmp_path / "edited")
+    _rewrite(folder, manifest, lambda m: [e["settings"].update(n_boot=100) for e in m["results"]])
+    with pytest.raises(CorruptFile, match="stored settings differ .n_boot"):
+        analyse_pretrained("", SMOLLM2, n_boot=100, shipped_folder=folder)
+
+
+def test_a_real_model_cache_grid_of_other_windows_is_refused_under_the_books_entry(tmp_path):
+    """A 4-window grid shipped under the 32-window settings is not served as the book's result."""
+    from attnpod.experiments import llmcache
+    from attnpod.shipped import ship_result
+
+    settings = llmcache.settings()
+    K, L, W = len(settings["budgets"]), 30, 4
+    small = llmcache.RealCacheResult(
+        np.array(settings["budgets"]), [llmcache.UNIFORM], ["h2o"], [False], np.ones((1, K, W)),
+        np.tile(np.array(settings["budgets"])[:, None], (1, 1, L)), np.ones(W),
+        np.tile(np.array(settings["budgets"])[None, :, None], (settings["n_random"], 1, L)),
+        np.ones((settings["n_random"], K, 2)), [], np.zeros((0, K, 0, L)), np.zeros((0, K, 0, 2)), np.zeros(L),
+        {**settings, "scores": {"∝ H*(0.1)": [1.0] * L}})
+    small.save(tmp_path / "small.npz")
+    ship_result(llmcache.RESULT_KIND, "smollm2-135m-instruct-q4_1", 42, tmp_path / "small.npz",
+                {**settings, "scores": small.meta["scores"]}, tmp_path / "ship")
+    with pytest.raises(CorruptFile, match="4 evaluation windows, the settings ask for 32"):
+        llmcache.cache_experiment("", settings, shipped_folder=tmp_path / "ship", shipped_only=True)

@@ -490,16 +490,17 @@ def sink_texts(study: "Study", results: dict):
     return text, table
 
 
-def cache_decode_check(study: "Study", models, budget: int, n_windows: int = 1):
+def cache_decode_check(study: "Study", models, budget: int, n_windows: int = 1, of_windows: int = 64):
     """Chapter 10: the mask simulation against the literal decoder (:func:`attnpod.experiments.kvcache.decode_check`)
-    on each model, every selection rule at a uniform ``budget``: the table of max |Δ logit| and the verdict
-    (:func:`attnpod.claims.simulation_matches`) on the largest."""
+    on each model, every selection rule at a uniform ``budget``, on the first ``n_windows`` of the experiment's
+    ``of_windows`` windows: the table of max |Δ logit| and the verdict (:func:`attnpod.claims.simulation_matches`)
+    on the largest."""
     from .experiments import kvcache
     import pandas as pd
 
     from . import claims
 
-    x, _ = study.cache_windows(n_windows)
+    x, _ = study.cache_windows(of_windows)
     gaps = {(study.label(v), label): gap for v in models
             for label, gap in kvcache.decode_check(study.trained(v).model, x, budget, n_windows).items()}
     table = pd.Series({f"{m}, {s}": f"{d:.1e}" for (m, s), d in gaps.items()}, name="max |Δ logit|").to_frame()

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "minutes on 2 CPU cores; kept as it goes, so a rerun resumes)")
     experiments.add_argument("--ship", action="store_true", help="with --real-model: ship its result into --to "
                                                                  "(default: checkpoints/laptop/)")
+    experiments.add_argument("--replace", action="store_true", help="let the results replace shipped ones made "
+                                                                    "with other settings")
     _debug(experiments)
     real = sub.add_parser(
         "real-model", help="the paper's analysis on a real pretrained language model (SmolLM2-135M-Instruct, "
@@ -111,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--data", default=None, help="path to TinyShakespeare input.txt (else $ATTNPOD_DATA, "
                                                    "else download)")
     real.add_argument("--ship", action="store_true", help="ship the analyses into --to")
+    real.add_argument("--replace", action="store_true", help="with --ship: replace shipped analyses made with other "
+                                                             "settings (without it, a trial run never does)")
     real.add_argument("--to", default=None, help="where to ship (default: checkpoints/laptop/ of the checkout)")
     _debug(real)
     from .book import FIGURES
@@ -164,8 +168,10 @@ def _clean(args) -> int:
 
     root = store_root(create=False)
     if args.dry_run:
-        found = store_contents(root)
-        print("\n".join(f"would remove {path}" for path in found) or f"nothing to remove at {root}")
+        found, kept = store_contents(root)
+        print("\n".join([*(f"would remove {path}" for path in found),
+                         *(f"would keep {path}: attnpod did not make it" for path in kept)])
+              or f"nothing to remove at {root}")
         return 0
     removed = clean_store(root, report=lambda line: print(line, flush=True))
     print(f"removed the artifact store {root}" if removed else f"no artifact store at {root}: nothing removed")
@@ -218,8 +224,8 @@ def _experiments(args) -> int:
                                                                        for v in CACHE_MODELS]
     for kind, variant, run in runs:
         result = run(study, models=[variant], **experiment_options(study, kind))[variant]
-        entry = ship_result(kind, variant, study.profile.seed, result.path, result.meta,
-                            folder, str(study.device))
+        entry = ship_result(kind, variant, study.profile.seed, result.path, result.meta, folder, str(study.device),
+                            replace=args.replace)
         print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0
 
@@ -229,16 +235,18 @@ def _real_cache(args) -> int:
     from .data import load_corpus
     from .experiments import llmcache
     from .pretrained import SMOLLM2
-    from .shipped import ship_result, shipped_root
+    from .shipped import check_replaceable, ship_result, shipped_root
 
     settings = llmcache.settings(seed=42 if args.seed is None else args.seed)
+    folder = shipped_root("laptop", folder=args.to)
+    if args.ship:  # before any work
+        check_replaceable(llmcache.RESULT_KIND, SMOLLM2.key, settings["seed"], settings, folder, args.replace)
     result = llmcache.cache_experiment(load_corpus(args.data).text, settings)
     print(f"{SMOLLM2.label}: {len(result.rules)} rules at budgets {settings['budgets']} on {settings['n_windows']} "
           f"windows ({result.source})", flush=True)
     if args.ship:
-        folder = shipped_root("laptop", folder=args.to)
         entry = ship_result(llmcache.RESULT_KIND, SMOLLM2.key, settings["seed"], result.path,
-                            {**settings, "scores": result.meta["scores"]}, folder, "cpu")
+                            {**settings, "scores": result.meta["scores"]}, folder, "cpu", replace=args.replace)
         print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0
 
@@ -249,7 +257,7 @@ def _real_model(args) -> int:
     from .data import load_corpus
     from .pretrained import (MODELS, N_RANK, REAL_MODEL_SIZES, analyse_pretrained, analysis_files, analysis_settings,
                              shipping_copy)
-    from .shipped import ship_result, shipped_root
+    from .shipped import check_replaceable, ship_result, shipped_root
 
     spec = MODELS[args.model]
     n_default, length_default = REAL_MODEL_SIZES[args.model]
@@ -259,17 +267,20 @@ def _real_model(args) -> int:
                              ("--halves", args.halves, 0), ("--seed", args.seed, 0)):
         if value < low:
             raise ParameterError(f"{name} must be at least {low}, got {value}")
+    settings = analysis_settings(spec, n, length, args.seed, args.boot, args.halves, N_RANK)
+    folder = shipped_root("laptop", folder=args.to)
+    if args.ship:  # before any work: a trial run never replaces the shipped analyses without --replace
+        for orientation in analysis_files(spec, settings):
+            check_replaceable("real_model", f"{spec.key}-{orientation}", args.seed, settings, folder, args.replace)
     corpus = load_corpus(args.data)
     results = analyse_pretrained(corpus.text, spec, n, length, seed=args.seed, n_boot=args.boot, n_half=args.halves)
     stats = results["causal"].meta
     print(f"{spec.label}: {n} windows of {length} tokens, loss {stats['loss']:.3f} nats/token on "
           f"{stats['loss_windows']} validation windows", flush=True)
     if args.ship:
-        folder = shipped_root("laptop", folder=args.to)
-        settings = analysis_settings(spec, n, length, args.seed, args.boot, args.halves, N_RANK)
         for orientation, path in analysis_files(spec, settings).items():
             entry = ship_result("real_model", f"{spec.key}-{orientation}", args.seed, shipping_copy(path),
-                                settings, folder, "cpu")
+                                settings, folder, "cpu", replace=args.replace)
             print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0
 

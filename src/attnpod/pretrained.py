@@ -21,13 +21,15 @@ import importlib.metadata
 import importlib.util
 import json
 import shutil
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .errors import CorruptFile, MissingModel, ParameterError, StoreError
-from .store import artifact_dir, artifact_lock, reusable, reused, sha256_file, temporary_path, write_verified
+from .store import (artifact_dir, artifact_lock, is_verified, reusable, reused, sha256_file, sweep_orphans,
+                    temporary_path, write_verified)
 from .data import disjoint_starts, split_tokens
 from .fields import FieldFile, LayerStatistics
 from .adapters import hf_fields
@@ -140,13 +142,25 @@ def _transformers():
     return transformers
 
 
-def _cache_sound(folder: Path) -> bool:
-    """Every file the cache's ``files.json`` lists is there with its SHA-256."""
+def _cache_sound(folder: Path) -> bool | None:
+    """Whether the de-quantised model cached in ``folder`` is whole (None: nothing cached): its ``files.json``
+    matches the SHA-256 recorded when it was written, lists every file there (the config and safetensors
+    weights among them), and each file matches its listed SHA-256."""
     listing = folder / "files.json"
-    if not listing.is_file():
+    if not folder.exists():
+        return None
+    if is_verified(listing) is not True:
         return False
-    files = json.loads(listing.read_text())
-    return all((folder / name).is_file() and sha256_file(folder / name) == digest for name, digest in files.items())
+    try:
+        files = json.loads(listing.read_text())
+    except (OSError, UnicodeError, ValueError):
+        return False
+    if not (isinstance(files, dict) and all(isinstance(d, str) for d in files.values())):
+        return False
+    present = {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("files.json")}
+    if set(files) != present or "config.json" not in files or not any(n.endswith(".safetensors") for n in files):
+        return False
+    return all(sha256_file(folder / name) == digest for name, digest in files.items())
 
 
 def load_pretrained(spec: PretrainedModel = SMOLLM2):
@@ -162,7 +176,12 @@ def load_pretrained(spec: PretrainedModel = SMOLLM2):
     settings = {"gguf_sha256": spec.sha256, "transformers": transformers.__version__, "dtype": "float32"}
     folder = artifact_dir("pretrained", spec.key, settings) / "model"
     with artifact_lock(folder):
-        if not _cache_sound(folder):
+        sound = _cache_sound(folder)
+        if sound is False:
+            warnings.warn(f"{folder}: the de-quantised {spec.label} there is damaged (its files differ from their "
+                          f"listing); made again from the GGUF", RuntimeWarning, stacklevel=2)
+        if not sound:
+            sweep_orphans(folder.parent)  # what a killed de-quantisation left
             tmp = temporary_path(folder)
             try:
                 model = transformers.AutoModelForCausalLM.from_pretrained(
@@ -175,7 +194,9 @@ def load_pretrained(spec: PretrainedModel = SMOLLM2):
                 model.save_pretrained(tmp, safe_serialization=True)
                 tokenizer.save_pretrained(tmp)
                 files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-                (tmp / "files.json").write_text(json.dumps(files, indent=1))
+                write_verified(tmp / "files.json", lambda f: f.write_text(json.dumps(files, indent=1)))
+                for lock in tmp.glob("*.lock"):
+                    lock.unlink()
                 if folder.exists():
                     shutil.rmtree(folder)
                 tmp.replace(folder)
@@ -276,7 +297,7 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
     for orientation in ORIENTATIONS:
         path = shipped_real_model(spec, orientation, settings, shipped_folder)
         if path is not None:
-            out[orientation] = FieldAnalysis.load(path)
+            out[orientation] = checked_analysis(path, spec, settings, orientation, "the manifest lists it")
             out[orientation].meta["source"] = "shipped"
     if len(out) == len(ORIENTATIONS):
         return out
@@ -289,7 +310,7 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
         full = {**settings, "orientation": orientation}
         path = artifact_dir("analysis", spec.key, full) / "analysis.npz"
         with artifact_lock(path):
-            result = reused(path, FieldAnalysis.load)
+            result = reused(path, lambda p: checked_analysis(p, spec, settings, orientation, "the store keeps it"))
             if result is not None:
                 result.meta["source"] = "cached"
             else:
@@ -303,6 +324,35 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
                 result.meta["source"] = "computed"
         out[orientation] = result
     return out
+
+
+def analysis_misfit(result: FieldAnalysis, spec: PretrainedModel, settings: dict, orientation: str) -> str | None:
+    """What in a real model's analysis disagrees with the ``settings`` and ``orientation`` it should come from,
+    or None: its orientation, its stored settings, its layers, windows and window length, its resamples and
+    half-ensembles."""
+    if result.orientation != orientation or result.meta.get("orientation") != orientation:
+        return f"it is the {result.orientation} analysis, not the {orientation} one"
+    differ = sorted(k for k in settings if result.meta.get(k) != settings[k])
+    if differ:
+        return f"its stored settings differ ({', '.join(differ[:4])})"
+    L, N, _ = result.snapshot_energy.shape
+    T = result.scalogram.shape[-1]
+    if (L, N, T) != (spec.n_layer, settings["n_windows"], settings["length"]):
+        return (f"it holds {L} layers and {N} windows of {T} tokens, not {spec.n_layer} layers and "
+                f"{settings['n_windows']} windows of {settings['length']}")
+    if (len(result.resamples), len(result.halves)) != (settings["n_boot"], settings["n_half"]):
+        return f"it has {len(result.resamples)} resamples and {len(result.halves)} half-ensembles"
+    return None
+
+
+def checked_analysis(path: Path, spec: PretrainedModel, settings: dict, orientation: str, listed: str):
+    """The analysis at ``path``, or :class:`~attnpod.errors.CorruptFile` where it is not what ``listed`` (who lists
+    it: "the manifest lists it", "the store keeps it") says (:func:`analysis_misfit`)."""
+    result = FieldAnalysis.load(path)
+    problem = analysis_misfit(result, spec, settings, orientation)
+    if problem:
+        raise CorruptFile(f"{path}: {problem}, but {listed} for the {orientation} analysis with these settings")
+    return result
 
 
 def check_disk(folder: Path, n_windows: int, length: int, spec: PretrainedModel) -> None:
@@ -324,7 +374,7 @@ def real_model_fields(text: str, spec: PretrainedModel, settings: dict, batch_si
     fields_path = artifact_dir("fields", spec.key, field_settings) / "fields.npy"
     stats_path = fields_path.with_name("statistics.json")
     with artifact_lock(fields_path):
-        if not (reusable(fields_path, fields_are_finite) and stats_path.is_file()):
+        if not (reusable(fields_path, fields_are_finite) and _statistics_sound(stats_path, spec)):
             check_disk(fields_path.parent, settings["n_windows"], settings["length"], spec)
             model, tokenizer = load_pretrained(spec)
             tokens = Tokenised.of(text, tokenizer)
@@ -339,10 +389,32 @@ def real_model_fields(text: str, spec: PretrainedModel, settings: dict, batch_si
                 record = {"per_head": {k: v.tolist() for k, v in statistics.per_head().items()},
                           "loss": mean_loss(model, val, max(1, 1024 // settings["length"])),
                           "loss_windows": len(val)}
-                stats_path.write_text(json.dumps(record))
+                write_verified(stats_path, lambda f: f.write_text(json.dumps(record)))
 
             write_verified(fields_path, write)
     return fields_path, json.loads(stats_path.read_text())
+
+
+def _statistics_sound(path: Path, spec: PretrainedModel) -> bool:
+    """Whether the fields' record at ``path`` can be used (missing: False, silently): it matches the SHA-256
+    recorded when it was written and holds every layer's statistics and the loss; a damaged one is reported."""
+    if not path.exists():
+        return False
+    why = {None: "it has no SHA-256 record", False: "its SHA-256 does not match its record"}.get(is_verified(path))
+    if why is None:
+        try:
+            record = json.loads(path.read_text())
+            per_head = record["per_head"]
+            if not (isinstance(per_head, dict) and per_head
+                    and all(isinstance(v, list) and len(v) == spec.n_layer for v in per_head.values())
+                    and isinstance(record["loss"], float) and isinstance(record["loss_windows"], int)):
+                why = "it does not hold every layer's statistics and the loss"
+        except (OSError, UnicodeError, ValueError, KeyError, TypeError):
+            why = "it cannot be read as the fields' record"
+    if why is not None:
+        warnings.warn(f"{path}: {why}; the fields and their record are made again", RuntimeWarning, stacklevel=3)
+        return False
+    return True
 
 
 def shipping_copy(path: Path) -> Path:

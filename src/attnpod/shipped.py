@@ -128,6 +128,9 @@ def _problem(entry, schema: dict) -> str | None:
             return f"its config is {config.get('variant')!r} (causal gate {config.get('causal_gate')}), not the entry's"
         if entry["settings"].get("model") != config:
             return "its config differs from the config in its training settings"
+        protocol = entry["settings"].get("protocol")
+        if not isinstance(protocol, dict) or protocol.get("seed") != entry["seed"]:
+            return f"its training settings are not seed {entry['seed']}'s"
         curve = entry["curve"]
         if not curve["step"] or (curve["step"][-1], curve["val"][-1], curve["train"][-1]) != (
                 entry["steps"], entry["val_loss"], entry["train_loss"]):
@@ -234,9 +237,10 @@ def check_loss(model: GPT, corpus) -> float:
     return float(model(x, y)[1])
 
 
-def _read_weights(path: Path, cfg: GPTConfig) -> GPT:
+def _read_weights(path: Path, cfg: GPTConfig, seed: int, protocol: dict | None = None) -> GPT:
     """The model of ``cfg`` with the weights in ``path``, which must be exactly that model's: the header
-    names it; every tensor name, shape and kind fits; every value is finite."""
+    names it, its training seed (``seed``) and, where it records them, its profile's settings
+    (``protocol``); every tensor name, shape and kind fits; every value is finite."""
     from safetensors import safe_open
 
     model = GPT(cfg)
@@ -253,6 +257,12 @@ def _read_weights(path: Path, cfg: GPTConfig) -> GPT:
     if header.get("format") != WEIGHTS_FORMAT or header.get("model") != json.dumps(cfg.as_dict(), sort_keys=True):
         raise CheckpointError(f"{path} does not hold {model_name(cfg.variant, cfg.causal_gate)} at these sizes "
                               f"(its header names another model or format)")
+    if header.get("seed") != str(seed):
+        raise CheckpointError(f"{path} holds the weights of seed {str(header.get('seed'))[:12]}, not of seed {seed}: "
+                              f"restore it (git checkout -- {path})")
+    if "protocol" in header and (protocol is None or header["protocol"] != json.dumps(protocol, sort_keys=True)):
+        raise CheckpointError(f"{path} was trained with other profile settings than its manifest entry says: "
+                              f"restore it (git checkout -- {path})")
     if names != set(wanted):
         raise CheckpointError(f"{path}: tensors missing {sorted(set(wanted) - names)[:3]}, unexpected "
                               f"{sorted(names - set(wanted))[:3]}")
@@ -283,6 +293,8 @@ def ship(model: GPT, history: History, settings: dict, seed: int, folder: Path, 
         folder.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     name = file_name(cfg.variant, cfg.causal_gate, seed)
+    if settings.get("protocol", {}).get("seed") != seed:
+        raise CheckpointError(f"{name}: its training settings are seed {settings.get('protocol', {}).get('seed')}'s")
     if not history.step:
         raise CheckpointError(f"{name}: the model has no training record to ship")
     state = model.state_dict()
@@ -290,7 +302,8 @@ def ship(model: GPT, history: History, settings: dict, seed: int, folder: Path, 
     weights = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in state.items() if k not in tied}
     path = folder / name
-    header = {"format": WEIGHTS_FORMAT, "model": json.dumps(cfg.as_dict(), sort_keys=True), "seed": str(seed)}
+    header = {"format": WEIGHTS_FORMAT, "model": json.dumps(cfg.as_dict(), sort_keys=True), "seed": str(seed),
+              "protocol": json.dumps(settings["protocol"], sort_keys=True)}
     with artifact_lock(folder / MANIFEST), _shipping(folder):
         tmp = temporary_path(path)  # checked before it takes the name; a killed run's is swept later
         try:
@@ -298,7 +311,7 @@ def ship(model: GPT, history: History, settings: dict, seed: int, folder: Path, 
             size = tmp.stat().st_size
             if size > MAX_BYTES:
                 raise CheckpointError(f"{name} would be {size / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit")
-            check = check_loss(_read_weights(tmp, cfg), corpus)
+            check = check_loss(_read_weights(tmp, cfg, seed, settings["protocol"]), corpus)
             if abs(check - history.val[-1]) > RECORD_TOLERANCE:
                 raise CheckpointError(f"{name}: the record's final validation loss {history.val[-1]:.4f} is not this "
                                       f"model's (its check windows give {check:.4f}); not shipped")
@@ -349,14 +362,29 @@ def result_misfit(result, settings: dict, windows: int) -> str | None:
     return None
 
 
+def check_replaceable(kind: str, model: str, seed: int, settings: dict, folder: Path, replace: bool = False) -> None:
+    """A one-line :class:`CheckpointError` if shipping this result would replace one shipped with other
+    settings (the measured ones aside) and ``replace`` was not asked for: a trial run never overwrites
+    what the book reads."""
+    name = result_name(kind, model, seed)
+    for entry in read_manifest(Path(folder))["results"]:
+        if entry["file"] == name and _comparable(entry["settings"]) != _comparable(settings) and not replace:
+            differ = sorted(k for k in {*_comparable(entry["settings"]), *_comparable(settings)}
+                            if entry["settings"].get(k) != settings.get(k))
+            raise CheckpointError(f"{Path(folder) / name} was shipped with other settings ({', '.join(differ[:4])} "
+                                  f"differ): it is what the book reads; pass --replace to replace it")
+
+
 def ship_result(kind: str, model: str, seed: int, source: Path, settings: dict, folder: Path,
-                device: str = "") -> dict:
+                device: str = "", replace: bool = False) -> dict:
     """Copy an experiment's result file (``kind`` "pruning" or "kv_cache", of ``model`` at ``seed``)
-    into ``folder/results/`` and list it in the manifest; returns the entry (one per kind, model, seed)."""
+    into ``folder/results/`` and list it in the manifest; returns the entry (one per kind, model, seed).
+    An entry shipped with other settings is replaced only with ``replace`` (:func:`check_replaceable`)."""
     if kind not in RESULT_KINDS:
         raise CheckpointError(f"unknown result kind {kind!r}; one of {RESULT_KINDS}")
     folder = Path(folder)
     name = result_name(kind, model, seed)
+    check_replaceable(kind, model, seed, settings, folder, replace)
     data = Path(source).read_bytes()
     if len(data) > MAX_BYTES:
         raise CheckpointError(f"{name} would be {len(data) / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit")
@@ -428,7 +456,7 @@ def load_shipped(folder: Path, entry: dict, corpus, device="cpu") -> GPT:
         cfg = GPTConfig(**entry["config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: the manifest's config is invalid ({err})") from None
-    model = _read_weights(path, cfg)
+    model = _read_weights(path, cfg, entry["seed"], entry["settings"].get("protocol"))
     if getattr(corpus, "vocab_size", cfg.vocab_size) != cfg.vocab_size:
         raise CheckpointError(f"{path}: a vocabulary of {cfg.vocab_size}, the corpus has {corpus.vocab_size}")
     loss = check_loss(model, corpus)

@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import uuid
 import warnings
 from pathlib import Path
@@ -63,10 +64,19 @@ def _read_only(err: OSError) -> bool:
 
 def store_root(create: bool = True) -> Path:
     """:func:`artifacts_root`, created with its :data:`STORE_MARKER` when ``create`` (a read-only
-    store that exists is used as it is; one that must be created here and cannot is a :class:`StoreError`)."""
+    store that exists is used as it is; one that must be created here and cannot is a :class:`StoreError`).
+
+    A store is made only in a folder that is new, empty, or laid out as a store already (its entries
+    all :data:`KINDS`: a store made before stores were marked); a folder holding anything else, the
+    home folder, the file system's root and the checkout (or a folder holding it) are refused.
+    """
     root = artifacts_root()
     if not create:
         return root
+    why = unfit_for_a_store(root)
+    if why:
+        raise StoreError(f"will not make {root} an artifact store: {why}; set ATTNPOD_ARTIFACTS to a new or empty "
+                         f"folder")
     marker = root / STORE_MARKER
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -78,6 +88,26 @@ def store_root(create: bool = True) -> Path:
             raise StoreError(f"cannot create the artifact store at {root} ({err.strerror}): set ATTNPOD_ARTIFACTS "
                              f"to a writable folder") from None
     return root
+
+
+def unfit_for_a_store(root: Path) -> str | None:
+    """Why ``root`` may not be (or become) an artifact store, or None: it is the file system's root, the
+    home folder, the checkout or a folder above it; or, not yet a store, it holds entries attnpod did
+    not make."""
+    root = Path(root).resolve()
+    checkout = project_root()
+    if root == Path(root.anchor):
+        return "it is the root of the file system"
+    if root == Path.home().resolve():
+        return "it is the home folder"
+    if checkout is not None and (root == checkout or root in checkout.parents):
+        return "it holds the attnpod checkout"
+    if root.is_dir() and not is_store(root):
+        foreign = sorted(p.name for p in root.iterdir() if p.name not in KINDS)
+        if foreign:
+            return (f"it already holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} attnpod did not "
+                    f"make ({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''})")
+    return None
 
 
 def utc_now() -> str:
@@ -96,35 +126,70 @@ def is_store(folder: Path) -> bool:
         return False
 
 
-def store_contents(folder: Path) -> list[Path]:
-    """What :func:`clean_store` removes from the store at ``folder``: its :data:`KINDS` subfolders that exist
-    (a symlink among them is removed as a link, never followed), then the marker itself."""
+LOG_NAME = re.compile(r"train-[\w.-]+\.log")  # the training logs the store keeps (attnpod.train)
+
+
+def own_entry(path: Path, kind: str) -> bool:
+    """Whether ``path``, in the store's ``kind`` folder, is an entry the store made: a training log by its
+    name in ``logs``; elsewhere a folder (not a link) whose name is the hash of the settings it holds
+    (:func:`artifact_dir`)."""
+    path = Path(path)
+    if path.is_symlink():
+        return False
+    if kind == "logs":
+        return path.is_file() and LOG_NAME.fullmatch(path.name) is not None
+    try:
+        settings = json.loads((path / "settings.json").read_text())
+    except (OSError, ValueError):
+        return False
+    name = path.name.rpartition("-")[0]
+    return path.is_dir() and bool(name) and artifact_name(name, settings) == path.name
+
+
+def store_contents(folder: Path) -> tuple[list[Path], list[Path]]:
+    """What :func:`clean_store` removes from the store at ``folder`` (the entries the store made, in its
+    :data:`KINDS` folders, then the marker) and what it keeps (everything else there: never a file
+    attnpod did not make, nor a link)."""
     folder = Path(folder)
     if not folder.exists():
-        return []
+        return [], []
     if not folder.is_dir():
         raise StoreError(f"{folder} is not a folder; nothing removed")
     if not is_store(folder):
         raise StoreError(f"{folder} is not an attnpod artifact store (it has no {STORE_MARKER} marker); nothing "
                          f"removed. Point ATTNPOD_ARTIFACTS at the store to clean (a store made before stores "
                          f"were marked gets its marker the next time attnpod uses it)")
-    found = [folder / kind for kind in KINDS if (folder / kind).is_symlink() or (folder / kind).exists()]
-    return found + [folder / STORE_MARKER]
+    remove, keep = [], []
+    for kind in KINDS:
+        sub = folder / kind
+        if sub.is_symlink():
+            keep.append(sub)
+        elif sub.is_dir():
+            for entry in sorted(sub.iterdir()):
+                (remove if own_entry(entry, kind) else keep).append(entry)
+    return remove + [folder / STORE_MARKER], keep
 
 
 def clean_store(folder: Path, report=print) -> list[Path]:
-    """Remove the store at ``folder`` (only what :func:`store_contents` lists, each ``report``-ed first);
-    the folder itself goes too if nothing else is left in it. Returns what was removed."""
+    """Remove the store at ``folder``: only the entries it made (:func:`store_contents`, each ``report``-ed
+    first), then its kinds' folders and the folder itself where nothing else is left in them; what
+    attnpod did not make is ``report``-ed as kept. Returns what was removed."""
     import shutil
 
     folder = Path(folder)
-    removed = store_contents(folder)
+    removed, kept = store_contents(folder)
     for path in removed:
         report(f"removing {path}")
         if path.is_symlink() or not path.is_dir():
             path.unlink()
         else:
             shutil.rmtree(path)
+    for path in kept:
+        report(f"keeping {path}: attnpod did not make it")
+    for kind in KINDS:
+        sub = folder / kind
+        if sub.is_dir() and not sub.is_symlink() and not any(sub.iterdir()):
+            sub.rmdir()
     if removed and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
     return removed
@@ -259,14 +324,19 @@ def _pid_alive(pid: int) -> bool:
 
 
 def sweep_orphans(folder: Path) -> list[Path]:
-    """Remove temporary files (:func:`temporary_path`) in ``folder`` whose process is gone: what a killed
-    run leaves behind (a half-written ensemble can be many GB). Returns what was removed."""
+    """Remove temporary files and folders (:func:`temporary_path`) in ``folder`` whose process is gone: what a
+    killed run leaves behind (a half-written ensemble can be many GB). Returns what was removed."""
     removed = []
     for tmp in Path(folder).glob("*.tmp"):
         parts = tmp.name.rsplit(".", 3)  # <name>.<pid>.<hex>.tmp
         if len(parts) == 4 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
             try:
-                tmp.unlink()
+                if tmp.is_dir() and not tmp.is_symlink():  # a killed de-quantisation's half-written model
+                    import shutil
+
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
                 removed.append(tmp)
             except OSError:
                 pass

@@ -19,7 +19,7 @@ import numpy as np
 from ..claims import experiment_verdicts
 from ..errors import CorruptFile
 from ..readings import top_scale_indices
-from ..store import check_arrays, load_npz, publish, save_npz
+from ..store import check_arrays, is_verified, load_npz, save_npz, write_verified
 
 # ----------------------------------------------------------------------------- the rules' names
 # A rule's name is what a result file stores in its ``rules`` list and what a chapter prints: chapters and
@@ -201,35 +201,58 @@ def rule_nulls(splits: list, n_perm: int, seed: int, n_budgets: int, n_layer: in
 class Evaluations:
     """Each distinct evaluation once: ``evaluations(*key, compute=f)`` returns the per-window losses stored
     under ``key`` (its parts joined by "|"), computing ``f()`` the first time; a progress bar counts every
-    request. With ``path`` the evaluations are kept on disk after each one, so a killed run resumes where it
-    stopped."""
+    request. With ``path`` the evaluations are kept on disk after each one, with a SHA-256 sidecar, so a
+    killed run resumes where it stopped; a kept file that is damaged (its sidecar does not match, it cannot
+    be read, or it holds anything but finite losses) is reported and the evaluations start again."""
 
     def __init__(self, total: int = 0, desc: str = "evaluations", progress: bool = True, path=None):
         from tqdm.auto import tqdm
 
         self.path = None if path is None else Path(path)
-        self.done: dict = {}
-        if self.path is not None and self.path.is_file():
-            with np.load(self.path, allow_pickle=False) as data:
-                self.done = {k: data[k] for k in data.files}
+        self.done: dict = {} if self.path is None else kept_evaluations(self.path)
         self.bar = tqdm(total=total, desc=desc, disable=not progress)
 
     def __call__(self, *key, compute) -> np.ndarray:
         self.bar.update()
         name = "|".join(str(k) for k in key)
         if name not in self.done:
-            self.done[name] = compute()
+            self.done[name] = np.asarray(compute(), dtype=float)
             if self.path is not None:
                 def write(tmp):
                     with open(tmp, "wb") as fh:
                         np.savez(fh, **self.done)
 
-                publish(self.path, write)
+                write_verified(self.path, write)
         return self.done[name]
 
     def close(self) -> None:
         """Close the progress bar."""
         self.bar.close()
+
+
+def kept_evaluations(path: Path) -> dict:
+    """The evaluations kept at ``path`` by :class:`Evaluations`, or {} (with a warning where a file was there
+    but cannot be trusted: no sidecar or one that does not match, unreadable, or not finite 1-D losses)."""
+    import warnings
+    import zipfile
+
+    path = Path(path)
+    if not path.exists():
+        return {}
+    why = {None: "it has no SHA-256 record", False: "its SHA-256 does not match its record"}.get(is_verified(path))
+    done = {}
+    if why is None:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                done = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            why = f"it cannot be read ({type(err).__name__})"
+    if why is None and not all(v.dtype.kind == "f" and v.ndim == 1 and np.isfinite(v).all() for v in done.values()):
+        why = "it holds something other than finite losses"
+    if why is not None:
+        warnings.warn(f"{path}: {why}; its evaluations are made again", RuntimeWarning, stacklevel=3)
+        return {}
+    return done
 
 
 # ----------------------------------------------------------------------------- the result every experiment stores

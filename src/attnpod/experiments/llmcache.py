@@ -48,14 +48,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ParameterError
+from ..errors import CorruptFile, ParameterError
 from ..store import artifact_dir, artifact_lock, reused
 from .budgets import (PRIMARY_RULES, BudgetResult, Evaluations, Primary, allocate, null_orders, random_splits,
                       rule_nulls, rule_scores)
 from .cache_rules import (ADAKV, ENTROPY, H2O_SINKS, N_SINKS, PYRAMID, RECENT, SNAPKV, STREAMING, h2o_places,
                           pyramid_scores, scored)
 from ..pretrained import LENGTH, SMOLLM2, Tokenised, analyse_pretrained, load_pretrained
-from ..shipped import MissingCheckpoint, shipped_result
+from ..shipped import MissingCheckpoint, result_misfit, shipped_result
 from ..claims import reproduces, simulation_matches
 
 OBSERVATION = 16  # SnapKV's observation window: the prompt's last queries
@@ -527,6 +527,17 @@ def experiment_file(settings: dict, spec=None):
     return artifact_dir("kv_cache", (SMOLLM2 if spec is None else spec).key, settings) / "result.npz"
 
 
+def checked_result(path, chosen: dict, listed: str) -> RealCacheResult:
+    """The result at ``path``, or :class:`~attnpod.errors.CorruptFile` where it is not what ``listed`` says: made
+    with the ``chosen`` settings (:func:`attnpod.shipped.result_misfit`: stored settings, budgets, random splits,
+    windows)."""
+    result = RealCacheResult.load(path)
+    problem = result_misfit(result, chosen, chosen["n_windows"])
+    if problem:
+        raise CorruptFile(f"{path}: {problem}, but {listed} for these settings")
+    return result
+
+
 def cache_experiment(text: str, chosen: dict | None = None, spec=None, shipped_folder=None, shipped_only=False,
                      progress: bool = True, batch_size: int = 16) -> RealCacheResult:
     """The real model's cache experiment (:func:`run`) with the ``chosen`` settings (default: :func:`settings`):
@@ -538,13 +549,13 @@ def cache_experiment(text: str, chosen: dict | None = None, spec=None, shipped_f
     if shipped_folder is not None or shipped_only:
         try:
             path = shipped_experiment(chosen, spec, shipped_folder)
-            return RealCacheResult.load(path).came_from("shipped", path)
+            return checked_result(path, chosen, "the manifest lists it").came_from("shipped", path)
         except MissingCheckpoint:
             if shipped_only:
                 raise
     path = experiment_file(chosen, spec)
     with artifact_lock(path):
-        result = reused(path, RealCacheResult.load)
+        result = reused(path, lambda p: checked_result(p, chosen, "the store keeps it"))
         if result is not None:
             return result.came_from("cached", path)
         analysis = training_analysis(text, chosen, spec, progress)
