@@ -627,3 +627,60 @@ def test_a_real_model_cache_grid_of_other_windows_is_refused_under_the_books_ent
                 {**settings, "scores": small.meta["scores"]}, tmp_path / "ship")
     with pytest.raises(CorruptFile, match="4 evaluation windows, the settings ask for 32"):
         llmcache.cache_experiment("", settings, shipped_folder=tmp_path / "ship", shipped_only=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["experiments", "--real-model", "--device", "cuda"], "CUDA is not available"),
+    (["experiments", "--real-model", "--device", "tpu"], "unknown device"),
+    (["experiments", "--real-model", "--seed", "-2"], "seed must be an integer of at least 0"),
+    (["experiments", "--profile", "smoke", "--seed", "-3"], "seed must be an integer"),
+    (["real-model", "--boot", "-1"], "--boot must be at least 0"),
+    (["real-model", "--halves", "-4"], "--halves must be at least 0")])
+def test_bad_values_are_one_line_before_any_work(tmp_path, args, message):
+    done = _cli(*args, env={"ATTNPOD_ARTIFACTS": str(tmp_path / "art"), "ATTNPOD_DATA": str(corpus_file())})
+    _one_line(done, message)
+    assert not (tmp_path / "art" / "kv_cache").exists() and not (tmp_path / "art" / "fields").exists()
+
+
+def test_experiment_counts_and_budgets_are_checked_before_any_work(monkeypatch):
+    from attnpod.experiments import kvcache, llmcache
+    from attnpod.errors import ParameterError
+    from attnpod.study import Study
+
+    with pytest.raises(ParameterError, match="at least one budget"):
+        llmcache.check_budgets([], 256)
+    study = Study.create("smoke", data_path=str(corpus_file()), progress=False)
+    monkeypatch.setattr(Study, "trained", lambda *a: pytest.fail("a model was trained before the check"))
+    for bad in ({"n_windows": 0}, {"null_windows": 0}, {"n_perm": -1}, {"n_random": 1.5}):
+        with pytest.raises(ParameterError, match=next(iter(bad))):
+            study.kv_cache("base", **bad)
+    with pytest.raises(ParameterError, match="n_eval"):
+        study.pruning("base", n_eval=0)
+    assert kvcache.MINIMUMS["n_windows"] == 2
+
+
+def test_a_full_disk_or_read_only_store_under_the_model_cache_is_one_line(tmp_path, monkeypatch):
+    """De-quantising the real model into a store that is full (or read-only) is a one-line StoreError
+    naming the folder, not a traceback; nothing half-written is left behind."""
+    import errno
+    import types
+
+    from attnpod import pretrained
+
+    class Model:
+        hf_quantizer, is_quantized, config = None, False, types.SimpleNamespace()
+
+        def save_pretrained(self, folder, **kwargs):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    auto = types.SimpleNamespace(from_pretrained=lambda *a, **k: Model())
+    fake = types.SimpleNamespace(__version__="0", AutoModelForCausalLM=auto, AutoTokenizer=auto)
+    monkeypatch.setattr(pretrained, "_transformers", lambda: fake)
+    monkeypatch.setattr(pretrained, "verified_gguf", lambda spec: tmp_path / "model.gguf")
+    monkeypatch.setenv("ATTNPOD_ARTIFACTS", str(tmp_path / "art"))
+    with pytest.raises(StoreError, match="cannot write the de-quantised .* no space left on the device"):
+        pretrained.load_pretrained(pretrained.SMOLLM2)
+    left = [p for p in (tmp_path / "art" / "pretrained").rglob("*") if p.name.endswith(".tmp")]
+    assert left == []

@@ -237,6 +237,12 @@ def _real_cache(args) -> int:
     from .pretrained import SMOLLM2
     from .shipped import check_replaceable, ship_result, shipped_root
 
+    from .errors import ParameterError
+    from .train import resolve_device
+
+    device = resolve_device(args.device)  # a device that is not there fails here, before any work
+    if args.device not in (None, "", "auto") and device.type != "cpu":
+        raise ParameterError(f"the real model's cache experiment runs on the CPU; drop --device {args.device}")
     settings = llmcache.settings(seed=42 if args.seed is None else args.seed)
     folder = shipped_root("laptop", folder=args.to)
     if args.ship:  # before any work

@@ -29,7 +29,7 @@ import torch
 
 from .errors import CorruptFile, MissingModel, ParameterError, StoreError
 from .store import (artifact_dir, artifact_lock, is_verified, reusable, reused, sha256_file, sweep_orphans,
-                    temporary_path, write_verified)
+                    temporary_path, write_verified, writing)
 from .data import disjoint_starts, split_tokens
 from .fields import FieldFile, LayerStatistics
 from .adapters import hf_fields
@@ -96,15 +96,16 @@ def _assembled(spec: PretrainedModel) -> Path:
         if target.is_file() and sha256_file(target) == spec.sha256:
             return target
         tmp = temporary_path(target)
-        try:
-            importlib.import_module(spec.package.replace("-", "_")).assemble(output_path=tmp, overwrite=True)
-            digest = sha256_file(tmp)
-            if digest != spec.sha256:
-                raise CorruptFile(f"the parts of {spec.label} join to SHA-256 {digest[:12]}…, not {spec.sha256[:12]}…: "
-                                  f"reinstall them, {spec.install} --force-reinstall")
-            tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with writing(target, f"join the parts of {spec.label} into"):  # read-only or full: one line
+            try:
+                importlib.import_module(spec.package.replace("-", "_")).assemble(output_path=tmp, overwrite=True)
+                digest = sha256_file(tmp)
+                if digest != spec.sha256:
+                    raise CorruptFile(f"the parts of {spec.label} join to SHA-256 {digest[:12]}…, not "
+                                      f"{spec.sha256[:12]}…: reinstall them, {spec.install} --force-reinstall")
+                tmp.replace(target)
+            finally:
+                tmp.unlink(missing_ok=True)
     return target
 
 
@@ -182,26 +183,27 @@ def load_pretrained(spec: PretrainedModel = SMOLLM2):
                           f"listing); made again from the GGUF", RuntimeWarning, stacklevel=2)
         if not sound:
             sweep_orphans(folder.parent)  # what a killed de-quantisation left
-            tmp = temporary_path(folder)
-            try:
-                model = transformers.AutoModelForCausalLM.from_pretrained(
-                    gguf.parent, gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager")
-                tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-                # de-quantised, the weights are plain float32: save them as such, not as a GGUF-quantised model
-                model.hf_quantizer, model.is_quantized = None, False
-                if hasattr(model.config, "quantization_config"):
-                    del model.config.quantization_config
-                model.save_pretrained(tmp, safe_serialization=True)
-                tokenizer.save_pretrained(tmp)
-                files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-                write_verified(tmp / "files.json", lambda f: f.write_text(json.dumps(files, indent=1)))
-                for lock in tmp.glob("*.lock"):
-                    lock.unlink()
-                if folder.exists():
-                    shutil.rmtree(folder)
-                tmp.replace(folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            with writing(folder, f"write the de-quantised {spec.label} to"):  # read-only or full: one line
+                tmp = temporary_path(folder)
+                try:
+                    model = transformers.AutoModelForCausalLM.from_pretrained(
+                        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager")
+                    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                    # de-quantised, the weights are plain float32: save them as such, not as a GGUF-quantised model
+                    model.hf_quantizer, model.is_quantized = None, False
+                    if hasattr(model.config, "quantization_config"):
+                        del model.config.quantization_config
+                    model.save_pretrained(tmp, safe_serialization=True)
+                    tokenizer.save_pretrained(tmp)
+                    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+                    write_verified(tmp / "files.json", lambda f: f.write_text(json.dumps(files, indent=1)))
+                    for lock in tmp.glob("*.lock"):
+                        lock.unlink()
+                    if folder.exists():
+                        shutil.rmtree(folder)
+                    tmp.replace(folder)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
                                                               attn_implementation="eager")
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)

@@ -216,7 +216,7 @@ class Study:
         validation batches, disjoint from those it is judged on; ``n_perm`` orders per budget
         make the primary rule's permutation null.
         """
-        pruning.check_counts(n_random=n_random, n_eval=n_eval, n_score=n_score, n_oracle=n_oracle, n_perm=n_perm)
+        pruning.check_counts(pruning.ZERO_ALLOWED, n_random=n_random, n_eval=n_eval, n_score=n_score, n_oracle=n_oracle, n_perm=n_perm)
         t, P = self.trained(variant), self.profile  # the counts are checked before any training
         settings = pruning.settings(t.model, P, n_random, oracle, n_eval, n_score, n_oracle, n_perm)
         budgets = settings["budgets"]
@@ -311,6 +311,8 @@ class Study:
         """Every KV-cache rule at the scaled budgets, cached as an artifact
         (:func:`attnpod.experiments.kvcache.run`); the analysis-guided rules read training-split
         snapshots, the losses ``n_windows`` fixed validation windows."""
+        kvcache.check_counts(kvcache.MINIMUMS, n_random=n_random, n_windows=n_windows, n_perm=n_perm,
+                             null_windows=null_windows)  # before any training
         t, P = self.trained(variant), self.profile
         settings = kvcache.settings(t.model, P, n_random, n_windows, n_perm, null_windows)
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from ..errors import ParameterError
 from ..models import weights_digest
-from .budgets import (H_STAR, PRIMARY_RULES, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, allocate, guided,
+from .budgets import (H_STAR, PRIMARY_RULES, check_counts, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, allocate, guided,
                       null_orders, permuted_allocations, random_splits, rule_nulls, top_scale_rule)
 from .cache_rules import H2O, N_SINKS, PYRAMID_H2O, RECENT, STREAMING, h2o_places, pyramid_scores, scored
 
@@ -369,6 +369,7 @@ NULL_RULES = PRIMARY_RULES  # the primary rules: their permutation null is alway
 SELECTION_RULES = tuple(SELECTION_LABELS[s] for s in SELECTIONS)
 PRIMARY = Primary((H_STAR, PYRAMID), UNIFORM, (PYRAMID, *SELECTION_RULES), "the KV-cache budget")
 FORMAT = 2  # the result file's layout
+MINIMUMS = {"n_random": 0, "n_perm": 0, "n_windows": 2}  # the least each count may be (the rest: 1)
 
 
 def settings(model, profile, n_random: int = 10, n_windows: int = 64, n_perm: int = 19, null_windows: int = 32) -> dict:
@@ -377,6 +378,7 @@ def settings(model, profile, n_random: int = 10, n_windows: int = 64, n_perm: in
     ``n_windows`` validation windows (the first ``null_windows`` for the permutation nulls), the null's
     ``n_perm`` orders per budget and the profile's seed. A model that cannot decode token by token is a
     one-line :class:`~attnpod.errors.ParameterError`."""
+    check_counts(MINIMUMS, n_random=n_random, n_windows=n_windows, n_perm=n_perm, null_windows=null_windows)
     check_decodable(model)
     return {"weights_sha256": weights_digest(model), "budgets": cache_budgets(profile.block_size),
             "n_random": n_random, "n_windows": n_windows, "n_perm": n_perm, "null_windows": null_windows,

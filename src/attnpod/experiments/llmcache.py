@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from ..errors import CorruptFile, ParameterError
 from ..store import artifact_dir, artifact_lock, reused
-from .budgets import (PRIMARY_RULES, BudgetResult, Evaluations, Primary, allocate, null_orders, random_splits,
+from .budgets import (PRIMARY_RULES, check_counts, BudgetResult, Evaluations, Primary, allocate, null_orders, random_splits,
                       rule_nulls, rule_scores)
 from .cache_rules import (ADAKV, ENTROPY, H2O_SINKS, N_SINKS, PYRAMID, RECENT, SNAPKV, STREAMING, h2o_places,
                           pyramid_scores, scored)
@@ -361,6 +361,8 @@ def check_budgets(budgets, length: int, sinks: int = N_SINKS) -> list[int]:
     """Mean budgets as integers, or a one-line :class:`~attnpod.errors.ParameterError`: each must leave room for
     the sinks, a recent key and a heavy hitter, and fit the decoded context."""
     out = []
+    if not len(budgets):
+        raise ParameterError("the cache experiment needs at least one budget")
     for b in budgets:
         if isinstance(b, bool) or not float(b).is_integer():
             raise ParameterError(f"cache budgets are whole numbers of keys, got {b!r}")
@@ -490,16 +492,14 @@ FORMAT = 1
 
 
 def settings(spec=None, n_windows: int = 32, null_windows: int = 8, n_random: int = 50, n_perm: int = 19,
-                        train_windows: int = 64, seed: int = 42, budgets=None) -> dict:
+             train_windows: int = 64, seed: int = 42, budgets=None) -> dict:
     """Everything the real model's cache experiment depends on: its validation windows (``n_windows``, the
     first ``null_windows`` for the random band and the permutation nulls), the rules' training windows, the
     budgets (default: :func:`budget_fractions`) and the rules' constants."""
     spec = SMOLLM2 if spec is None else spec
     budgets = budget_fractions(LENGTH) if budgets is None else check_budgets(budgets, LENGTH)
-    for name, value, low in (("n_windows", n_windows, 2), ("null_windows", null_windows, 1),
-                             ("n_random", n_random, 0), ("n_perm", n_perm, 0), ("train_windows", train_windows, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ParameterError(f"{name} must be an integer of at least {low}, got {value!r}")
+    check_counts({"n_windows": 2, "n_random": 0, "n_perm": 0, "train_windows": 2, "seed": 0}, n_windows=n_windows,
+                 null_windows=null_windows, n_random=n_random, n_perm=n_perm, train_windows=train_windows, seed=seed)
     return {"gguf_sha256": spec.sha256, "n_windows": n_windows, "null_windows": min(null_windows, n_windows),
             "n_random": n_random, "n_perm": n_perm, "train_windows": train_windows, "length": LENGTH, "seed": seed,
             "budgets": budgets, "prompt": LENGTH // 2, "sinks": N_SINKS, "observation": OBSERVATION, "pool": POOL,

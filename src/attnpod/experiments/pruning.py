@@ -18,8 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data import Corpus, disjoint_batches
 from ..models import weights_digest
-from ..errors import ParameterError
-from .budgets import (CUT_TO_ONE, H_STAR, IMPORTANCE, MICHEL_ITERATIVE, MICHEL_ONE_SHOT, ORACLE, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, allocate, guided, null_orders,
+from .budgets import (CUT_TO_ONE, check_counts, H_STAR, IMPORTANCE, MICHEL_ITERATIVE, MICHEL_ONE_SHOT, ORACLE, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, allocate, guided, null_orders,
                       random_splits, rule_nulls)
 
 UNIFORM = UNIFORM_SCORES  # equal heads per layer: the allocation rules' reference
@@ -220,14 +219,7 @@ def analysis_rules(result: PruningResult) -> list[str]:
 FORMAT = 2  # the result file's layout
 
 
-def check_counts(**counts) -> None:
-    """A one-line :class:`~attnpod.errors.ParameterError` unless every count is a whole number, at least 1
-    (``n_random`` and ``n_perm``: at least 0)."""
-    for name, value in counts.items():
-        may_be_zero = name in ("n_random", "n_perm")
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if may_be_zero else 1):
-            raise ParameterError(f"{name} must be a {'non-negative' if may_be_zero else 'positive'} "
-                                 f"integer, got {value!r}")
+ZERO_ALLOWED = {"n_random": 0, "n_perm": 0}  # the counts that may be 0 (no random splits, no permutation null)
 
 
 def settings(model, profile, n_random: int = 10, oracle: bool = False, n_eval: int = 4, n_score: int = 4,
@@ -237,7 +229,7 @@ def settings(model, profile, n_random: int = 10, oracle: bool = False, n_eval: i
     the batches (``n_eval`` judged on, ``n_score`` training batches for importance, ``n_oracle`` for the
     oracle), the permutation null's ``n_perm`` orders per budget, the profile's batch shape and seed. A
     bad count is a one-line :class:`~attnpod.errors.ParameterError`."""
-    check_counts(n_random=n_random, n_eval=n_eval, n_score=n_score, n_oracle=n_oracle, n_perm=n_perm)
+    check_counts(ZERO_ALLOWED, n_random=n_random, n_eval=n_eval, n_score=n_score, n_oracle=n_oracle, n_perm=n_perm)
     return {"weights_sha256": weights_digest(model), "budgets": head_budgets(profile.n_layer, profile.n_head),
             "n_random": n_random, "oracle": oracle, "n_eval": n_eval, "n_score": n_score, "n_oracle": n_oracle,
             "n_perm": n_perm, "batch": [profile.batch_size, profile.block_size], "seed": profile.seed,
