@@ -684,3 +684,18 @@ def test_a_full_disk_or_read_only_store_under_the_model_cache_is_one_line(tmp_pa
         pretrained.load_pretrained(pretrained.SMOLLM2)
     left = [p for p in (tmp_path / "art" / "pretrained").rglob("*") if p.name.endswith(".tmp")]
     assert left == []
+
+
+def test_a_chapter_count_of_zero_is_one_line_not_a_reshape_error():
+    from attnpod.errors import ParameterError
+    from attnpod.experiments import llmcache
+    from attnpod.pretrained import SMOLLM2, analysis_settings
+
+    with pytest.raises(ParameterError, match="windows must be an integer of at least 1"):
+        llmcache.decode_check(None, torch.zeros((0, 8), dtype=torch.long), 32)
+    with pytest.raises(ParameterError, match="n_windows must be an integer of at least 1"):
+        llmcache.reproduce(None, None, torch.zeros((2, 9), dtype=torch.long), [], 0, 0)
+    for bad in ({"n_boot": -1}, {"n_half": -2}, {"seed": -1}, {"n_windows": 1}):
+        with pytest.raises(ParameterError, match=next(iter(bad))):
+            analysis_settings(SMOLLM2, **{"n_windows": 4, "length": 16, "seed": 0, "n_boot": 0, "n_half": 0,
+                                          "n_rank": 2, **bad})

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .config import check_counts
 from .errors import ParameterError
 from . import estimators, readings
 from .experiments.budgets import H_STAR, INVERSE_H_STAR, UNIFORM_SCORES
@@ -500,6 +501,7 @@ def cache_decode_check(study: "Study", models, budget: int, n_windows: int = 1, 
 
     from . import claims
 
+    check_counts({}, decode_check_windows=n_windows)
     x, _ = study.cache_windows(of_windows)
     gaps = {(study.label(v), label): gap for v in models
             for label, gap in kvcache.decode_check(study.trained(v).model, x, budget, n_windows).items()}

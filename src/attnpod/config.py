@@ -38,6 +38,15 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def check_counts(minimums: dict, **counts) -> None:
+    """A one-line :class:`~attnpod.errors.ParameterError` unless every count is a whole number of at least its
+    ``minimums[name]`` (1 where not given): what every experiment and analysis checks before any work starts."""
+    for name, value in counts.items():
+        low = minimums.get(name, 1)
+        if not _is_int(value) or value < low:
+            raise ParameterError(f"{name} must be an integer of at least {low}, got {value!r}")
+
+
 def _is_real(value) -> bool:
     return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
 

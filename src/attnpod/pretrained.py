@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import CorruptFile, MissingModel, ParameterError, StoreError
+from .errors import CorruptFile, MissingModel, StoreError
 from .store import (artifact_dir, artifact_lock, is_verified, reusable, reused, sha256_file, sweep_orphans,
                     temporary_path, write_verified, writing)
+from .config import check_counts
 from .data import disjoint_starts, split_tokens
 from .fields import FieldFile, LayerStatistics
 from .adapters import hf_fields
@@ -272,7 +273,10 @@ ORIENTATIONS = ("causal", "published")
 
 def analysis_settings(spec: PretrainedModel, n_windows: int, length: int, seed: int, n_boot: int, n_half: int,
                       n_rank: int, split: str = "all") -> dict:
-    """Everything the real model's analyses depend on (the orientation aside)."""
+    """Everything the real model's analyses depend on (the orientation aside); a bad count is a one-line
+    :class:`~attnpod.errors.ParameterError`, before any work."""
+    check_counts({"n_windows": 2, "length": 8, "seed": 0, "n_boot": 0, "n_half": 0}, n_windows=n_windows,
+                 length=length, seed=seed, n_boot=n_boot, n_half=n_half, n_rank=n_rank)
     return {"gguf_sha256": spec.sha256, "n_windows": n_windows, "length": length, "split": split, "seed": seed,
             "n_boot": n_boot, "n_half": n_half, "n_rank": n_rank, "n_modes": 0, "format": ANALYSIS_FORMAT,
             **({"bos": True} if spec.bos else {})}
@@ -292,8 +296,6 @@ def analyse_pretrained(text: str, spec: PretrainedModel = SMOLLM2, n_windows: in
     :data:`LOSS_WINDOWS` validation windows. A result shipped in ``shipped_folder`` with these
     settings is read instead (verified); else each is cached in the artifact store.
     """
-    if not (isinstance(n_windows, int) and n_windows >= 2):
-        raise ParameterError(f"n_windows must be an integer of at least 2, got {n_windows!r}")
     settings = analysis_settings(spec, n_windows, length, seed, n_boot, n_half, n_rank, split)
     out = {}
     for orientation in ORIENTATIONS:

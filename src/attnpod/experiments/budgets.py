@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..claims import experiment_verdicts
-from ..errors import CorruptFile, ParameterError
+from ..errors import CorruptFile
 from ..readings import top_scale_indices
 from ..store import check_arrays, is_verified, load_npz, save_npz, write_verified
 
@@ -71,17 +71,6 @@ MICHEL_ONE_SHOT, MICHEL_ITERATIVE, ORACLE = "Michel one-shot", "Michel iterative
 def guided(rules) -> list[str]:
     """The rules of ``rules`` that split ∝ a per-layer score (the ``∝ …`` rules), in their order."""
     return [r for r in rules if r.startswith("∝ ")]
-
-
-# ----------------------------------------------------------------------------- checking an experiment's settings
-
-def check_counts(minimums: dict, **counts) -> None:
-    """A one-line :class:`~attnpod.errors.ParameterError` unless every count is a whole number of at least its
-    ``minimums[name]`` (1 where not given): checked before any work starts."""
-    for name, value in counts.items():
-        low = minimums.get(name, 1)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ParameterError(f"{name} must be an integer of at least {low}, got {value!r}")
 
 
 # ----------------------------------------------------------------------------- splitting a budget

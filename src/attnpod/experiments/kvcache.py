@@ -39,9 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import check_counts
 from ..errors import ParameterError
 from ..models import weights_digest
-from .budgets import (H_STAR, PRIMARY_RULES, check_counts, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, allocate, guided,
+from .budgets import (H_STAR, PRIMARY_RULES, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, allocate, guided,
                       null_orders, permuted_allocations, random_splits, rule_nulls, top_scale_rule)
 from .cache_rules import H2O, N_SINKS, PYRAMID_H2O, RECENT, STREAMING, h2o_places, pyramid_scores, scored
 

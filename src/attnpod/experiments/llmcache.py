@@ -48,9 +48,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import check_counts
 from ..errors import CorruptFile, ParameterError
 from ..store import artifact_dir, artifact_lock, reused
-from .budgets import (PRIMARY_RULES, check_counts, BudgetResult, Evaluations, Primary, allocate, null_orders, random_splits,
+from .budgets import (PRIMARY_RULES, BudgetResult, Evaluations, Primary, allocate, null_orders, random_splits,
                       rule_nulls, rule_scores)
 from .cache_rules import (ADAKV, ENTROPY, H2O_SINKS, N_SINKS, PYRAMID, RECENT, SNAPKV, STREAMING, h2o_places,
                           pyramid_scores, scored)
@@ -653,6 +654,7 @@ def decode_check(model, x: torch.Tensor, budget: int, which: str = "all", float6
     float64, where rounding cannot hide a difference (the model is returned to float32). Returns the gaps
     ``{(plan, dtype): max |Δ logit|}`` and the verdict (:func:`attnpod.claims.simulation_matches`) on H2O +
     sinks in the finest precision, against the full cache's own gap as the floor."""
+    check_counts({}, windows=len(x))
     plans = check_plans(x.shape[1], budget, model.config.num_hidden_layers, which)
     gaps = {(name, "float32"): decode_gap(model, x, plan) for name, plan in plans.items()}
     if float64:
@@ -690,6 +692,7 @@ def reproduce(result: RealCacheResult, model, windows: torch.Tensor, rules, k: i
     experiment's ``windows``, against the stored losses: a table and :func:`attnpod.claims.reproduces`."""
     import pandas as pd
 
+    check_counts({}, n_windows=n_windows)
     T = windows.shape[1] - 1
     rows = {}
     fresh = window_losses(model, windows[:n_windows], CachePlan(None), batch_size)

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..config import check_counts
 from ..data import Corpus, disjoint_batches
 from ..models import weights_digest
-from .budgets import (CUT_TO_ONE, check_counts, H_STAR, IMPORTANCE, MICHEL_ITERATIVE, MICHEL_ONE_SHOT, ORACLE, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, allocate, guided, null_orders,
-                      random_splits, rule_nulls)
+from .budgets import (CUT_TO_ONE, H_STAR, IMPORTANCE, MICHEL_ITERATIVE, MICHEL_ONE_SHOT, ORACLE, UNIFORM_SCORES,
+                      BudgetResult, Evaluations, Primary, allocate, guided, null_orders, random_splits, rule_nulls)
 
 UNIFORM = UNIFORM_SCORES  # equal heads per layer: the allocation rules' reference
 BUDGETS = (40, 32, 24, 16, 12, 8)  # heads kept of the paper model's 48; scaled to other sizes by head_budgets
