@@ -124,6 +124,13 @@ def failure_line(name: str, err, target: Path, rerun: str) -> str:
             f"rerun this chapter alone: {rerun})")
 
 
+def unpaired(notebook):
+    """The chapter as a notebook with no Jupytext pairing: its executed copy beside the ``.py`` is an output,
+    never a twin that JupyterLab would compare with the source (and refuse both when it is newer)."""
+    notebook.metadata.pop("jupytext", None)
+    return notebook
+
+
 def run_chapter(root: Path, name: str, parameters: dict, threads: int | None,
                 rerun: str = "") -> tuple[str, float, str | None]:
     """Execute one chapter (in a worker process); (name, seconds, None) or (name, seconds, failure line)."""
@@ -133,7 +140,7 @@ def run_chapter(root: Path, name: str, parameters: dict, threads: int | None,
     print(f"[{parameters['profile']}] {name} ...", flush=True)
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(jupytext.read(source), str(target), parameters=parameters,
+        papermill.execute_notebook(unpaired(jupytext.read(source)), str(target), parameters=parameters,
                                    kernel_name=KERNEL, cwd=str(source.parent), progress_bar=False)
     except papermill.PapermillExecutionError as err:
         return name, time.perf_counter() - start, failure_line(name, err, target, rerun)

@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -21,29 +22,48 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_lab_opens_a_py_chapter_as_a_notebook(tmp_path):
-    """What `make lab` starts: the chapter's .py source is served as a notebook on the project's kernel."""
+def test_lab_opens_a_py_chapter_as_a_notebook_after_a_build(tmp_path):
+    """What `make lab` starts, after `make book` has written the executed copies: the chapter's .py source is
+    served as a notebook on the project's kernel, though its executed .ipynb beside it is newer."""
+    import os
+    import shutil
+
+    import jupytext
+
+    sys.path.insert(0, str(ROOT / "book"))
+    from execute import unpaired
+
+    root = tmp_path / "checkout"
+    (root / "notebooks").mkdir(parents=True)
+    source = root / "notebooks" / "03_scalograms.py"
+    shutil.copy(ROOT / "notebooks" / source.name, source)
+    executed = source.with_suffix(".ipynb")  # as book/execute.py writes it, later than the source
+    jupytext.write(unpaired(jupytext.read(source)), executed, fmt="ipynb")
+    os.utime(executed, (time.time() + 60, time.time() + 60))
     jupyter = Path(sys.executable).with_name("jupyter")
     port, token = _free_port(), "attnpod-test"
     proc = subprocess.Popen([str(jupyter), "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
-                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}"],
+                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
     try:
-        url = f"http://127.0.0.1:{port}/api/contents/notebooks/03_scalograms.py?type=notebook&content=1&token={token}"
         deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=10) as r:
-                    model = json.load(r)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("JupyterLab did not serve the chapter: " + proc.stderr.read1().decode()[-2000:])
-                time.sleep(1)
-        nb = model["content"]
-        assert model["type"] == "notebook"
-        assert nb["metadata"]["kernelspec"]["name"] == "attnpod"
-        assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
+        for name in (source.name, executed.name):
+            url = f"http://127.0.0.1:{port}/api/contents/notebooks/{name}?type=notebook&content=1&token={token}"
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=10) as r:
+                        model = json.load(r)
+                    break
+                except urllib.error.HTTPError as err:  # the server answered: Jupytext refused the file
+                    pytest.fail(f"JupyterLab refused {name}: {err.read().decode()[-600:]}")
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        pytest.fail("JupyterLab did not serve the chapter: " + proc.stderr.read1().decode()[-2000:])
+                    time.sleep(1)
+            nb = model["content"]
+            assert model["type"] == "notebook"
+            assert nb["metadata"]["kernelspec"]["name"] == "attnpod"
+            assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
     finally:
         proc.terminate()
         proc.wait(timeout=30)
