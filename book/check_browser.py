@@ -5,7 +5,9 @@
 For each page, through the DevTools protocol: the page must load; no JavaScript
 exception, console error or failed request (offline, a CDN request fails and is
 reported); every image decoded (``naturalWidth > 0``); no raw TeX delimiters
-left in the text once MathJax has finished; no unresolved glue. Chromium is
+left in the text once MathJax has finished; no unresolved glue; every table
+cell legible in light and in dark mode (text against its background, WCAG's
+4.5:1 contrast). Chromium is
 Debian's ``chromium`` package (``apt-get install chromium``); the script says so
 if it is missing.
 """
@@ -44,6 +46,35 @@ PAGE_CHECK = r"""
                          math: document.querySelectorAll("mjx-container").length});
 })()
 """
+
+
+# The worst text/background contrast among a page's table cells (WCAG 2 relative luminance), in the theme's
+# mode ``MODE``: the first opaque background up the tree is what the text sits on.
+CONTRAST_CHECK = r"""
+(() => {
+  document.documentElement.dataset.theme = MODE;
+  document.documentElement.dataset.mode = MODE;
+  const rgb = s => (s.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map(v => v / 255).map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4)
+                                       .reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const backdrop = e => {
+    for (; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  let worst = null;
+  for (const cell of [...document.querySelectorAll("article table td, article table th")].slice(0, 400)) {
+    if (!cell.textContent.trim()) continue;
+    const [a, b] = [lum(rgb(getComputedStyle(cell).color)), lum(backdrop(cell))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (worst === null || ratio < worst.ratio) worst = {ratio, text: cell.textContent.trim().slice(0, 30)};
+  }
+  return JSON.stringify(worst);
+})()
+"""
+MIN_CONTRAST = 4.5  # WCAG 2 AA for body text
 
 
 def find_chromium() -> str:
@@ -132,6 +163,12 @@ def check_page(browser_port: int, url: str, screenshot: Path | None = None) -> l
             problems.append(f"unresolved glue: {report['glue']}")
         if report["wide"]:
             problems.append(f"table runs past the text column: {report['wide']}")
+        for mode in ("light", "dark"):
+            worst = json.loads(page.evaluate(CONTRAST_CHECK.replace("MODE", json.dumps(mode))))
+            if worst is not None and worst["ratio"] < MIN_CONTRAST:
+                problems.append(f"in {mode} mode, table text {worst['text']!r} has contrast {worst['ratio']:.1f}:1 "
+                                f"against its background (at least {MIN_CONTRAST}:1)")
+        page.evaluate(CONTRAST_CHECK.replace("MODE", json.dumps("light")))
         if screenshot is not None:
             import base64
 

@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Models and training
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # The paper analyses four character-level GPTs trained on TinyShakespeare
 # {cite}`zeris2026ega,zeris2026egamope`. This chapter builds them, trains each
 # (or loads its checkpoint), and reports the result as Table 1.
@@ -33,6 +38,7 @@ from attnpod.book import figure, seed_losses, shipped_comparison, with_spread
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+glue("run", study.run_stamp, display=False)  # which run this page shows
 P = study.profile
 glue("profile", P.name, display=False)
 

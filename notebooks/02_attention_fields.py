@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Attention fields
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # The paper's object of study is the attention matrix of each layer seen as a
 # field over (query, key), sampled by many input windows.
 
@@ -34,6 +39,7 @@ from attnpod.book import figure
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+glue("run", study.run_stamp, display=False)  # which run this page shows
 P = study.profile
 
 # %% [markdown]

@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Scalograms
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # At which scales does attention live? The paper answers with a Morlet wavelet
 # transform of each query's lag profile {cite}`torrence1998`.
 

@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Scale-selective POD
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # Proper orthogonal decomposition {cite}`lumley1967,sirovich1987,holmes2012`
 # finds the orthonormal basis that captures the most variance of an ensemble.
 # The paper applies it to the attention field after a window that keeps one

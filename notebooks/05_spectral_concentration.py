@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Spectral concentration
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # How fast does the POD spectrum decay? The paper fits a power law to the
 # leading eigenvalues and calls its inverse exponent the spectral concentration
 # index (its code names it an "attention Reynolds number").

@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Effective rank
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # How many modes does a layer need? By Theorem 1 the relative error left by the
 # first $n$ modes is the relative tail sum of the spectrum, so the smallest $n$
 # that brings it below $\varepsilon$ is a rank with a guarantee.

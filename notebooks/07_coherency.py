@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Cross-coherency
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # Do queries and keys oscillate together at a given scale? The paper's Figure 3
 # maps the wavelet cross-coherency of the attention field at $a \approx 4$ tokens.
 
@@ -33,6 +38,7 @@ from attnpod.book import coherency_maps, figure
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+glue("run", study.run_stamp, display=False)  # which run this page shows
 P = study.profile
 
 # %% [markdown]

@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Errata: where the published code departs from the method
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # The paper's analysis code (`paper4_pod/pod_analysis.py`) and model code
 # (`paper2_ega_mope/gpt_phase4_memfix.py`) differ from the method the paper
 # describes in six places. Each is selectable in `attnpod`, so here we run both

@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Beyond the paper: does H*(ε) tell a layer how many heads it needs?
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # The paper reads the effective rank $H^*(\varepsilon)$ of each layer as the
 # number of heads it needs and suggests non-uniform head allocation; its
 # summaries promise head pruning "with guaranteed error bounds". The guarantee

@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Beyond the paper: does the analysis tell a layer how much KV cache it needs?
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # The paper's summaries promise "adaptive KV-cache management … recomputing only
 # when signal complexity demands it", from the same per-layer analysis as head
 # allocation. This chapter tests it at equal total cache, against the rules

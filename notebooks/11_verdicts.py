@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Verdicts across readings
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # Each verdict in the earlier chapters is one reading of a claim: our lag
 # orientation, Torrence–Compo power, head-averaged raw fields, validation
 # snapshots, one seed. Here every claim about scales and spectra is judged under

@@ -14,6 +14,11 @@
 # %% [markdown]
 # # The method on your own model
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # The analysis needs one thing from a model: its attention probabilities on N
 # windows of T tokens, as an ensemble `fields[n, l, i, j]` (head-averaged, the
 # paper's choice) or `fields[n, l, h, i, j]` (per head). `attnpod.adapters` turns
@@ -83,6 +88,7 @@ from attnpod.book import adapter_comparison, figure
 from attnpod.study import Study
 
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides)
+glue("run", study.run_stamp, display=False)  # which run this page shows
 P = study.profile
 base = study.trained("base").model.cpu()
 

@@ -14,6 +14,11 @@
 # %% [markdown]
 # # A real language model
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # The paper says its method applies to any transformer without change. Its
 # evidence is four 4.8 M-parameter character models, and ours are smaller still.
 # Does "early layers fine, late layers coarse" hold in a real pretrained language

@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Beyond the paper: KV-cache budgets on a real language model
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # The cache chapter asked, on 1 M-parameter character models with a 128-token
 # context, whether the attention-field analysis tells a layer how much KV cache it
 # needs. Caches never matter at that size. Here the question goes to the real

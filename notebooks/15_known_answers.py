@@ -14,6 +14,11 @@
 # %% [markdown]
 # # Known answers
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # The book rules on the paper's claims: "early layers fine, later layers
 # coarse", $\mathcal{T}_\mathrm{spec}$, $H^*$. A ruling of "disagree" is only
 # worth something if the reading it rests on could have seen an "agree". So

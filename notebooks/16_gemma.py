@@ -14,6 +14,11 @@
 # %% [markdown]
 # # A model whose answer is built in: Gemma 3 270M
 #
+# ```{admonition} This page's run
+# :class: note
+# {glue:text}`run`
+# ```
+#
 # Gemma 3 270M interleaves five **sliding-window** layers (each query sees the
 # 512 nearest keys) with one **global** layer; the global layers are 6, 12
 # and 18 of 18 (counted from 1). With windows of 1024 tokens the sliding layers
