@@ -119,3 +119,22 @@ def test_real_model_settings_are_refused_before_any_work(capsys):
     assert main(["real-model", "--model", "gemma3", "--windows", "1"]) == 2
     err = capsys.readouterr().err
     assert "--windows must be at least 2" in err and err.count("\n") == 1
+
+
+def test_version_license_and_citation_say_the_same_version():
+    """``--version``, the package, pyproject and CITATION.cff name one version; the licence pyproject names is
+    the LICENSE file's."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import attnpod
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "attnpod", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"attnpod {attnpod.__version__}"
+    project = (root / "pyproject.toml").read_text()
+    assert re.search(rf'^version = "{re.escape(attnpod.__version__)}"$', project, re.M)
+    assert f'version: "{attnpod.__version__}"' in (root / "CITATION.cff").read_text()
+    assert 'license = "MIT"' in project and (root / "LICENSE").read_text().startswith("MIT License")

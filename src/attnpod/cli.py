@@ -7,6 +7,7 @@ import argparse
 import signal
 import sys
 
+from . import __version__
 from .config import CAUSAL, MODELS, PROFILES, model_name, parse_model_name
 
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Results are cached under the artifact folder ($ATTNPOD_ARTIFACTS, default ./artifacts "
                     "in a checkout), keyed by every setting, so reruns reuse them and changes recompute.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"attnpod {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train models (each resumes from its last checkpoint)")
     _common(train, several="train at once, each in its own process")
