@@ -41,6 +41,7 @@ KERNEL = "attnpod"  # registered by `make env` in the project's .venv
 # 09 and 10, once the longest, read shipped results now: 101 s and 55 s). Chapter 08 trains the
 # causal-gate EGA-1 (the store's lock makes any other chapter that asks wait for that model).
 LONGEST = ("notebooks/08_errata", "notebooks/11_verdicts")
+HEARTBEAT = 60  # seconds between the lines that say which chapters are still running
 
 
 def chapters(root: Path) -> list[str]:
@@ -124,6 +125,14 @@ def failure_line(name: str, err, target: Path, rerun: str) -> str:
             f"rerun this chapter alone: {rerun})")
 
 
+def quiet_kernel(log: Path) -> None:
+    """Send this worker's standard error (and so its kernel's: the TCP warning, a cell's warnings) to ``log``,
+    so that the build's own lines read alone; a failure line still names the chapter to rerun."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(log, "w")
+    os.dup2(handle.fileno(), 2)
+
+
 def unpaired(notebook):
     """The chapter as a notebook with no Jupytext pairing: its executed copy beside the ``.py`` is an output,
     never a twin that JupyterLab would compare with the source (and refuse both when it is newer)."""
@@ -138,12 +147,14 @@ def run_chapter(root: Path, name: str, parameters: dict, threads: int | None,
         os.environ.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     source, target = root / f"{name}.py", root / f"{name}.ipynb"
     print(f"[{parameters['profile']}] {name} ...", flush=True)
+    log = root / "_build" / "logs" / f"{Path(name).name}.log"
+    quiet_kernel(log)
     start = time.perf_counter()
     try:
         papermill.execute_notebook(unpaired(jupytext.read(source)), str(target), parameters=parameters,
                                    kernel_name=KERNEL, cwd=str(source.parent), progress_bar=False)
     except papermill.PapermillExecutionError as err:
-        return name, time.perf_counter() - start, failure_line(name, err, target, rerun)
+        return name, time.perf_counter() - start, failure_line(name, err, target, rerun) + f"; its log: {log}"
     tag_injected_cell(target)
     return name, time.perf_counter() - start, None
 
@@ -155,17 +166,30 @@ def run_chapters(root: Path, names: list[str], parameters: dict[str, dict], jobs
     timings, failure = [], None
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no inherited threads
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        running = set()
+        running, started = {}, time.monotonic()
         for name in names:
-            running.add(pool.submit(run_chapter, root, name, parameters[name], threads, (reruns or {}).get(name, "")))
-        for future in concurrent.futures.as_completed(running):
-            name, seconds, error = future.result()
-            if error:
-                failure = failure or error
+            running[pool.submit(run_chapter, root, name, parameters[name], threads,
+                                (reruns or {}).get(name, ""))] = name
+        pending = set(running)
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=HEARTBEAT,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            if not done:  # a heartbeat: what is still running, and for how long the build has run
+                busy = [running[f] for f in pending if f.running()]
+                print(f"[{parameters[names[0]]['profile']}] {time.monotonic() - started:.0f} s: running "
+                      f"{', '.join(Path(n).name for n in busy) or 'nothing yet'}; {len(pending)} chapter(s) left",
+                      flush=True)
+                continue
+            for future in done:
+                name, seconds, error = future.result()
+                if error:
+                    failure = failure or error
+                    continue
+                timings.append((name, seconds))
+                print(f"[{parameters[name]['profile']}] {name}: {seconds:.1f} s", flush=True)
+            if failure:
                 pool.shutdown(wait=True, cancel_futures=True)
                 break
-            timings.append((name, seconds))
-            print(f"[{parameters[name]['profile']}] {name}: {seconds:.1f} s", flush=True)
     return timings, failure
 
 
