@@ -62,7 +62,9 @@ fields = {v: study.fields(v) for v in study.models}  # fields[n, l, i, j], memor
 glue("N", P.n_snapshots, display=False)
 glue("T", P.block_size, display=False)
 glue("seed", P.seed, display=False)
-{v: f.shape for v, f in fields.items()}
+pd.DataFrame({"snapshots N": [f.shape[0] for f in fields.values()], "layers L": [f.shape[1] for f in fields.values()],
+              "queries × keys": [f"{f.shape[2]} × {f.shape[3]}" for f in fields.values()]},
+             index=[study.label(v) for v in fields]).rename_axis("model")
 
 # %% [markdown]
 # ## Example fields

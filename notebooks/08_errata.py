@@ -41,6 +41,7 @@ from attnpod.book import conv_twin, figure, future_leak, seed_losses, with_sprea
 from attnpod.data import sample_windows
 from attnpod.lag import to_lag
 from attnpod.models import GPT, conv_lag_multiplier
+from attnpod.store import artifacts_root
 from attnpod.pod import effective_rank, pod, spectral_concentration
 from attnpod.study import Study
 from attnpod.train import CheckpointError, checkpoint_path, initial_model, load_model, model_config
@@ -241,8 +242,8 @@ glue("silent_diff", f"{(A_true - A_silent).abs().mean().item() / A_true.abs().me
 try:
     load_model(checkpoint_path(P, model_config(P, "ega1", study.corpus.vocab_size)),
                expected=model_config(P, "base", study.corpus.vocab_size))
-except CheckpointError as err:
-    print(err)
+except CheckpointError as err:  # the message as a reader's machine would print it, the store's path left out
+    print(str(err).replace(str(artifacts_root()), "<artifact store>"))
 else:
     raise AssertionError("a mismatched checkpoint loaded without error")
 
@@ -265,7 +266,7 @@ lam = pod(L1).eigenvalues
 glue("fallback_ours", str(spectral_concentration(lam)), display=False)
 glue("fallback_pub", f"{spectral_concentration(lam, published=True):.2f}", display=False)
 glue("n_nan", int(sum(np.isnan(study.analysis(v).spectral_concentration).sum() for v in study.models)), display=False)
-lam
+pd.Series([f"{x:.3e}" for x in lam], index=pd.RangeIndex(1, len(lam) + 1, name="mode k"), name="λ_k").to_frame()
 
 # %% [markdown]
 # Published: {glue:text}`fallback_pub`. Ours: {glue:text}`fallback_ours`, and
