@@ -151,6 +151,8 @@ glue("base_near", f"{base.mean_lag[0]:.1f}", display=False)
 glue("base_far", f"{base.mean_lag[-1]:.1f}", display=False)
 deepest = int(np.argmax(base.mean_lag)) + 1
 glue("base_deepest", deepest, display=False)
+glue("base_deepest_text", f"every layer looks back about as far ({base.mean_lag.min():.1f}–{base.mean_lag.max():.1f} "
+     f"tokens)" if np.ptp(base.mean_lag) < 0.5 else f"its furthest-looking layer is layer {deepest}", display=False)
 max_sink = max((s.first_token_share.max(), v) for v, s in stats.items())
 glue("max_sink", f"{max_sink[0]:.1%}", display=False)
 glue("max_sink_model", study.label(max_sink[1]), display=False)
@@ -160,8 +162,7 @@ glue("max_sink_layer", int(np.argmax(stats[max_sink[1]].first_token_share)) + 1,
 # ## What we found
 #
 # - BASE looks back {glue:text}`base_near` tokens on average in layer 1 and
-#   {glue:text}`base_far` in the last layer; its furthest-looking layer is layer
-#   {glue:text}`base_deepest`.
+#   {glue:text}`base_far` in the last layer; {glue:text}`base_deepest_text`.
 # - The largest first-token share is {glue:text}`max_sink` ({glue:text}`max_sink_model`,
 #   layer {glue:text}`max_sink_layer`): that much of the field is a moving
 #   diagonal in lag coordinates, not local structure.
