@@ -15,9 +15,12 @@ from .pod import power_law_fit
 from .wavelet import fourier_period, morlet_fourier, padded_length, scale_energy
 from .claims import COARSE, FINE
 
+FIGURE_DPI = 150  # the book's PNGs: tick labels stay legible where the column shrinks a figure
+
+
 def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
     """A pyplot figure, closed at once: shown where a notebook displays or glues it, not again at cell end."""
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", **kwargs)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", dpi=FIGURE_DPI, **kwargs)
     plt.close(fig)
     return fig, axes
 
