@@ -142,10 +142,10 @@ def test_head_budgets_scale_the_papers():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"n_eval": 0}, "n_eval must be a positive integer"),
-    ({"n_random": 1.5}, "n_random must be a non-negative integer"),
-    ({"n_oracle": True}, "n_oracle must be a positive integer"),
-    ({"n_perm": -1}, "n_perm must be a non-negative integer"),
+    ({"n_eval": 0}, "n_eval must be an integer of at least 1, got 0"),
+    ({"n_random": 1.5}, "n_random must be an integer of at least 0"),
+    ({"n_oracle": True}, "n_oracle must be an integer of at least 1"),
+    ({"n_perm": -1}, "n_perm must be an integer of at least 0"),
 ])
 def test_pruning_counts_are_checked_before_any_work(options, message, tmp_path, monkeypatch):
     """Bad counts stop at once: no model is trained or loaded first."""
