@@ -273,10 +273,12 @@ glue_texts({"rc_verdict": verdicts[H_STAR].verdict, "rc_inverse": verdicts[INVER
             "rc_detectable": f"{verdicts[H_STAR].detectable:.3f} nats",
             "rc_all": "; ".join(f"{r}: {v.verdict}" for r, v in verdicts.items()),
             "rc_measure": f"at B = 32 vs uniform H2O + sinks: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] nats per token"})
-with pd.option_context("display.max_colwidth", None):
-    display(pd.DataFrame({"verdict": {r: v.verdict for r, v in verdicts.items()},
-                          "per budget": {r: v.measurement for r, v in verdicts.items()}}))
 glue("fig_rc_null", figure(study, "real_cache_null", result=result), display=False)
+pd.DataFrame({"verdict": {r: v.verdict for r, v in verdicts.items()}})
+
+# %% tags=["remove-input", "hide-output"]
+with pd.option_context("display.max_colwidth", None):  # each verdict's measurement per budget, on demand
+    display(pd.DataFrame({"per budget": {r: v.measurement for r, v in verdicts.items()}}))
 
 # %% [markdown]
 # ```{glue:figure} fig_rc_null

@@ -567,14 +567,16 @@ def cache_verdict_texts(study: "Study", results: dict, verdicts: dict, k: int) -
                                     for m, cells in at_mid.items())}
 
 
-def verdict_table(verdicts: dict):
-    """Verdicts keyed by (model, rule) as a table: rules (rows) by models, each cell "verdict: per budget"."""
+def verdict_table(verdicts: dict, detail: bool = False):
+    """Verdicts keyed by (model, rule) as a table: rules (rows) by models; each cell the verdict in words
+    (better, equivalent, …, with its tier), or with ``detail`` the verdict and its per-budget measurement."""
     import pandas as pd
 
     models = list(dict.fromkeys(m for m, _ in verdicts))
     rules = list(dict.fromkeys(r for _, r in verdicts))
-    return pd.DataFrame({m: {rule: f"{verdicts[(m, rule)].verdict}: {verdicts[(m, rule)].measurement}"
-                             for rule in rules if (m, rule) in verdicts} for m in models})
+    cell = (lambda v: f"{v.verdict}: {v.measurement}") if detail else (lambda v: v.verdict)
+    return pd.DataFrame({m: {rule: cell(verdicts[(m, rule)]) for rule in rules if (m, rule) in verdicts}
+                         for m in models})
 
 
 def sink_protection_texts(verdicts: dict, effect: dict) -> dict:
