@@ -203,7 +203,7 @@ def test_every_laptop_seed_reads_its_shipped_experiments_without_an_analysis(cor
     own options (the extra seeds: book.EXTRA_SEED_EXPERIMENTS) and read as they are, no analysis run (the
     rules' scores come with the result), and judged across the seeds."""
     from attnpod import claims
-    from attnpod.book import (EXTRA_SEED_EXPERIMENTS, PRIMARY_COMPARISONS, seed_experiment_results,
+    from attnpod.book import (EXTRA_SEED_EXPERIMENTS, primary_comparison, seed_experiment_results,
                               seed_experiment_verdicts)
 
     def refuse(self, *args, **kwargs):
@@ -220,7 +220,7 @@ def test_every_laptop_seed_reads_its_shipped_experiments_without_an_analysis(cor
                 assert result.source == "shipped"
                 assert len(result.random_losses) == (10 if seed == 42 else EXTRA_SEED_EXPERIMENTS[kind]["n_random"])
         table, cells = seed_experiment_verdicts(study, kind, results)
-        rules = PRIMARY_COMPARISONS[kind].rules
+        rules = primary_comparison(kind).rules
         assert len(cells) == len(next(iter(results.values()))) * len(rules)
         assert [c for c in table.columns] == [f"seed {s}" for s in BOOK_SEEDS["laptop"]] + ["across seeds"]
         for cell in cells.values():
