@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -214,6 +215,19 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def source_revision(root: Path) -> str:
+    """The commit the book was built from (short hash, "+ changes" where the tree differs from it), or a note
+    that it is not a git checkout."""
+    def git(*args):
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short=12", "HEAD")
+    if commit is None:
+        return "not a git checkout"
+    return f"commit `{commit}`" + (" + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def write_status(root: Path, profile: str, timings: list[tuple[str, float]],
                  wall: tuple[float, int] | None = None) -> None:
     """The status page: profile, device, each chapter's time, and (``wall``) the whole run's wall time
@@ -229,7 +243,8 @@ def write_status(root: Path, profile: str, timings: list[tuple[str, float]],
         f"- **Profile:** `{profile}`",
         f"- **Device:** {device}",
         f"- **Built:** {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
-        f"- **Python:** {platform.python_version()} on {platform.system()} {platform.machine()}", "",
+        f"- **Python:** {platform.python_version()} on {platform.system()} {platform.machine()}",
+        f"- **Code:** {source_revision(root)}", "",
         "| chapter | execution time (s) |", "|---|---:|",
         *[f"| `{name}` | {seconds:.1f} |" for name, seconds in timings],
         f"| **sum** | **{sum(s for _, s in timings):.1f}** |",
