@@ -80,3 +80,19 @@ def test_a_fused_attention_model_is_refused():
     model = transformers.GPT2LMHeadModel(config)
     with pytest.raises(adapters.AttentionInputError, match="eager"):
         adapters.hf_fields(model, torch.zeros(1, 8, dtype=torch.long), progress=False)
+
+
+def test_the_readmes_own_model_snippet_runs_as_written(tmp_path):
+    """The README's Python block under "The method on your own model", run as a reader would paste it."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## The method on your own model", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("[") == 2  # the dominant scales and the ranks, one per layer
