@@ -138,3 +138,29 @@ def test_version_license_and_citation_say_the_same_version():
     assert re.search(rf'^version = "{re.escape(attnpod.__version__)}"$', project, re.M)
     assert f'version: "{attnpod.__version__}"' in (root / "CITATION.cff").read_text()
     assert 'license = "MIT"' in project and (root / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_a_figure_that_would_train_says_so_before_it_starts(tmp_path, monkeypatch, capsys):
+    """At a profile whose models are not in the store, ``figure`` warns in one line before the training, and
+    never for a figure that needs no model; every command's help page says what it does."""
+    from attnpod import book
+    from attnpod.cli import build_parser, main
+    from tests.conftest import corpus_file
+
+    assert book.WITHOUT_MODELS <= set(book.FIGURES)
+
+    class Drawn(Exception):
+        pass
+
+    def drawn(study, name, **kwargs):
+        raise Drawn(name)
+
+    monkeypatch.setattr(book, "figure", drawn)
+    monkeypatch.setenv("ATTNPOD_DATA", str(corpus_file()))
+    for name, warns in (("scalograms", True), ("morlet", False)):
+        with pytest.raises(Drawn):
+            main(["figure", name, "--profile", "laptop", "--out", str(tmp_path / "f.png")])
+        err = capsys.readouterr().err
+        assert ("not trained in the store yet" in err) is warns, err
+    for name, command in build_parser()._subparsers._group_actions[0].choices.items():
+        assert command.description, name

@@ -993,6 +993,11 @@ def _real(study: "Study", analyses, options: dict) -> dict:
 
 
 # What each figure shows, by name: the command line lists them without importing torch or matplotlib.
+# The figures drawn without any character model of the study (the method's own pictures, the known-answers bench,
+# the real models' shipped results): the command line warns before the others start a long training.
+WITHOUT_MODELS = frozenset({"morlet", "lag_windows", "recovery", "real_model_scales", "real_model_top_scales",
+                            "real_model_layers", "real_cache_selection", "real_cache_allocation", "real_cache_null",
+                            "real_cache_splits", "real_cache_sinks"})
 FIGURES = {
     "loss_curves": "training and validation loss (chapter 01)",
     "recovery": "the readings against planted answers: the recovery table and the windows case (Known answers)",

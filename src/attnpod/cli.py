@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "own folders, each named first")
     clean.add_argument("--dry-run", action="store_true", help="name what would be removed, remove nothing")
     _debug(clean)
+    for action in sub._choices_actions:  # each command's help page opens with what the command does
+        command = sub.choices[action.dest]
+        command.description = command.description or action.help
     return parser
 
 
@@ -200,6 +203,13 @@ def _figure(args) -> int:
         if not os.access(out.parent, os.W_OK):
             raise PermissionError(errno.EACCES, "Permission denied")
     study = Study.create(args.profile or "auto", device=args.device, data_path=args.data or "")
+    from .book import WITHOUT_MODELS
+
+    untrained = [] if args.name in WITHOUT_MODELS else study.untrained()
+    if untrained and study.profile.name != "smoke":  # say so before a long training starts, not after
+        print(f"figure {args.name} [{study.profile.name}]: {', '.join(untrained)} not trained in the store yet; "
+              f"training them first can take a long time (python -m attnpod train --profile {study.profile.name} "
+              f"--model ... trains them alone)", file=sys.stderr, flush=True)
     fig = figure(study, args.name)
     with writing(out, "write the figure to", "choose another --out"):
         fig.savefig(out, dpi=args.dpi, bbox_inches="tight")

@@ -162,15 +162,22 @@ class Study:
             self._trained[variant] = Trained(model, history, name)
         return self._trained[variant]
 
+    def untrained(self, variants=None) -> list[str]:
+        """Which of ``variants`` (default: the study's models) this study would have to train: not trained to
+        the last step in the store, and not read from shipped weights."""
+        def trained(name: str) -> bool:
+            variant, causal = parse_model_name(name)
+            return is_trained(self.profile, variant, self.corpus.vocab_size, causal)
+
+        if self.shipped:
+            return []
+        return [v for v in (self.models if variants is None else variants) if not trained(v)]
+
     def train_all(self, variants) -> dict[str, Trained]:
         """The trained models; those not trained yet are trained together, in parallel processes
         (:func:`attnpod.train.train_in_processes`), where the machine may train them."""
-        def untrained(name: str) -> bool:
-            variant, causal = parse_model_name(name)
-            return not is_trained(self.profile, variant, self.corpus.vocab_size, causal)
-
         missing = [v for v in variants if v not in self._trained
-                   and not trains_only_on_gpu(self.profile.name, self.device) and untrained(v)]
+                   and not trains_only_on_gpu(self.profile.name, self.device) and v in self.untrained(variants)]
         if len(missing) > 1:
             train_in_processes(self.profile, missing, self.data_path or None, self.device, progress=self.progress)
         return {v: self.trained(v) for v in variants}
