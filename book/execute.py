@@ -43,6 +43,7 @@ KERNEL = "attnpod"  # registered by `make env` in the project's .venv
 # causal-gate EGA-1 (the store's lock makes any other chapter that asks wait for that model).
 LONGEST = ("notebooks/08_errata", "notebooks/11_verdicts")
 HEARTBEAT = 60  # seconds between the lines that say which chapters are still running
+KERNEL_STARTS = 2  # a chapter whose kernel does not start (a port taken at the same moment) is started again once
 
 
 def chapters(root: Path) -> list[str]:
@@ -126,12 +127,27 @@ def failure_line(name: str, err, target: Path, rerun: str) -> str:
             f"rerun this chapter alone: {rerun})")
 
 
-def quiet_kernel(log: Path) -> None:
-    """Send this worker's standard error (and so its kernel's: the TCP warning, a cell's warnings) to ``log``,
-    so that the build's own lines read alone; a failure line still names the chapter to rerun."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(log, "w")
-    os.dup2(handle.fileno(), 2)
+class quiet_kernel:
+    """Within it, standard error (and so the kernel's: the TCP warning, a cell's warnings) goes to ``log``, so
+    that the build's own lines read alone; afterwards it is restored (the first chapter runs in the build's
+    own process). A failure line names the log."""
+
+    def __init__(self, log: Path):
+        self.log = log
+
+    def __enter__(self):
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        sys.stderr.flush()
+        self.saved, self.handle = os.dup(2), open(self.log, "w")
+        os.dup2(self.handle.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.handle.close()
+        return False
 
 
 def unpaired(notebook):
@@ -149,13 +165,20 @@ def run_chapter(root: Path, name: str, parameters: dict, threads: int | None,
     source, target = root / f"{name}.py", root / f"{name}.ipynb"
     print(f"[{parameters['profile']}] {name} ...", flush=True)
     log = root / "_build" / "logs" / f"{Path(name).name}.log"
-    quiet_kernel(log)
     start = time.perf_counter()
-    try:
-        papermill.execute_notebook(unpaired(jupytext.read(source)), str(target), parameters=parameters,
-                                   kernel_name=KERNEL, cwd=str(source.parent), progress_bar=False)
-    except papermill.PapermillExecutionError as err:
-        return name, time.perf_counter() - start, failure_line(name, err, target, rerun) + f"; its log: {log}"
+    for attempt in range(1, KERNEL_STARTS + 1):
+        try:
+            with quiet_kernel(log):
+                papermill.execute_notebook(unpaired(jupytext.read(source)), str(target), parameters=parameters,
+                                           kernel_name=KERNEL, cwd=str(source.parent), progress_bar=False)
+            break
+        except papermill.PapermillExecutionError as err:
+            return name, time.perf_counter() - start, failure_line(name, err, target, rerun) + f"; its log: {log}"
+        except RuntimeError as err:  # the kernel did not start: two kernels starting at once can race for a port
+            if attempt == KERNEL_STARTS:
+                return name, time.perf_counter() - start, (f"FAILED {Path(name).name}: its kernel did not start "
+                                                           f"({err}); its log: {log}; rerun: {rerun}")
+            print(f"[{parameters['profile']}] {name}: its kernel did not start ({err}); starting it again", flush=True)
     tag_injected_cell(target)
     return name, time.perf_counter() - start, None
 
@@ -182,7 +205,11 @@ def run_chapters(root: Path, names: list[str], parameters: dict[str, dict], jobs
                       flush=True)
                 continue
             for future in done:
-                name, seconds, error = future.result()
+                try:
+                    name, seconds, error = future.result()
+                except Exception as err:  # anything else a worker met: one line, never a lost traceback
+                    name, seconds = running[future], 0.0
+                    error = f"FAILED {Path(name).name}: {type(err).__name__}: {' '.join(str(err).split())[:400]}"
                 if error:
                     failure = failure or error
                     continue
