@@ -37,7 +37,7 @@ lab: env
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(CURDIR) notebooks
 
 test: env
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=25
 
 # Through the package, never a shell expansion of the path: only a folder marked as an artifact store
 # is removed, and in it only the store's own folders, each named first (python -m attnpod clean --help).
