@@ -142,7 +142,7 @@ meta = result.meta
 budgets = [int(b) for b in result.budgets]
 mid = budgets.index(32)
 glue_texts({"run": f"{profile} profile; {SMOLLM2.label}; {meta['n_windows']} validation windows of {meta['length']} "
-                   f"tokens, window seed {meta['seed']}; the shipped result, verified",
+                   f"tokens, window seed {meta['seed']}; the laptop book's shipped result, verified",
             **{name: meta[key] for name, key in (("rc_windows", "n_windows"), ("rc_random", "n_random"),
                                                  ("rc_perm", "n_perm"), ("rc_null_windows", "null_windows"),
                                                  ("rc_train", "train_windows"))}})

@@ -163,7 +163,7 @@ def test_the_shipped_real_model_analyses_are_listed_verified_and_read_by_the_lap
                and e["model"].startswith(pretrained.SMOLLM2.key)]
     assert sorted(e["model"] for e in entries) == [f"{pretrained.SMOLLM2.key}-{o}" for o in pretrained.ORIENTATIONS]
     analyses = real_model("laptop", progress=False)
-    assert real_model_source(analyses) == "shipped, verified"
+    assert real_model_source(analyses) == "the laptop book's shipped result, verified"
     meta = analyses["causal"].meta
     assert meta["n_windows"] == pretrained.REAL_MODEL_WINDOWS["laptop"] and meta["length"] == pretrained.LENGTH
     assert np.asarray(meta["statistics"]["sink"]).shape == (30, 9) and 2 < meta["loss"] < 6

@@ -705,7 +705,7 @@ def layers_apart_table(analyses: dict, group, recovery=None):
 def real_model_source(analyses: dict) -> str:
     """Where the real model's analyses came from, in words: shipped (verified), cached in the store, or computed."""
     sources = {a.meta.get("source", "computed") for a in analyses.values()}
-    words = {"shipped": "shipped, verified", "cached": "computed earlier, cached in the store",
+    words = {"shipped": "the laptop book's shipped result, verified", "cached": "computed earlier, cached in the store",
              "computed": "computed in this build"}
     return " and ".join(words[s] for s in sorted(sources))
 
