@@ -41,7 +41,7 @@ MANIFEST_FORMAT = 2  # 2: every entry carries its check loss; file names are fix
 WEIGHTS_FORMAT = "attnpod-shipped-2"  # the safetensors header names the model it holds
 MAX_BYTES = 10_000_000  # a file of at most 10 MB: the repository stays light
 GPU_ONLY_PROFILES = ("paper",)
-# the real model's analyses (attnpod.pretrained) and its cache experiment (attnpod.llmcache) last
+# the real model's analyses (attnpod.pretrained) and its cache experiment (attnpod.experiments.llmcache) last
 RESULT_KINDS = ("pruning", "kv_cache", "real_model", "real_kv_cache")
 # The weights' own fingerprint: their mean loss on CHECK_WINDOWS fixed validation windows (float32 on a
 # CPU), written when shipped and recomputed on every load. Another model, or these weights under another
