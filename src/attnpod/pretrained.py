@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .errors import CorruptFile, MissingModel, StoreError
-from .store import (artifact_dir, artifact_lock, is_verified, reusable, reused, sha256_file, sweep_orphans,
+from .store import (artifact_dir, artifact_lock, is_verified, reusable, reused, sha256_file, sweep_orphans, unverified,
                     temporary_path, write_verified, writing)
 from .config import check_counts
 from .data import disjoint_starts, split_tokens
@@ -404,7 +404,7 @@ def _statistics_sound(path: Path, spec: PretrainedModel) -> bool:
     recorded when it was written and holds every layer's statistics and the loss; a damaged one is reported."""
     if not path.exists():
         return False
-    why = {None: "it has no SHA-256 record", False: "its SHA-256 does not match its record"}.get(is_verified(path))
+    why = unverified(path)
     if why is None:
         try:
             record = json.loads(path.read_text())

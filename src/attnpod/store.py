@@ -391,6 +391,12 @@ def is_verified(path: Path) -> bool | None:
         return sha256_file(path) == sidecar.read_text().strip()
 
 
+def unverified(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be trusted by its sidecar ("it has no SHA-256 record", "its SHA-256 does
+    not match its record"), or None when it matches."""
+    return {None: "it has no SHA-256 record", False: "its SHA-256 does not match its record"}.get(is_verified(path))
+
+
 def reusable(path: Path, sound=None) -> bool:
     """True if ``path`` is a verified artifact and ``sound(path)`` holds; a corrupt one is reported and False.
 

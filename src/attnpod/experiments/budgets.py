@@ -19,7 +19,7 @@ import numpy as np
 from ..claims import experiment_verdicts
 from ..errors import CorruptFile
 from ..readings import top_scale_indices
-from ..store import check_arrays, is_verified, load_npz, save_npz, write_verified
+from ..store import check_arrays, load_npz, save_npz, unverified, write_verified
 
 # ----------------------------------------------------------------------------- the rules' names
 # A rule's name is what a result file stores in its ``rules`` list and what a chapter prints: chapters and
@@ -239,7 +239,7 @@ def kept_evaluations(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         return {}
-    why = {None: "it has no SHA-256 record", False: "its SHA-256 does not match its record"}.get(is_verified(path))
+    why = unverified(path)
     done = {}
     if why is None:
         try:
