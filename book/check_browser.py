@@ -7,7 +7,8 @@ exception, console error or failed request (offline, a CDN request fails and is
 reported); every image decoded (``naturalWidth > 0``); no raw TeX delimiters
 left in the text once MathJax has finished; no unresolved glue; every table
 cell legible in light and in dark mode (text against its background, WCAG's
-4.5:1 contrast). Chromium is
+4.5:1 contrast); glued values in the text's weight; no table cut by pandas
+("...") and no result table's cell in view longer than 160 characters. Chromium is
 Debian's ``chromium`` package (``apt-get install chromium``); the script says so
 if it is missing.
 """
@@ -42,10 +43,20 @@ PAGE_CHECK = r"""
     for (let e = t.parentElement; e && e !== column; e = e.parentElement) { if (scrolls(e)) return false; }
     return t.getBoundingClientRect().right > edge;
   }).map(t => (t.querySelector("th, td") || t).textContent.trim().slice(0, 40));
-  return JSON.stringify({broken, tex: tex.slice(0, 5), glue: glue.slice(0, 5), wide: wide.slice(0, 3),
-                         math: document.querySelectorAll("mjx-container").length});
+  // Glued values read as text, not shouted (MyST-NB's own CSS sets them bold).
+  const bold = [...column.querySelectorAll("span.pasted-text")].filter(
+    e => Number(getComputedStyle(e).fontWeight) >= 600 && !e.closest("th, strong, b")).map(e => e.textContent.slice(0, 40));
+  // A table of results a reader sees whole: no cell pandas cut ("..."), and none in view (not folded away
+  // in a closed toggle) of a paragraph's length. Hand-written tables of prose (the method page) are exempt.
+  const seen = c => c.checkVisibility ? c.checkVisibility({visibilityProperty: true, contentVisibilityAuto: true})
+                                      : c.getClientRects().length > 0;
+  const shown = [...column.querySelectorAll("table.dataframe td, table.dataframe th")].filter(seen);
+  const cut = shown.filter(c => ["...", "…"].includes(c.textContent.trim())).length;
+  const long = shown.filter(c => c.textContent.trim().length > LONG_CELL).map(c => c.textContent.trim().slice(0, 40));
+  return JSON.stringify({broken, tex: tex.slice(0, 5), glue: glue.slice(0, 5), wide: wide.slice(0, 3), bold: bold.slice(0, 3),
+                         cut, long: long.slice(0, 3), math: document.querySelectorAll("mjx-container").length});
 })()
-"""
+""".replace("LONG_CELL", "160")  # characters: past that, a table cell is a paragraph (put it on demand)
 
 
 # The worst text/background contrast among a page's table cells (WCAG 2 relative luminance), in the theme's
@@ -163,6 +174,13 @@ def check_page(browser_port: int, url: str, screenshot: Path | None = None) -> l
             problems.append(f"unresolved glue: {report['glue']}")
         if report["wide"]:
             problems.append(f"table runs past the text column: {report['wide']}")
+        if report["bold"]:
+            problems.append(f"glued text drawn bold: {report['bold']}")
+        if report["cut"]:
+            problems.append(f"{report['cut']} table cell(s) cut by pandas ('...'): lay the table out so it fits")
+        if report["long"]:
+            problems.append(f"result table cell(s) of more than 160 characters in view (give a short word, the "
+                            f"detail on demand): {report['long']}")
         for mode in ("light", "dark"):
             worst = json.loads(page.evaluate(CONTRAST_CHECK.replace("MODE", json.dumps(mode))))
             if worst is not None and worst["ratio"] < MIN_CONTRAST:

@@ -11,7 +11,7 @@ with every core. The others then run ``--jobs`` at a time, each kernel with an
 equal share of the cores as its thread pool: on 2 cores two single-threaded
 kernels get more done than one two-threaded one, and chapters that wait on the
 same cached artifact take turns (the artifact store locks). The longest chapters
-start first: by their time in the last build of the profile, else ``LONGEST``.
+start first: by their time in the last build of the profile, else ``TYPICAL``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import ast
 import concurrent.futures
 import datetime
 import importlib.metadata
-import math
+import json
 import multiprocessing
 import os
 import platform
@@ -37,11 +37,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = "attnpod"  # registered by `make env` in the project's .venv
-# Started first when no earlier build of the profile gives times: the two longest chapters at the
-# laptop profile (measured from a fresh clone on 2026-12-01: 415 s and 315 s of the 1352 s; chapters
-# 09 and 10, once the longest, read shipped results now: 101 s and 55 s). Chapter 08 trains the
-# causal-gate EGA-1 (the store's lock makes any other chapter that asks wait for that model).
-LONGEST = ("notebooks/08_errata", "notebooks/11_verdicts")
+# What orders the chapters when no earlier build of the profile gives times: each profile's long chapters
+# and their measured seconds (laptop: a fresh clone on 2026-12-01, chapters 08 and 11 of 1352 s; smoke: a
+# fresh store on 2026-12-02, chapters 14, 10, 13 and 09 of 565 s of chapter time, where the de-quantised
+# real model, chapters 13 and 14 share it through the store's lock). The rest start in the book's order.
+TYPICAL = {"laptop": {"notebooks/08_errata": 415.0, "notebooks/11_verdicts": 315.0},
+           "smoke": {"notebooks/14_real_kv_cache": 135.0, "notebooks/10_kv_cache": 94.0,
+                     "notebooks/13_real_model": 71.0, "notebooks/09_head_allocation": 66.0}}
 HEARTBEAT = 60  # seconds between the lines that say which chapters are still running
 KERNEL_STARTS = 2  # a chapter whose kernel does not start (a port taken at the same moment) is started again once
 
@@ -230,10 +232,12 @@ def previous_timings(root: Path, profile: str) -> dict[str, float]:
     return {name: float(seconds) for name, seconds in rows}
 
 
-def start_order(names: list[str], previous: dict[str, float], longest=LONGEST) -> list[str]:
+def start_order(names: list[str], previous: dict[str, float], typical: dict[str, float] | None = None) -> list[str]:
     """Longest first, so that no long chapter starts last while the other workers idle: by the
-    ``previous`` build's times where known, ``longest`` before the rest where not, else in order."""
-    return sorted(names, key=lambda name: -previous.get(name, math.inf if name in longest else 0.0))
+    ``previous`` build's times where known, else by the ``typical`` ones (a profile's :data:`TYPICAL`),
+    the rest in order."""
+    typical = typical or {}
+    return sorted(names, key=lambda name: -previous.get(name, typical.get(name, 0.0)))
 
 
 def cuda_available() -> bool:
@@ -320,7 +324,9 @@ def main(argv=None) -> int:
     parameters = {name: {"profile": profile, **shares[name]} for name in names}
     reruns = {name: rerun_command(name, profile, given) for name in names}
     previous = previous_timings(args.root, profile)
-    rest = start_order([name for name in names if name != every[0]], previous)
+    rest = start_order([name for name in names if name != every[0]], previous, TYPICAL.get(profile))
+    store = Path(os.environ["ATTNPOD_ARTIFACTS"])
+    fresh = not store.is_dir() or not any(p for p in store.iterdir() if not p.name.startswith("."))
     start = time.perf_counter()
     timings, failure = [], None
     if every[0] in names:  # the models every other chapter reads: alone, with every core
@@ -338,7 +344,47 @@ def main(argv=None) -> int:
     merged = previous | dict(timings) if args.only else dict(timings)  # --only keeps the others' last times
     write_status(args.root, profile, [(name, merged[name]) for name in every if name in merged],
                  None if args.only else (wall, jobs))
+    if not args.only and not given:  # a whole build at the profile's settings: a measurement for the table
+        measured = write_measurement(args.root, profile, wall, fresh)
+        print(f"[{profile}] measured: {measured['seconds']:.0f} s; to put it in the README's table: "
+              f"python book/timings.py add {measured['file']}", flush=True)
     return 0
+
+
+def memory_gib() -> float:
+    """The machine's memory (GiB)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def folder_bytes(folder: Path) -> int:
+    """What the files under ``folder`` hold (links not followed)."""
+    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def write_measurement(root: Path, profile: str, wall: float, fresh: bool) -> dict:
+    """``_build/measured-<profile>.json``: this build's wall time, the peak memory of its largest process
+    (the kernels are its descendants, counted once they have ended) and the store it left (``fresh``: the
+    build began with an empty one, else what the store holds is not this build's alone): a record for
+    ``book/timings.py``."""
+    import resource
+
+    from attnpod.store import artifacts_root
+
+    peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    cpu = platform.processor() or platform.machine()
+    with open("/proc/cpuinfo") if Path("/proc/cpuinfo").is_file() else open(os.devnull) as info:
+        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    store = "fresh store" if fresh else "store reused"
+    record = {"what": f"the {profile} book's chapters (`book/execute.py --profile {profile}`, {store})",
+              "seconds": round(wall, 1), "peak_memory_bytes": peak_kib * 1024,
+              **({"store_bytes": folder_bytes(artifacts_root())} if fresh else {}),
+              "date": f"{datetime.date.today():%Y-%m-%d}",
+              "machine": f"{os.cpu_count()}-core {names[0] if names else cpu}, {memory_gib():.0f} GiB",
+              "code": source_revision(root)}
+    out = root / "_build" / f"measured-{profile}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    return {**record, "file": str(out)}
 
 
 if __name__ == "__main__":

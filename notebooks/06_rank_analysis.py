@@ -36,6 +36,7 @@ import pandas as pd
 from myst_nb import glue
 
 from attnpod import claims
+from attnpod.analysis import white_noise_ceiling
 from attnpod.experiments.budgets import allocate
 from attnpod.book import figure
 from attnpod.estimators import stack_halves
@@ -77,14 +78,20 @@ table3 = pd.concat({study.label(v): claims.with_half_intervals(r.effective_rank,
                                                                columns=[f"ε = {e:g}" for e in eps])
                     for v, r in analyses.items()}, axis=1)
 glue("table3", table3, display=False)
-glue("M", halves["base"].halves.shape[1], display=False)
+M = halves["base"].halves.shape[1]
+glue("noise_N", white_noise_ceiling(analyses["base"]), display=False)  # H*(0.1) of structureless fluctuations
+glue("noise_M", white_noise_ceiling(analyses["base"], n_snapshots=M), display=False)
+glue("M", M, display=False)
 glue("n_halves", len(halves["base"]), display=False)
 
 # %% [markdown]
 # $H^*(\varepsilon)$ per layer, model and tolerance on all $N =$
 # {glue:text}`N` snapshots (so $H^* \le N$), then, after the bar, its expected
 # value for an ensemble of $N/2 =$ {glue:text}`M` with a 95 % interval, from
-# {glue:text}`n_halves` random halves of the snapshots.
+# {glue:text}`n_halves` random halves of the snapshots. White noise at the same
+# $N$ and dimension (isotropic fluctuations, no structure) gives $H^*(0.1) =$
+# {glue:text}`noise_N` at $N$ and {glue:text}`noise_M` at $N/2$: the ceiling a
+# layer's rank nears as its structure fades (`attnpod.analysis.white_noise_ceiling`).
 #
 # **$H^*$ grows with the ensemble.** It counts modes of an ensemble of $N$
 # snapshots, and a larger ensemble resolves more of a slowly decaying spectrum:

@@ -99,7 +99,7 @@ from myst_nb import glue
 from attnpod import claims, estimators
 from attnpod.book import (across_models_and_seeds, budget_table, figure, head_rank_maps, pruning_results,
                           reproduction_texts, seed_experiment_results, seed_experiment_verdicts,
-                          seed_reproduction_check)
+                          seed_reproduction_check, verdict_table)
 from attnpod.experiments import pruning
 from attnpod.experiments.budgets import H_STAR
 from attnpod.study import Study
@@ -178,17 +178,15 @@ budget_table(base)
 # %% [markdown]
 # ## The verdict
 #
-# The criterion above, for each analysis-guided rule and each model; the
-# measurement lists every budget's difference from uniform with its interval,
-# and, for $\propto H^*(0.10)$, the share of its {glue:text}`n_perm` permutations
-# it beats:
+# The criterion above, for each analysis-guided rule (rows) and each model: the
+# verdict and its tier. Under it, on demand, the measurement: every budget's
+# difference from uniform with its interval, and, for $\propto H^*(0.10)$, the
+# share of its {glue:text}`n_perm` permutations it beats:
 
 # %%
 guided = pruning.analysis_rules(base)
 verdicts = {(study.label(v), rule): verdict for v, res in results.items()
             for rule, verdict in pruning.verdicts(res, guided).items()}
-verdict_table = pd.DataFrame({rule: {model: f"{verdicts[(model, rule)].verdict}: {verdicts[(model, rule)].measurement}"
-                                     for model in (study.label(v) for v in results)} for rule in guided})
 main = [verdicts[(study.label(v), H_STAR)] for v in results]
 glue("h_verdict", claims.across_models(main), display=False)
 glue("h_measure", "; ".join(f"{study.label(v)}: {m.verdict}" for v, m in zip(results, main)), display=False)
@@ -197,10 +195,13 @@ baselines = {(study.label(v), rule): verdict for v, res in results.items()
              for rule, verdict in pruning.verdicts(res, pruning.BASELINE_RULES).items()}
 glue("h_baselines", "; ".join(f"{rule} {claims.outcome_of(verdict)}" for (m, rule), verdict in baselines.items()
                               if m == study.label("base")), display=False)
-with pd.option_context("display.max_colwidth", None):
-    display(verdict_table)
 fig = figure(study, "pruning_null", **options)
 glue("fig_pruning_null", fig, display=False)
+verdict_table(verdicts)
+
+# %% tags=["remove-input", "hide-output"]
+with pd.option_context("display.max_colwidth", None):  # each verdict's measurement per budget, on demand
+    display(verdict_table(verdicts, detail=True))
 
 # %% [markdown]
 # ```{glue:figure} fig_pruning_null

@@ -51,6 +51,7 @@ from attnpod.study import Study
 pd.set_option("display.max_colwidth", None)  # a seed-dependent cell names its seeds: show it whole
 study = Study.create(profile, seed=seed, device=device, data_path=data_path, overrides=overrides, seeds=seeds)
 glue("run", study.run_stamp, display=False)  # which run this page shows (the findings page lists it)
+glue("verdict_legend", claims.legend_table(), display=False)  # the key to every verdict word (findings page)
 
 # %% [markdown]
 # ## The readings

@@ -145,8 +145,9 @@ with pd.option_context("display.max_rows", None, "display.max_columns", None):
 # layer, the mean diagonal mass and the squared self-attention of the last query:
 
 # %% tags=["hide-input"]
-table[["top scale, published pipeline", "diagonal mass (published)",
-       "last query's self-attention² (published)"]].T.round(4)
+with pd.option_context("display.max_rows", None):  # layers as rows, every one of them
+    display(table[["top scale, published pipeline", "diagonal mass (published)",
+                   "last query's self-attention² (published)"]].round(4))
 
 # %% [markdown]
 # ## POD at the top scale
@@ -160,7 +161,9 @@ with pd.option_context("display.max_rows", None):
 # At each layer's Torrence–Compo top scale: the value on all N windows, then,
 # after the bar, the statistic's mean over {glue:text}`rm_half` half-ensembles
 # of N/2 windows with its 95 % interval. The interval speaks of an ensemble of
-# N/2 (nothing is rescaled to N).
+# N/2 (nothing is rescaled to N). Beside $H^*$, what isotropic white noise gives
+# at the same N (and, after the bar, N/2) in the same dimension: the ceiling a
+# layer whose fluctuations have no structure would reach.
 #
 # ## The paper's claims under every reading
 

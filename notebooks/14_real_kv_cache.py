@@ -114,6 +114,7 @@ reproduce_windows = 0  # windows the shipped result is recomputed on; 0: the pro
 decode_check_windows = 1
 decode_check = "auto"  # "all" selection rules and Ada-KV, "h2o" only, or "auto": h2o at the smoke profile
 float64_check = True  # also decode H2O in float64, where rounding cannot hide a difference
+decode_check_tokens = 0  # tokens of each window decoded literally; 0: the profile's (smoke 128, else the whole window)
 
 # %% tags=["hide-input"]
 import numpy as np
@@ -185,9 +186,9 @@ glue("rc_sinks", f"{ratio.min():.1f}–{ratio.max():.0f}× what uniform attentio
 #
 # ## The simulation against a literal decode
 #
-# The mask simulation and the literal decoder, each at $B$ = 32 on
-# {glue:text}`rc_check_windows` validation window(s): the largest logit
-# difference over every position. The full cache, where nothing is evicted, gives
+# The mask simulation and the literal decoder, each at $B$ = 32 on the first
+# {glue:text}`rc_check_tokens` tokens of {glue:text}`rc_check_windows`
+# validation window(s): the largest logit difference over every position. The full cache, where nothing is evicted, gives
 # the floor that rounding alone sets: the batched and the token-by-token passes sum
 # in different orders, and the library's RMSNorm computes in float32 even in a
 # float64 model. H2O, whose cache depends on the attention it gave, is decoded in
@@ -196,11 +197,11 @@ glue("rc_sinks", f"{ratio.min():.1f}–{ratio.max():.0f}× what uniform attentio
 # %% tags=["hide-input"]
 model, tokenizer = load_pretrained()
 windows = llmcache.validation_windows(Tokenised.of(load_corpus(data_path or None).text, tokenizer), meta)
-x = windows[:decode_check_windows, :-1]
+x = llmcache.decode_check_inputs(windows, decode_check_windows, decode_check_tokens, profile)
 which = "h2o" if decode_check == "h2o" or (decode_check == "auto" and profile == "smoke") else "all"
 check, simulation = llmcache.decode_check(model, x, 32, which, float64_check)
 dtype = "float64" if float64_check else "float32"
-glue_texts({"rc_sink_count": llmcache.N_SINKS, "rc_check_windows": decode_check_windows,
+glue_texts({"rc_sink_count": llmcache.N_SINKS, "rc_check_windows": decode_check_windows, "rc_check_tokens": x.shape[1],
             "rc_check32": f"{max(v for (n, d), v in check.items() if d == 'float32' and n != 'full cache'):.1e}",
             "rc_floor32": f"{check[('full cache', 'float32')]:.1e}",
             "rc_check": f"{simulation.verdict}: H2O + sinks in {dtype}, {simulation.measurement} "
@@ -253,7 +254,8 @@ budget_table(result, (llmcache.UNIFORM, *llmcache.ALLOCATION_RULES), unit="keys"
 glue("fig_rc_splits", figure(study, "real_cache_splits", result=result, k=mid), display=False)
 h_star = np.asarray(meta["scores"][H_STAR])
 glue_texts({"rc_hstar": f"{h_star.min():g}–{h_star.max():g}", "rc_hstar_distinct": len(set(h_star.tolist()))})
-real_cache_splits(result, mid).T
+with pd.option_context("display.max_rows", None):  # layers as rows, all 30 of them
+    display(real_cache_splits(result, mid))
 
 # %% [markdown]
 # ```{glue:figure} fig_rc_splits

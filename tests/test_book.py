@@ -98,9 +98,11 @@ def test_chapters_start_longest_first():
     execute = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(execute)
     names = ["a", "b", "c", "d"]
-    assert execute.start_order(names, {}, longest=("c",)) == ["c", "a", "b", "d"]
-    assert execute.start_order(names, {"a": 5.0, "b": 50.0, "c": 1.0, "d": 20.0}, longest=("c",)) == ["b", "d", "a", "c"]
-    assert execute.start_order(names, {"b": 9.0}, longest=()) == ["b", "a", "c", "d"]
+    assert execute.start_order(names, {}, {"c": 9.0, "d": 30.0}) == ["d", "c", "a", "b"]
+    assert execute.start_order(names, {"a": 5.0, "b": 50.0, "c": 1.0, "d": 20.0}, {"c": 99.0}) == ["b", "d", "a", "c"]
+    assert execute.start_order(names, {"b": 9.0}) == ["b", "a", "c", "d"]
+    chapters = set(execute.chapters(ROOT))  # each profile's typical times name chapters the book has
+    assert all(set(times) <= chapters for times in execute.TYPICAL.values())
 
 
 @pytest.mark.slow
@@ -123,3 +125,108 @@ def test_the_findings_page_follows_a_rerun_chapter(smoke_book):
     assert "smoke profile, seed 42, n_snapshots = 12" in findings
     theorem = re.search(r"largest gap\s*(?:<[^>]+>\s*)*([0-9.e+-]+)", findings).group(1)
     assert theorem in chapter, (theorem, "is not chapter 04's value")
+
+
+def glued_texts(notebook: Path) -> dict:
+    """The text values an executed chapter glued, by name."""
+    import ast
+
+    found = {}
+    for cell in json.loads(notebook.read_text())["cells"]:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            data = output.get("data", {})
+            text = data.get("text/plain", data.get("application/papermill.record/text/plain"))
+            if name and text is not None:
+                text = "".join(text) if isinstance(text, list) else text
+                try:
+                    found[name] = str(ast.literal_eval(text))
+                except (ValueError, SyntaxError):
+                    found[name] = text
+    return found
+
+
+def findings_verdict_cells(findings: str) -> list[tuple[str, str]]:
+    """(notebook, glue name) of every cell of the findings page's tables that sits under a verdict column."""
+    import re
+
+    cells, columns = [], None
+    for line in findings.splitlines():
+        if not line.startswith("|"):
+            columns = None
+            continue
+        row = [c.strip() for c in line.strip("|").split("|")]
+        if columns is None:
+            columns = [i for i, c in enumerate(row) if c in ("verdict", "across training seeds")
+                       or c.startswith("answer")]
+            continue
+        for i in columns:
+            if i < len(row):
+                cells += re.findall(r"\.\./notebooks/(\w+)\.ipynb::(\w+):s", row[i])
+    return cells
+
+
+@pytest.mark.slow
+def test_every_verdict_on_the_findings_page_has_a_word_in_the_legend(smoke_book):
+    """The findings page's key (claims.VERDICT_WORDS) explains every verdict it shows: each verdict cell, and
+    each part of a cell that lists rules ("PyramidKV schedule: worse; ..."), begins with a word of the key."""
+    from attnpod.claims import legend_word
+
+    cells = findings_verdict_cells((ROOT / "book" / "findings.md").read_text())
+    assert len(cells) >= 30
+    texts = {name: glued_texts(smoke_book / "notebooks" / f"{name}.ipynb") for name in {n for n, _ in cells}}
+    unexplained = []
+    for notebook, key in cells:
+        text = texts[notebook][key]
+        parts = [text] if legend_word(text) else [p.rpartition(": ")[2] for p in text.split("; ")]
+        unexplained += [(key, text) for p in parts if legend_word(p) is None]
+    assert not unexplained, unexplained
+
+
+def _timings():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("timings", ROOT / "book" / "timings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_timings_table_is_generated_from_the_records():
+    """README.md and the Reproduce page carry the table book/timings.py makes from book/timings.json, and
+    `check` fails on a table edited by hand; a new record replaces the old one of the same command in place."""
+    timings = _timings()
+    assert timings.main(["check"]) == 0
+    records = timings.read_records()
+    assert records and all(r["seconds"] > 0 for r in records)
+    readme = (ROOT / "README.md").read_text()
+    edited = readme.replace(timings.duration(records[0]["seconds"]), "2 min 30 s", 1)
+    assert edited != readme and timings.rendered(edited, records) == readme
+    newer = {**records[0], "seconds": 61.0}
+    again = timings.with_record(records, newer)
+    assert again[0] == newer and len(again) == len(records)
+    assert timings.table(again).count("\n") == len(records) + 1 and "1 min 1 s" in timings.table(again)
+    assert timings.duration(42.4) == "42 s" and timings.size(1.95e9) == "1.95 GB" and timings.size(7.03e8) == "703 MB"
+    with pytest.raises(ValueError, match="seconds"):
+        timings.with_record(records, {"what": "x", "date": "d", "machine": "m"})
+
+
+def test_a_whole_build_writes_its_measurement_for_the_table(tmp_path, monkeypatch):
+    """book/execute.py's record of a build is one book/timings.py takes: wall time, the largest process's
+    peak memory, the store's size when the build began with an empty store, the machine and the code."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("execute", ROOT / "book" / "execute.py")
+    execute = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(execute)
+    store = tmp_path / "store"
+    (store / "fields").mkdir(parents=True)
+    (store / "fields" / "a.npy").write_bytes(b"x" * 5000)
+    monkeypatch.setenv("ATTNPOD_ARTIFACTS", str(store))
+    record = execute.write_measurement(tmp_path, "smoke", 12.34, fresh=True)
+    assert json.loads(Path(record["file"]).read_text())["store_bytes"] == 5000
+    assert record["peak_memory_bytes"] > 10e6 and "fresh store" in record["what"]
+    assert "store_bytes" not in execute.write_measurement(tmp_path, "smoke", 1.0, fresh=False)
+    timings = _timings()
+    row = timings.table(timings.with_record([], {k: v for k, v in record.items() if k != "file"}))
+    assert "| 12 s |" in row and "not a git checkout" in row

@@ -334,8 +334,8 @@ def test_across_seeds_with_too_few_seeds_is_never_robust():
     assert (one.verdict, one.robust) == ("agree", False)
     assert str(one) == "agree in 1 of 1 seed (too few seeds to call robust)"
     assert claims.across_seeds({42: "agree", 43: "disagree"}).verdict == "seed-dependent"
-    assert str(claims.across_seeds({42: "worse", 43: "worse, informative"})) == \
-        "worse in 2 of 2 seeds (too few seeds to call robust)"
+    assert str(claims.across_seeds({42: "better", 43: "better, informative"})) == \
+        "better in 2 of 2 seeds (informative in 1) (too few seeds to call robust)"
     three = claims.across_seeds({1: "agree", 2: "agree", 3: "disagree"})  # 2 of 3 is under 80 %
     assert three.verdict == "seed-dependent" and three.robust
     with pytest.raises(ValueError):
@@ -351,3 +351,28 @@ def test_seed_matrix_has_a_cell_per_claim_and_reading():
     assert table.loc[claims.CLAIM_ROWS["scale"], "ours"] == "agree in 3 of 3 seeds"
     assert cells["ours"]["ranks"].verdict == "seed-dependent"
     assert list(table.index) == [claims.CLAIM_ROWS["scale"], claims.CLAIM_ROWS["ranks"]]
+
+
+def test_the_legend_names_a_verdicts_word_and_nothing_else():
+    """legend_word finds the longest key word a verdict begins with, followed by its brackets, a comma or a
+    colon, and nothing for a word the key does not have (or a key word run into another)."""
+    from attnpod.claims import VERDICT_WORDS, legend_word, legend_table
+
+    assert legend_word("disagree (100% of resamples)") == "disagree"
+    assert legend_word("not apart (97% of resamples)") == "not apart"
+    assert legend_word("seed-dependent: agree in 3 of 5 (42, 43, 44)") == "seed-dependent"
+    assert legend_word("equal logits, different attention") == "equal logits, different attention"
+    assert legend_word("agreeable") is None and legend_word("frobnicated") is None
+    assert list(legend_table().index) == list(VERDICT_WORDS)
+
+
+def test_across_seeds_aggregates_the_tier_with_the_word():
+    """The tier is counted, not dropped: all seeds informative reads "better, informative in 5 of 5 seeds";
+    some of them, "(informative in 3)"; a seed-dependent cell qualifies each of its words."""
+    informative = {s: claims.Verdict("c", "m", "r", "better, informative", outcome="better") for s in range(5)}
+    assert str(claims.across_seeds(informative)) == "better, informative in 5 of 5 seeds"
+    mixed = {**informative, 0: "better", 1: "better (90% of resamples)"}
+    assert str(claims.across_seeds(mixed)) == "better in 5 of 5 seeds (informative in 3)"
+    split = claims.across_seeds({0: "better, useful", 1: "better, useful", 2: "worse", 3: "worse", 4: "worse"})
+    assert str(split) == "seed-dependent: worse in 3 of 5 (2, 3, 4); better, useful in 2 of 5 (0, 1)"
+    assert claims.verdict_tier("apart, above (97% of resamples)") == "above" and claims.verdict_tier("agree") == ""

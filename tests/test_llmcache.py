@@ -251,3 +251,23 @@ def test_a_simulation_within_ten_times_the_rounding_floor_matches_and_one_beyond
     assert claims.simulation_matches(2e-3, floor=1e-4).verdict == "fails"
     assert claims.simulation_matches(5e-4).verdict == "fails"  # without a floor: 1e-4 absolute
     assert claims.simulation_matches(5e-5, floor=1e-9).verdict == "passes"  # never tighter than 1e-4
+
+
+def test_a_decode_check_on_a_prefix_gives_the_same_logits_as_the_whole_windows_start():
+    """The cache is causal, so decoding a window's first tokens gives the logits the whole window's decode
+    gives there: a shorter check (smoke: 128 tokens, half of them prefilled) checks a shorter window of the
+    same text. The inputs take the profile's length unless told; a negative length is one line."""
+    from attnpod.errors import ParameterError
+
+    model = tiny_llama()
+    window = torch.randint(60, (T,), generator=torch.Generator().manual_seed(2))
+    plan = llmcache.CachePlan("h2o", (7, 12), 10)
+    whole = llmcache.decode_literal(model, window, plan)
+    start = llmcache.decode_literal(model, window[:25], plan)
+    np.testing.assert_allclose(start.numpy(), whole[:25].numpy(), atol=1e-12)
+    windows = torch.arange(3 * 301).reshape(3, 301)
+    assert llmcache.decode_check_inputs(windows, 1, 0, "smoke").shape == (1, 128)
+    assert llmcache.decode_check_inputs(windows, 2, 0, "laptop").shape == (2, 300)
+    assert llmcache.decode_check_inputs(windows, 1, 64, "laptop").shape == (1, 64)
+    with pytest.raises(ParameterError, match="tokens"):
+        llmcache.decode_check_inputs(windows, 1, -3, "smoke")

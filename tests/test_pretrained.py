@@ -126,22 +126,35 @@ needs_model = pytest.mark.skipif(
     reason="the real model is not installed (make env installs it)")
 
 
+@pytest.fixture(scope="module")
+def real_model_store(tmp_path_factory):
+    """A store into which SmolLM2 was de-quantised once (tens of seconds), shared by this module's tests of
+    the real model, and the model that de-quantisation returned."""
+    store = tmp_path_factory.mktemp("real_model") / "artifacts"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ATTNPOD_ARTIFACTS", str(store))
+        model, tokenizer = pretrained.load_pretrained()
+    return store, model, tokenizer
+
+
 @pytest.mark.slow
 @needs_model
-def test_the_real_model_loads_verified_is_cached_and_a_damaged_cache_is_rebuilt(tmp_path, corpus):
-    """De-quantised once into the store; the cached copy loads with the same weights; a cache file that
+def test_the_real_model_loads_verified_is_cached_and_a_damaged_cache_is_rebuilt(real_model_store, monkeypatch,
+                                                                                corpus):
+    """De-quantised once into a fresh store; the cached copy loads with the same weights; a cache file that
     does not match its listing is rebuilt, not used; the model gives the loss the issue measured (3.80 nats
     per token on the first 256 tokens of TinyShakespeare)."""
     import time
 
-    model, tokenizer = pretrained.load_pretrained()
+    store, model, tokenizer = real_model_store
+    monkeypatch.setenv("ATTNPOD_ARTIFACTS", str(store))
     t0 = time.perf_counter()
     again, _ = pretrained.load_pretrained()
     cached = time.perf_counter() - t0
     assert model.config.num_hidden_layers == 30 and model.config.num_key_value_heads == 3
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), name
-    folder = next((tmp_path / "artifacts" / "pretrained").iterdir()) / "model"
+    folder = next((store / "pretrained").iterdir()) / "model"
     listing = json.loads((folder / "files.json").read_text())
     assert "model.safetensors" in listing and cached < 60
     with open(folder / "config.json", "a") as fh:
@@ -221,11 +234,11 @@ def test_streamed_fields_of_a_grouped_query_llama_equal_a_direct_computation(tmp
 
 @pytest.mark.slow
 @needs_model
-def test_the_real_models_fields_equal_a_direct_computation(tmp_path, corpus):
+def test_the_real_models_fields_equal_a_direct_computation(real_model_store, tmp_path, corpus):
     """SmolLM2's streamed fields for one window of the corpus equal the direct computation, 1e-5."""
     from attnpod.adapters import hf_fields
 
-    model, tokenizer = pretrained.load_pretrained()
+    _, model, tokenizer = real_model_store
     window = pretrained.Tokenised.of(corpus.text[:2000], tokenizer).tokens[:64]
     fields = hf_fields(model, window[None], progress=False, out=tmp_path / "f.npy")
     np.testing.assert_allclose(fields[0], direct_llama_fields(model, window), atol=1e-5)

@@ -151,3 +151,93 @@ def test_figure_command_writes_png_pdf_and_svg(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "attnpod", "figure", "morlet", "--profile", "smoke", "--out",
                           str(tmp_path / "fig.gif")], env={**os.environ, **env}, capture_output=True, text=True)
     assert bad.returncode == 2 and "suffix" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- legible figures
+
+# Machado, Oliveira & Fernandes (2009), severity 1: what a protanope, deuteranope and tritanope see, in linear RGB
+COLOUR_VISION = {
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+}
+
+
+def _seen_lab(colour: str, vision):
+    """CIELAB (D65) of ``colour`` as seen under ``vision`` (a 3×3 matrix on linear RGB)."""
+    import numpy as np
+    from matplotlib.colors import to_rgb
+
+    c = np.asarray(to_rgb(colour))
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ np.clip(
+        np.asarray(vision) @ linear, 0, 1) / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def palette_distances(colours: dict) -> dict:
+    """The smallest CIELAB distance between two of ``colours``, and agree's from disagree's, per vision."""
+    import itertools
+
+    import numpy as np
+
+    out = {}
+    for name, vision in {"typical": np.eye(3), **COLOUR_VISION}.items():
+        seen = {k: _seen_lab(c, vision) for k, c in colours.items()}
+        pairs = [float(np.linalg.norm(seen[a] - seen[b])) for a, b in itertools.combinations(seen, 2)]
+        out[name] = (min(pairs), float(np.linalg.norm(seen["agree"] - seen["disagree"])))
+    return out
+
+
+def test_the_verdict_palette_is_told_apart_without_red_green_vision():
+    """Under each simulated dichromacy every two verdict colours differ by ΔE ≥ 15 and agree and disagree by
+    ΔE ≥ 60; the red and green the grid once used fall to ΔE 21 for a deuteranope."""
+    from attnpod.figures import OTHER_VERDICT, VERDICT_COLOURS
+
+    for vision, (closest, apart) in palette_distances({**VERDICT_COLOURS, "other": OTHER_VERDICT}).items():
+        assert closest >= 15 and apart >= 60, (vision, closest, apart)
+    old = palette_distances({"agree": "#4daf4a", "disagree": "#e41a1c"})
+    assert old["deuteranopia"][1] < 60  # the check can fail: the old pair does
+
+
+def test_coherency_maps_leave_the_future_keys_unpainted():
+    """Above the diagonal (keys after the query) a causal map has no coherence to show: those cells are
+    masked, drawn in the 'bad' colour, whatever value the wavelet's spread left there."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    from attnpod.figures import causal_only, plot_coherency
+
+    gamma = np.ones((6, 6))
+    shown = causal_only(gamma)
+    assert shown.mask.sum() == 15 and not shown.mask[np.tril_indices(6)].any()
+    fig = plot_coherency({("base", 0): gamma}, 4.0)
+    image = fig.axes[0].get_images()[0]
+    drawn = image.get_array()
+    assert np.ma.is_masked(drawn) and drawn.mask[0, 5] and not drawn.mask[5, 0]
+
+
+def test_scalogram_axes_are_in_tokens():
+    """The scale axis reads in tokens (2, 4, …, 64) though the image is drawn in log₂ a; lags in tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from attnpod.figures import plot_scalogram_grid
+    from attnpod.wavelet import paper_scales
+
+    scales = paper_scales()
+    T = 16
+    result = SimpleNamespace(scales=scales, scalogram=np.random.default_rng(0).random((2, len(scales), T)) + 0.1,
+                             dominant_index=np.zeros((2, 3), dtype=int))
+    fig = plot_scalogram_grid({"base": result})
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "2" and labels[-1] == "64" and "tokens" in ax.get_ylabel()
+    assert "tokens" in fig.axes[1].get_xlabel() or "tokens" in ax.get_xlabel()

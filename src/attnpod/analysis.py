@@ -23,6 +23,7 @@ from .errors import CorruptFile, FieldInputError, NonFiniteError
 from .store import check_arrays, load_npz, save_npz
 from .lag import as_numpy, attention_reach, gaussian_lag_window, lag_major, to_lag
 from .pod import (EPSILONS, bootstrap_resamples, effective_rank, half_ensembles, one_linalg_pool, resample_weights,
+                  white_noise_rank,
                   resampled_eigenvalues, resampled_total_variance, sorted_eigh, spectral_concentration)
 from .wavelet import (OMEGA0, dominant_scale_indices, paper_scales, rectified_dominant_scale_indices, scale_grid,
                       scalogram_from_moments, second_moment, snapshot_scale_energy)
@@ -424,6 +425,15 @@ def spectrum_shape(eigenvalues, epsilons=EPSILONS) -> dict[str, np.ndarray]:
             *lam.shape[:-1], len(epsilons)),
         "first_share": np.divide(flat[:, 0], total, out=np.zeros_like(total), where=total > 0).reshape(lam.shape[:-1]),
     }
+
+
+def white_noise_ceiling(result: FieldAnalysis, eps: float = 0.1, n_snapshots: int | None = None) -> int:
+    """H*(ε) of isotropic white noise at the analysis' N snapshots (or ``n_snapshots``, N // 2 for the
+    half-ensembles) and D = T(T + 1)/2 dimensions, the entries a causal T-token field has
+    (:func:`attnpod.pod.white_noise_rank`): the ceiling a layer's H* nears when its fluctuations have no
+    structure, printed beside H* so that a high H* is read against it."""
+    T = result.scalogram.shape[-1]
+    return white_noise_rank(n_snapshots or result.attention_span.shape[1], T * (T + 1) // 2, eps)
 
 
 def half_statistics(result: FieldAnalysis) -> dict[str, np.ndarray]:

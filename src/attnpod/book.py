@@ -403,7 +403,7 @@ def seed_experiment_verdicts(study: "Study", kind: str, seed_results: dict):
             for rule, verdict in primary.verdicts(result).items():
                 per_seed.setdefault((study.label(v), rule), {})[s] = verdict
     cells = {key: claims.across_seeds(by_seed, f"{key[1]} guides {what}, {key[0]}") for key, by_seed in per_seed.items()}
-    table = pd.DataFrame({key: {**{f"seed {s}": claims.verdict_word(v) for s, v in by_seed.items()},
+    table = pd.DataFrame({key: {**{f"seed {s}": claims.verdict_phrase(v) for s, v in by_seed.items()},
                                 "across seeds": str(cells[key])} for key, by_seed in per_seed.items()}).T
     return table.rename_axis(["model", "rule"]), cells
 
@@ -739,7 +739,8 @@ def layer_table(analyses: dict):
 
 def pod_intervals(analyses: dict, table):
     """Chapter 13: 𝒯_spec, H*(0.1) and the λ₁ share at each layer's top scale (from :func:`layer_table`) with
-    their 95 % half-ensemble intervals (the causal analysis's half-ensembles), as "value | mean [lo, hi]"."""
+    their 95 % half-ensemble intervals (the causal analysis's half-ensembles), as "value | mean [lo, hi]", and
+    beside H* the white-noise ceiling at N and N/2 (:func:`attnpod.analysis.white_noise_ceiling`)."""
     import pandas as pd
 
     from . import claims
@@ -750,11 +751,17 @@ def pod_intervals(analyses: dict, table):
         one = estimators.Halves(np.asarray(halves.values)[:, None], halves.halves, halves.N)  # one model
         return claims.with_half_intervals(table[name].to_numpy()[:, None], one, fmt).iloc[:, 0].to_numpy()
 
+    from .analysis import white_noise_ceiling
+
     rank = shape["effective_rank"]
+    causal = analyses["causal"]
+    noise = (f"{white_noise_ceiling(causal)} | "
+             f"{white_noise_ceiling(causal, n_snapshots=np.asarray(rank.halves).shape[1])}")
     return pd.DataFrame({
         "top scale": table["top scale, Torrence–Compo power, raw fields"],
         "𝒯_spec": column("𝒯_spec", shape["spectral_concentration"], "{:.3f}"),
         "H*(0.1)": column("H*(0.1)", estimators.Halves(np.asarray(rank.values)[:, 0], rank.halves, rank.N), "{:.0f}"),
+        "H*(0.1) of white noise": noise,  # the ceiling: the same N (| N/2) and dimension, no structure
         "λ₁ share": column("λ₁ share", shape["first_share"], "{:.3f}"),
     }, index=table.index)
 

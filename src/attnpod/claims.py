@@ -12,7 +12,7 @@ each with the reason it has the value it has (see also the method page).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
@@ -635,10 +635,83 @@ ROBUST_SHARE = 0.8
 MIN_SEEDS = 3
 
 
+# ----------------------------------------------------------------------------- what the verdicts' words mean
+
+# Every word a verdict on the findings page begins with, in plain words. A verdict's text is the word, then
+# what it rests on in brackets: "(97% of resamples)" is the share of bootstrap resamples of the snapshots
+# that give the same word, "(… of half-ensembles of N/2)" the same over disjoint half-ensembles,
+# "in 4 of 5 seeds" the training seeds that reach it.
+VERDICT_WORDS = {
+    "agree": "the measurement meets the paper's claim in full",
+    "partly": "it meets the claim in part (for the scale claim: some early layers fine and some late ones coarse, "
+              "not all)",
+    "disagree": "it does not meet it (for the scale claim: no early layer fine, or no late layer coarse)",
+    "yes": "the layers differ by more than the line (2× the spread across models, or within a layer)",
+    "not clearly": "the layers differ, but by less than that line",
+    "holds": "an identity the code must satisfy, true to rounding",
+    "fails": "that identity does not hold",
+    "leaks": "changing only future tokens moves past logits: the gate is not causal",
+    "causal": "future tokens leave past logits unchanged",
+    "void on causal models": "the published lag reading gives every scale the same answer on a causal model, "
+                             "so it cannot select a scale (errata chapter)",
+    "scale-dependent": "the published reading does change with the scale",
+    "equal logits, different attention": "CONV-L4's logits equal BASE's, but its attention does not",
+    "equal": "CONV-L4 equals BASE away from the edges",
+    "causal gate keeps": "the share of EGA-1's gain over BASE that a causal gate keeps",
+    "improves": "EGA-1's validation loss is below BASE's",
+    "no gain": "it is not",
+    "equivalent": "a budget rule's NLL is within ±0.02 nats of uniform's (its 90 % interval inside the margin)",
+    "better": "lower NLL than uniform, the interval below 0; a tier may follow (the next three words)",
+    "informative": "tier: better, and beating 95 % of the reorderings of its own split across layers",
+    "useful": "tier: informative, and not worse than the best baseline rule",
+    "null not run": "tier: better, but no reordering of its split was scored, so the order is untested",
+    "worse": "higher NLL than uniform, the interval above 0",
+    "inconclusive": "the interval straddles the margin: too few windows to tell",
+    "mixed": "no single answer at most budgets (or, for low-H* layers, no majority kind)",
+    "identical to uniform": "the rule's split is uniform's, so there is nothing to test",
+    "seed-dependent": "fewer than 4 in 5 training seeds reach the same word; the seeds are listed",
+    "sinks": "most low-H* layers put their attention on the first token",
+    "coarse scale": "most low-H* layers peak at a coarse scale",
+    "apart": "the reading puts Gemma's three global layers outside the sliding-window layers' range",
+    "not apart": "it does not",
+    "sees": "the reading recovered every planted answer of that kind on the bench",
+    "blind": "it missed at least one",
+    "no": "the bench's answer to the question asked, in its own words after the colon",
+}
+
+
+def legend_word(text) -> str | None:
+    """The :data:`VERDICT_WORDS` entry a verdict's text begins with (the longest one), or None."""
+    text = str(text).strip()
+    found = [w for w in VERDICT_WORDS if text == w or text.startswith((w + " ", w + ",", w + ":", w + " ("))]
+    return max(found, key=len) if found else None
+
+
+def legend_table():
+    """:data:`VERDICT_WORDS` as a two-column table (the findings page's key)."""
+    import pandas as pd
+
+    return pd.DataFrame({"means": VERDICT_WORDS}).rename_axis("verdict")
+
+
+
 def verdict_word(verdict) -> str:
     """What a claim's verdict says, without its replicate share or tier: "agree", "worse", ..."""
     text = verdict.verdict if isinstance(verdict, Verdict) else str(verdict)
     return text.split(" (")[0].split(",")[0].strip()
+
+
+def verdict_phrase(verdict) -> str:
+    """A verdict without its replicate share: the word and its tier ("better, informative")."""
+    text = verdict.verdict if isinstance(verdict, Verdict) else str(verdict)
+    return text.split(" (")[0].strip()
+
+
+def verdict_tier(verdict) -> str:
+    """What a verdict adds to its word after a comma: an allocation verdict's tier ("better, informative":
+    "informative"), a side ("apart, above": "above"); "" where it adds nothing."""
+    text = verdict.verdict if isinstance(verdict, Verdict) else str(verdict)
+    return text.split(" (")[0].partition(",")[2].strip()
 
 
 @dataclass(frozen=True)
@@ -654,6 +727,17 @@ class SeedVerdict:
     verdict: str
     count: int  # seeds that reach the book-level verdict (the most common one where seed-dependent)
     robust: bool
+    tiers: dict = field(default_factory=dict)  # seed -> what its verdict adds to the word (verdict_tier), if anything
+
+    def qualified(self, word: str) -> str:
+        """``word`` with the tiers of the seeds that reach it: "better, informative" where all of them add the
+        same, "better (informative in 3)" where some do, else the word alone."""
+        seeds = self.seeds_with(word)
+        tiers = [self.tiers.get(s, "") for s in seeds]
+        if tiers and tiers[0] and tiers.count(tiers[0]) == len(tiers):
+            return f"{word}, {tiers[0]}"
+        met = {t: tiers.count(t) for t in dict.fromkeys(tiers) if t}
+        return word + (" (" + ", ".join(f"{t} in {n}" for t, n in met.items()) + ")" if met else "")
 
     @property
     def n(self) -> int:
@@ -667,11 +751,13 @@ class SeedVerdict:
     def __str__(self) -> str:
         n, plural = self.n, "s" if self.n != 1 else ""
         if self.verdict != "seed-dependent":
-            text = f"{self.verdict} in {self.count} of {n} seed{plural}"
+            word, _, tiers = self.qualified(self.verdict).partition(" (")
+            text = f"{word} in {self.count} of {n} seed{plural}" + (f" ({tiers}" if tiers else "")
             return text if self.robust else f"{text} (too few seeds to call robust)"
         words = sorted(set(self.per_seed.values()), key=lambda w: (-len(self.seeds_with(w)), w))
         return "seed-dependent: " + "; ".join(
-            f"{w} in {len(self.seeds_with(w))} of {n} ({', '.join(map(str, self.seeds_with(w)))})" for w in words)
+            f"{self.qualified(w)} in {len(self.seeds_with(w))} of {n} ({', '.join(map(str, self.seeds_with(w)))})"
+            for w in words)
 
 
 def across_seeds(per_seed: dict, claim: str = "") -> SeedVerdict:
@@ -687,7 +773,8 @@ def across_seeds(per_seed: dict, claim: str = "") -> SeedVerdict:
     k, n = values.count(top), len(values)
     robust = n >= MIN_SEEDS
     holds = k >= ROBUST_SHARE * n - 1e-9 if robust else k == n
-    return SeedVerdict(claim, words, top if holds else "seed-dependent", k, robust)
+    tiers = {s: verdict_tier(v) for s, v in per_seed.items()}
+    return SeedVerdict(claim, words, top if holds else "seed-dependent", k, robust, tiers)
 
 
 def ega_gain_across_seeds(gains: dict) -> SeedVerdict:

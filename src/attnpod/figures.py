@@ -147,9 +147,12 @@ def plot_scalogram_grid(analyses: dict, fluctuations: bool = False):
             if r == 0:
                 ax.set_title(f"layer {l + 1}", fontsize=9)
             if l == 0:
-                ax.set_ylabel(f"{model_label(variant)}\nlog₂ a", fontsize=8)
+                ax.set_ylabel(f"{model_label(variant)}\nscale a (tokens)", fontsize=8)
             if r == len(models) - 1:
-                ax.set_xlabel("lag τ", fontsize=8)
+                ax.set_xlabel("lag τ (tokens)", fontsize=8)
+    # the scale axis is log₂ a underneath; its ticks say the scale in tokens (2, 4, …, 64)
+    powers = np.arange(np.ceil(log_a[0]), np.floor(log_a[-1]) + 1)
+    axes[0, 0].set_yticks(powers, [f"{2 ** p:g}" for p in powers])
     fig.colorbar(im, ax=axes, shrink=0.7, label="log₁₀ S(a,τ)/max")
     return fig
 
@@ -288,8 +291,19 @@ def plot_rank_by_scale(analyses: dict, eps_index: int = 0):
     return fig
 
 
+def causal_only(gamma) -> np.ma.MaskedArray:
+    """γ[i, j] with the future keys j > i masked: a causal query gives them no attention, and whatever the
+    wavelet's spread puts there is not a coherence between two attended keys."""
+    gamma = np.asarray(gamma, dtype=float)
+    return np.ma.masked_array(gamma, mask=np.triu(np.ones(gamma.shape, dtype=bool), k=1))
+
+
 def plot_coherency(maps: dict, scale: float):
-    """Fig. 3: cross-coherency γ_ij(a) maps; ``maps[(variant, layer)] = gamma``."""
+    """Fig. 3: cross-coherency γ_ij(a) maps; ``maps[(variant, layer)] = gamma``. The future keys (j > i)
+    are masked, drawn in light grey, not painted with a coherence (:func:`causal_only`)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
     keys = list(maps)
     variants = list(dict.fromkeys(v for v, _ in keys))
     layers = list(dict.fromkeys(l for _, l in keys))
@@ -298,11 +312,11 @@ def plot_coherency(maps: dict, scale: float):
     for r, v in enumerate(variants):
         for c, l in enumerate(layers):
             ax = axes[r, c]
-            im = ax.imshow(maps[(v, l)], cmap="viridis", vmin=0, vmax=1, origin="upper")
+            im = ax.imshow(causal_only(maps[(v, l)]), cmap=cmap, vmin=0, vmax=1, origin="upper")
             ax.set_title(f"{model_label(v)}, layer {l + 1}", fontsize=8)
             ax.set_xlabel("key j", fontsize=8)
             ax.set_ylabel("query i", fontsize=8)
-    fig.colorbar(im, ax=axes, shrink=0.7, label=f"|γ_ij(a = {scale:.1f})|")
+    fig.colorbar(im, ax=axes, shrink=0.7, label=f"|γ_ij(a = {scale:.1f})| (grey: future keys, masked)")
     return fig
 
 
@@ -404,7 +418,10 @@ def plot_head_maps(rank, importance, title: str = ""):
     return fig
 
 
-VERDICT_COLOURS = {"agree": "#4daf4a", "partly": "#fdd835", "disagree": "#e41a1c", "seed-dependent": "#984ea3"}
+# From Okabe & Ito's palette: agree (sky blue) and disagree (vermilion) stay far apart under protanopia,
+# deuteranopia and tritanopia, where red against green does not; each cell also says its word
+VERDICT_COLOURS = {"agree": "#56B4E9", "partly": "#F0E442", "disagree": "#D55E00", "seed-dependent": "#CC79A7"}
+OTHER_VERDICT = "#d9d9d9"  # any other word (not applicable, void, …)
 
 
 def plot_verdict_grid(verdicts):
@@ -420,7 +437,7 @@ def plot_verdict_grid(verdicts):
     grid = verdicts.T  # readings (rows) by claims (columns)
     # the verdict's word: "agree (97% of resamples)", "agree in 5 of 5 seeds", "seed-dependent: agree in 3 ..."
     words = [[str(v).split(" (")[0].split(":")[0].split(" in ")[0] for v in row] for row in grid.values]
-    colours = np.array([[to_rgb(VERDICT_COLOURS.get(w, "#bdbdbd")) for w in row] for row in words])
+    colours = np.array([[to_rgb(VERDICT_COLOURS.get(w, OTHER_VERDICT)) for w in row] for row in words])
     lines = max(str(t).count(";") + str(t).count(" (") + 1 for t in grid.values.ravel())
     fig, ax = _subplots(figsize=(1.9 * grid.shape[1] + 3.5, (0.3 + 0.17 * lines) * grid.shape[0] + 1.8))
     ax.imshow(colours, aspect="auto")
@@ -433,7 +450,7 @@ def plot_verdict_grid(verdicts):
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
     ax.xaxis.tick_top()
     ax.legend(handles=[Patch(color=c, label=w) for w, c in VERDICT_COLOURS.items()]
-              + [Patch(color="#bdbdbd", label="other")], loc="upper center", bbox_to_anchor=(0.5, -0.02),
+              + [Patch(color=OTHER_VERDICT, label="other")], loc="upper center", bbox_to_anchor=(0.5, -0.02),
               ncol=5, fontsize=7, frameon=False)
     return fig
 

@@ -103,6 +103,34 @@ class PowerLawFit:
         return len(self.k) >= 3
 
 
+def white_noise_eigenvalues(N: int, D: int, seed: int = 0) -> np.ndarray:
+    """The POD eigenvalues (descending, N of them) of N centred snapshots of isotropic Gaussian noise in D
+    dimensions: a draw of the spectrum that no structure at all gives.
+
+    Centring N i.i.d. Gaussian snapshots leaves N − 1 independent ones (Helmert's rotation) and a zero, and
+    the nonzero eigenvalues of their N−1 by N−1 Gram are those of a Wishart(D, I) matrix, drawn here by
+    Bartlett's decomposition (chi-square diagonal, normal below it) in O(N²) draws, whatever D is.
+    """
+    if not (N >= 2 and D >= 1):
+        raise ValueError(f"white noise needs N >= 2 snapshots and D >= 1 dimensions, got N={N}, D={D}")
+    rng = np.random.default_rng(seed)
+    n = N - 1
+    if D >= n:  # Bartlett: the Gram is L Lᵀ, L lower triangular, L_ii² ~ χ²(D − i), L_ij ~ N(0, 1) below
+        lower = np.tril(rng.standard_normal((n, n)), k=-1)
+        lower[np.diag_indices(n)] = np.sqrt(rng.chisquare(D - np.arange(n)))
+    else:  # fewer dimensions than snapshots: the Gram has rank D, drawn directly
+        lower = rng.standard_normal((n, D))
+    lam = np.clip(np.linalg.eigvalsh(lower @ lower.T)[::-1], 0, None) / n
+    return np.append(lam, 0.0)
+
+
+def white_noise_rank(N: int, D: int, eps: float = 0.1, seed: int = 0) -> int:
+    """H*(ε) of isotropic white noise at the same N snapshots and D dimensions (:func:`white_noise_eigenvalues`):
+    the ceiling a field's H* approaches when its fluctuations have no structure. With D ≫ N the spectrum is
+    nearly flat and the ceiling nears ⌈(1 − ε)(N − 1)⌉."""
+    return effective_rank(white_noise_eigenvalues(N, D, seed), eps)
+
+
 def power_law_fit(eigenvalues, k_fit: int = 30) -> PowerLawFit:
     """Least-squares fit of log λ_k against log k over k = 1…min(k_fit, N), λ_k > 1e-12."""
     lam = as_numpy(eigenvalues, np.float64)[:k_fit]

@@ -648,6 +648,20 @@ def decode_gap(model, x: torch.Tensor, plan: CachePlan) -> float:
     return max(float((decode_literal(model, x[w], plan) - simulated[w]).abs().max()) for w in range(len(x)))
 
 
+DECODE_CHECK_TOKENS = {"smoke": 128}  # tokens a profile's literal decode check takes of each window (else all)
+
+
+def decode_check_inputs(windows: torch.Tensor, n_windows: int, tokens: int, profile: str) -> torch.Tensor:
+    """The inputs of a decode check: the first ``tokens`` inputs (0: :data:`DECODE_CHECK_TOKENS` of the
+    ``profile``, else the whole window) of the first ``n_windows`` of ``windows`` (N, T + 1). The cache is
+    causal, so a prefix decodes as the window's start does: a shorter check is the check of a shorter window
+    of the same text (its first half prefilled, :func:`check_plans`)."""
+    check_counts({"tokens": 0}, n_windows=n_windows, tokens=tokens)
+    length = windows.shape[1] - 1
+    tokens = min(tokens or DECODE_CHECK_TOKENS.get(profile, length), length)
+    return windows[:n_windows, :-1][:, :tokens]
+
+
 def decode_check(model, x: torch.Tensor, budget: int, which: str = "all", float64: bool = True):
     """The mask simulation against the literal decoder on the windows ``x`` at a uniform ``budget``
     (:func:`check_plans`), in float32, and with ``float64`` the full cache and uniform H2O + sinks again in
