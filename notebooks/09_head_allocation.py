@@ -98,7 +98,7 @@ from myst_nb import glue
 
 from attnpod import claims, estimators
 from attnpod.book import (across_models_and_seeds, budget_table, figure, head_rank_maps, pruning_results,
-                          reproduction_texts, seed_experiment_results, seed_experiment_verdicts,
+                          reproduction_texts, rederived_splits, seed_experiment_results, seed_experiment_verdicts,
                           seed_reproduction_check, verdict_table)
 from attnpod.experiments import pruning
 from attnpod.experiments.budgets import H_STAR
@@ -266,9 +266,14 @@ glue("head_corr", ", ".join(f"{k} {c:+.2f}" for k, c in head_corr.items()), disp
 # the same weights and windows (where the results were computed in this build
 # instead, the row says so).
 # Verdict: **{glue:text}`repro_verdict`**.
+#
+# Re-scoring a stored split cannot see a change in how splits are made, so every
+# split each result's stored scores define is also made again with this build's
+# allocation code (`attnpod.experiments.budgets.rederive`): {glue:text}`rederived`.
 
 # %% tags=["hide-input"]
 repro, repro_verdict = seed_reproduction_check(study, "pruning", seed_results)
+glue("rederived", str(rederived_splits(study, "pruning", seed_results)), display=False)
 for name, text in zip(("repro_rules", "repro_verdict"), reproduction_texts(repro, repro_verdict)):
     glue(name, text, display=False)
 repro

@@ -117,7 +117,7 @@ from myst_nb import glue
 
 from attnpod.book import (across_models_and_seeds, budget_table, cache_decode_check, cache_middle, cache_results,
                           cache_verdict_texts, cache_verdicts, equivalence_table, figure, reproduction_texts,
-                          seed_experiment_results, seed_experiment_verdicts, seed_reproduction_check,
+                          rederived_splits, seed_experiment_results, seed_experiment_verdicts, seed_reproduction_check,
                           selection_texts, sink_protection, sink_protection_texts, sink_texts, split_table,
                           verdict_table, window_table)
 from attnpod.experiments import kvcache
@@ -361,9 +361,14 @@ kvcache.cost_table(first, mid, P)
 # the same weights and windows (where the results were computed in this build
 # instead, the row says so).
 # Verdict: **{glue:text}`repro_verdict`**.
+#
+# Re-scoring a stored split cannot see a change in how splits are made, so every
+# split each result's stored scores define is also made again with this build's
+# allocation code (`attnpod.experiments.budgets.rederive`): {glue:text}`rederived`.
 
 # %% tags=["hide-input"]
 repro, repro_verdict = seed_reproduction_check(study, "kv_cache", seed_results)
+glue("rederived", str(rederived_splits(study, "kv_cache", seed_results)), display=False)
 glue_texts(dict(zip(("repro_rules", "repro_verdict"), reproduction_texts(repro, repro_verdict))))
 repro
 

@@ -340,11 +340,14 @@ costs.style.format({c: "{:,.1f}" for c in costs.columns if c != "NLL +"})
 # Recomputed here: {glue:text}`rc_repro_rules` at $B$ = 32 and the full cache, on
 # the first {glue:text}`rc_repro_windows` evaluation windows, against the shipped
 # losses. Verdict: **{glue:text}`rc_repro_verdict`**.
+# Every split the result's stored scores define, made again with this build's
+# allocation code (`attnpod.experiments.llmcache.rederived`): {glue:text}`rc_rederived`.
 
 # %% tags=["hide-input"]
 n_repro = reproduce_windows or (2 if profile == "smoke" else 8)
 repro_rules = (llmcache.UNIFORM, H_STAR, llmcache.ADAKV)
 repro, repro_verdict = llmcache.reproduce(result, model, windows, repro_rules, mid, n_repro)
+glue("rc_rederived", str(llmcache.rederived(result)), display=False)
 glue_texts({"rc_repro_rules": ", ".join(repro_rules), "rc_repro_windows": n_repro,
             "rc_repro_verdict": f"{repro_verdict.verdict} ({repro_verdict.measurement}; {repro_verdict.criterion})"})
 repro

@@ -14,6 +14,8 @@
 # (the tests run it on a CPU). Needs torch with CUDA, numpy, safetensors, tqdm,
 # filelock and threadpoolctl; no matplotlib or pandas (nothing here draws), no
 # pooch (the corpus is given by path), no jupyter.
+# Each manifest entry records the code it was made with (git's commit); a machine handed the working
+# tree without its history is told it: ATTNPOD_CODE_REVISION=$(git rev-parse --short=12 HEAD).
 #
 # A GPU machine that copies the working tree takes at most 64 MiB of it, and the laptop
 # profile's shipped models alone are about 60 MB: before the call, move the other

@@ -12,7 +12,8 @@ from attnpod.config import get_profile
 from attnpod.study import BOOK_SEEDS, Study
 from attnpod.train import model_config, training_settings
 
-SMOKE_SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "smoke"
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_SHIPPED = ROOT / "checkpoints" / "smoke"
 
 
 @pytest.fixture
@@ -225,4 +226,36 @@ def test_every_laptop_seed_reads_its_shipped_experiments_without_an_analysis(cor
         assert [c for c in table.columns] == [f"seed {s}" for s in BOOK_SEEDS["laptop"]] + ["across seeds"]
         for cell in cells.values():
             assert cell.n == 5 and cell.robust
-            assert str(cell) == str(claims.across_seeds(cell.per_seed))
+            phrases = {s: f"{w}, {cell.tiers[s]}" if cell.tiers.get(s) else w for s, w in cell.per_seed.items()}
+            assert str(cell) == str(claims.across_seeds(phrases))  # the word and its tier, seed by seed
+
+
+def test_every_shipped_split_is_made_again_from_its_stored_scores():
+    """Provenance the re-scoring cannot see: each shipped result's splits, made again from the scores it
+    stores with today's allocation code, equal the stored counts (all of them); a changed count is named."""
+    import numpy as np
+
+    from attnpod.config import get_profile
+    from attnpod.experiments import kvcache, llmcache, pruning
+
+    total = 0
+    for folder in sorted((ROOT / "checkpoints").glob("*/results")):
+        T = get_profile(folder.parent.name).block_size
+        for path in sorted(folder.glob("*.npz")):
+            if path.name.startswith("pruning-"):
+                made = pruning.rederived(pruning.PruningResult.load(path))
+            elif path.name.startswith("kv_cache-"):
+                made = kvcache.rederived(kvcache.CacheResult.load(path), T)
+            elif path.name.startswith("real_kv_cache-"):
+                made = llmcache.rederived(llmcache.RealCacheResult.load(path))
+            else:
+                continue
+            assert made.agree == made.total > 0 and not made.differ, (path.name, str(made))
+            total += made.total
+    assert total >= 1000
+    result = kvcache.CacheResult.load(ROOT / "checkpoints" / "laptop" / "results" / "kv_cache-base-seed43.npz")
+    k = result.rules.index(kvcache.H_STAR)
+    result.allocations = result.allocations.copy()
+    result.allocations[k, 0, :2] += np.array([1, -1])  # the same total, another split
+    made = kvcache.rederived(result, get_profile("laptop").block_size)
+    assert made.differ == ((kvcache.H_STAR, int(result.budgets[0])),) and made.agree == made.total - 1

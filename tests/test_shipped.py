@@ -53,7 +53,7 @@ def test_ship_then_load_gives_the_float16_weights_and_the_record(tmp_path):
     entry = shipped.ship(model, history, settings, 42, folder, CORPUS, device="test-device")
     manifest = json.loads((folder / shipped.MANIFEST).read_text())
     assert [e["file"] for e in manifest["entries"]] == ["ega1-seed42.safetensors"]
-    assert set(entry) == set(shipped._ENTRY)
+    assert set(entry) == set(shipped._ENTRY) | {"code"}
     assert (entry["steps"], entry["val_loss"], entry["tokens_per_s"], entry["device"]) == (
         4, history.val[-1], 64.0, "test-device")
     assert abs(entry["check"]["val_loss"] - history.val[-1]) < 0.05
@@ -434,3 +434,17 @@ def test_a_cpu_reads_shipped_experiment_results_and_never_computes_them(tmp_path
     shipped_file.write_bytes(b"replaced")
     with pytest.raises(CheckpointError, match="does not match the manifest"):
         reader.pruning("base", n_random=2)
+
+
+def test_each_shipped_entry_records_the_code_it_was_made_with(tmp_path, monkeypatch):
+    """A new entry names the commit (or what $ATTNPOD_CODE_REVISION says, on a machine without the history);
+    an entry shipped before the field existed still loads; a code that is not text is refused by name."""
+    assert shipped.code_revision() != "unknown"  # this checkout is a git checkout
+    monkeypatch.setenv("ATTNPOD_CODE_REVISION", "abc123def456")
+    folder = shipped_folder(tmp_path, ("base", False, 42))
+    assert shipped.read_manifest(folder)["entries"][0]["code"] == "abc123def456"
+    edit_manifest(folder, lambda m: m["entries"][0].pop("code"))
+    assert "code" not in shipped.read_manifest(folder)["entries"][0]  # an older entry: still read
+    edit_manifest(folder, lambda m: m["entries"][0].update(code=7))
+    with pytest.raises(CheckpointError, match="code"):
+        shipped.read_manifest(folder)

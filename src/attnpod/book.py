@@ -454,6 +454,21 @@ def reproduction_check(study: "Study", kind: str, results: dict):
     return pd.DataFrame(rows).set_index(["model", "rule"]), verdict
 
 
+def rederived_splits(study: "Study", kind: str, seed_results: dict):
+    """Every split of ``seed_results`` (``{seed: {model: result}}``) made again from its stored scores with
+    today's code (:func:`attnpod.experiments.budgets.rederive`), summed: a :class:`~attnpod.experiments.budgets.Rederived`."""
+    from .experiments import kvcache, pruning
+    from .experiments.budgets import Rederived
+
+    agree, total, differ = 0, 0, []
+    for results in seed_results.values():
+        for result in results.values():
+            made = (pruning.rederived(result) if kind == "pruning"
+                    else kvcache.rederived(result, study.profile.block_size))
+            agree, total, differ = agree + made.agree, total + made.total, differ + list(made.differ)
+    return Rederived(agree, total, tuple(differ))
+
+
 def seed_reproduction_check(study: "Study", kind: str, seed_results: dict):
     """:func:`reproduction_check` on every seed of ``seed_results`` (``{seed: results}``, as
     :func:`seed_experiment_results` returns): the table with a seed level first, and the verdict over all."""

@@ -106,6 +106,34 @@ _ENTRY = _COMMON | {
     "check": lambda v: (isinstance(v, dict) and set(v) == {"windows", "seed", "val_loss"} and _integer(v["windows"])
                         and _integer(v["seed"]) and _number(v["val_loss"]))}
 _RESULT = _COMMON | {"kind": lambda v: v in RESULT_KINDS, "model": _TEXT}
+# What an entry may hold beyond its schema: the code it was made with (entries shipped before it was recorded
+# lack it, and still load).
+_OPTIONAL = {"code": _TEXT}
+
+
+def code_revision() -> str:
+    """The code a shipped file is made with: ``$ATTNPOD_CODE_REVISION`` where set (a machine that was handed a
+    copy of the working tree without its git history), else the package's checkout's commit, "+ uncommitted
+    changes" where its tracked files differ; "unknown" outside a git checkout."""
+    import os
+    import subprocess
+
+    given = os.environ.get("ATTNPOD_CODE_REVISION", "").strip()
+    if given:
+        return given
+    root = project_root(Path(__file__).resolve().parent)
+
+    def git(*args):
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short=12", "HEAD") if root is not None else None
+    if not commit:
+        return "unknown"
+    return commit + (" + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def _problem(entry, schema: dict) -> str | None:
@@ -113,10 +141,10 @@ def _problem(entry, schema: dict) -> str | None:
     name says what it holds."""
     if not isinstance(entry, dict):
         return "is not an object"
-    if set(entry) != set(schema):
-        missing, extra = sorted(set(schema) - set(entry)), sorted(set(entry) - set(schema))
+    missing, extra = sorted(set(schema) - set(entry)), sorted(set(entry) - set(schema) - set(_OPTIONAL))
+    if missing or extra:
         return f"has keys missing {missing} / unexpected {extra}"
-    for key, fits in schema.items():
+    for key, fits in (schema | {k: f for k, f in _OPTIONAL.items() if k in entry}).items():
         if not fits(entry[key]):
             return f"{key} = {str(entry[key])[:60]!r} is not valid"
     if schema is _RESULT:
@@ -329,7 +357,7 @@ def ship(model: GPT, history: History, settings: dict, seed: int, folder: Path, 
             "seconds": seconds, "tokens": history.tokens,
             "tokens_per_s": history.tokens / seconds if seconds > 0 else None,
             "config": cfg.as_dict(), "settings": settings, "device": device or "unknown",
-            "torch": torch.__version__, "date": utc_now(),
+            "torch": torch.__version__, "date": utc_now(), "code": code_revision(),
             "check": {"windows": CHECK_WINDOWS, "seed": CHECK_SEED, "val_loss": check},
         }
         manifest = read_manifest(folder)
@@ -398,7 +426,7 @@ def ship_result(kind: str, model: str, seed: int, source: Path, settings: dict, 
         publish(folder / name, write)
         entry = {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "kind": kind,
                  "model": model, "seed": seed, "settings": settings, "device": device or "unknown",
-                 "torch": torch.__version__, "date": utc_now()}
+                 "torch": torch.__version__, "date": utc_now(), "code": code_revision()}
         manifest = read_manifest(folder)
         manifest["results"] = [e for e in manifest["results"] if e["file"] != name] + [entry]
         manifest["results"].sort(key=lambda e: (e["seed"], e["kind"], e["model"]))

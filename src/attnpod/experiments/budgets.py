@@ -177,6 +177,40 @@ def top_scales(analysis) -> dict[str, np.ndarray]:
             (("TC", "tc"), ("rectified", "rectified"))}
 
 
+# ----------------------------------------------------------------------------- provenance: splits made again
+
+@dataclass(frozen=True)
+class Rederived:
+    """A stored result's splits made again from their stored scores with today's code: how many of the
+    ``total`` (rule, budget) splits come out the same, and which do not."""
+
+    agree: int
+    total: int
+    differ: tuple = ()  # (rule, budget) pairs whose stored counts today's code does not give
+
+    def __str__(self) -> str:
+        return f"{self.agree} of {self.total} splits made again from their stored scores agree" + (
+            f"; differ: {', '.join(f'{r} at {b}' for r, b in self.differ[:5])}" if self.differ else "")
+
+
+def rederive(result: "BudgetResult", split, scores: dict) -> Rederived:
+    """Every split of ``result`` whose rule has scores in ``scores`` (a rule name to per-layer scores, or to a
+    function of the budget giving them), made again by ``split(scores, budget)`` and compared with the stored
+    counts. A change in how a split is made shows here, where re-scoring the stored splits cannot see it."""
+    agree, differ = 0, []
+    for rule, given in scores.items():
+        if rule not in result.rules:
+            continue
+        stored = result.counts(rule)
+        for k, b in enumerate(result.budgets):
+            weights = given(int(b)) if callable(given) else given
+            if np.array_equal(stored[k], split(np.asarray(weights, dtype=float), int(b))):
+                agree += 1
+            else:
+                differ.append((rule, int(b)))
+    return Rederived(agree, agree + len(differ), tuple(differ))
+
+
 # ----------------------------------------------------------------------------- the grid every experiment runs
 
 def random_splits(split, budgets, n_layer: int, n_random: int, seed: int = 0) -> np.ndarray:

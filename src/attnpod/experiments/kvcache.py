@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from ..config import check_counts
 from ..errors import ParameterError
 from ..models import weights_digest
-from .budgets import (H_STAR, PRIMARY_RULES, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, allocate, guided,
-                      null_orders, permuted_allocations, random_splits, rule_nulls, top_scale_rule)
+from .budgets import (H_STAR, PRIMARY_RULES, UNIFORM_SCORES, BudgetResult, Evaluations, Primary, Rederived, allocate,
+                      guided, null_orders, permuted_allocations, random_splits, rederive, rule_nulls, top_scale_rule)
 from .cache_rules import H2O, N_SINKS, PYRAMID_H2O, RECENT, STREAMING, h2o_places, pyramid_scores, scored
 
 CACHE_BUDGETS = (8, 16, 32, 64)  # mean keys per layer at T = 256 (scaled to other T by cache_budgets)
@@ -384,6 +384,17 @@ def settings(model, profile, n_random: int = 10, n_windows: int = 64, n_perm: in
     return {"weights_sha256": weights_digest(model), "budgets": cache_budgets(profile.block_size),
             "n_random": n_random, "n_windows": n_windows, "n_perm": n_perm, "null_windows": null_windows,
             "seed": profile.seed, "format": FORMAT}
+
+
+def rederived(result: CacheResult, block_size: int) -> Rederived:
+    """Each split of a cache result that its stored scores define, made again with today's code
+    (:func:`attnpod.experiments.budgets.rederive`): the selection rules' equal splits, PyramidKV's schedule,
+    the analysis-guided rules and the top-scale rules, at the context ``block_size``."""
+    L = result.allocations.shape[-1]
+    scores = {SELECTION_LABELS[s]: np.ones(L) for s in SELECTIONS} | {PYRAMID: lambda b: pyramid_scores(L, b)}
+    scores |= {r: v for r, v in result.meta["scores"].items() if r != UNIFORM_SCORES}
+    scores |= {top_scale_rule(n): v for n, v in result.meta.get("top_scales", {}).items()}
+    return rederive(result, lambda w, b: allocate_cache(w, b, block_size), scores)
 
 
 def allocation_rules(result: CacheResult) -> list[str]:

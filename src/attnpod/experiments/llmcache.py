@@ -51,8 +51,8 @@ import torch.nn.functional as F
 from ..config import check_counts
 from ..errors import CorruptFile, ParameterError
 from ..store import artifact_dir, artifact_lock, reused
-from .budgets import (PRIMARY_RULES, BudgetResult, Evaluations, Primary, allocate, null_orders, random_splits,
-                      rule_nulls, rule_scores)
+from .budgets import (PRIMARY_RULES, BudgetResult, Evaluations, Primary, Rederived, allocate, null_orders,
+                      random_splits, rederive, rule_nulls, rule_scores)
 from .cache_rules import (ADAKV, ENTROPY, H2O_SINKS, N_SINKS, PYRAMID, RECENT, SNAPKV, STREAMING, h2o_places,
                           pyramid_scores, scored)
 from ..pretrained import LENGTH, SMOLLM2, Tokenised, analyse_pretrained, load_pretrained
@@ -587,6 +587,16 @@ def verdicts(result: RealCacheResult, rules=None) -> dict:
     the analysis's rules (:data:`NULL_RULES`) with their permutation null, the published baselines without one;
     every rule against the best of :data:`BASELINES` at each budget."""
     return PRIMARY.verdicts(result, rules)
+
+
+def rederived(result: RealCacheResult) -> Rederived:
+    """Each split of the real-model grid that its stored scores define, made again with today's code
+    (:func:`attnpod.experiments.budgets.rederive`): the equal splits (every selection rule, Ada-KV),
+    PyramidKV's schedule and the rules whose scores the result stores."""
+    L, T = result.allocations.shape[-1], int(result.meta["length"])
+    scores = {r: np.ones(L) for r in (*SELECTION_RULES, ADAKV)} | {PYRAMID: lambda b: pyramid_scores(L, b)}
+    scores |= result.meta["scores"]
+    return rederive(result, lambda w, b: allocate_budget(w, b, T), scores)
 
 
 KV_BYTES = 2  # a served cache holds float16 keys and values

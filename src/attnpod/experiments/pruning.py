@@ -20,7 +20,8 @@ from ..config import check_counts
 from ..data import Corpus, disjoint_batches
 from ..models import weights_digest
 from .budgets import (CUT_TO_ONE, H_STAR, IMPORTANCE, MICHEL_ITERATIVE, MICHEL_ONE_SHOT, ORACLE, UNIFORM_SCORES,
-                      BudgetResult, Evaluations, Primary, allocate, guided, null_orders, random_splits, rule_nulls)
+                      BudgetResult, Evaluations, Primary, Rederived, allocate, guided, null_orders, random_splits,
+                      rederive, rule_nulls)
 
 UNIFORM = UNIFORM_SCORES  # equal heads per layer: the allocation rules' reference
 BUDGETS = (40, 32, 24, 16, 12, 8)  # heads kept of the paper model's 48; scaled to other sizes by head_budgets
@@ -207,6 +208,13 @@ class PruningResult(BudgetResult):
     def counts(self, rule: str) -> np.ndarray:
         """Heads kept per layer at each budget: (K, L)."""
         return self.masks[self.rules.index(rule)].sum(-1).astype(int)
+
+
+def rederived(result: PruningResult) -> Rederived:
+    """Each analysis-guided split of a pruning result made again from the scores it stores
+    (:func:`attnpod.experiments.budgets.rederive`): heads per layer ∝ the scores, 1 to H each."""
+    H = result.masks.shape[-1]
+    return rederive(result, lambda scores, b: allocate(scores, b, 1, H), result.meta["scores"])
 
 
 NULL_RULES = (H_STAR,)  # the primary rule: its permutation null is always run
