@@ -26,7 +26,6 @@ import multiprocessing
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -247,16 +246,15 @@ def cuda_available() -> bool:
 
 
 def source_revision(root: Path) -> str:
-    """The commit the book was built from (short hash, "+ changes" where the tree differs from it), or a note
-    that it is not a git checkout."""
-    def git(*args):
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else None
+    """The commit the book was built from (short hash, "+ uncommitted changes" where the tree differs from
+    it), or a note that it is not a git checkout (:func:`attnpod.store.git_revision`)."""
+    from attnpod.store import git_revision
 
-    commit = git("rev-parse", "--short=12", "HEAD")
-    if commit is None:
+    revision = git_revision(root)
+    if revision is None:
         return "not a git checkout"
-    return f"commit `{commit}`" + (" + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    commit, _, changes = revision.partition(" ")
+    return f"commit `{commit}`" + (f" {changes}" if changes else "")
 
 
 def write_status(root: Path, profile: str, timings: list[tuple[str, float]],

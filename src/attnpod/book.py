@@ -460,13 +460,10 @@ def rederived_splits(study: "Study", kind: str, seed_results: dict):
     from .experiments import kvcache, pruning
     from .experiments.budgets import Rederived
 
-    agree, total, differ = 0, 0, []
-    for results in seed_results.values():
-        for result in results.values():
-            made = (pruning.rederived(result) if kind == "pruning"
-                    else kvcache.rederived(result, study.profile.block_size))
-            agree, total, differ = agree + made.agree, total + made.total, differ + list(made.differ)
-    return Rederived(agree, total, tuple(differ))
+    def made(result):
+        return pruning.rederived(result) if kind == "pruning" else kvcache.rederived(result, study.profile.block_size)
+
+    return sum((made(r) for results in seed_results.values() for r in results.values()), Rederived(0, 0))
 
 
 def seed_reproduction_check(study: "Study", kind: str, seed_results: dict):
@@ -759,14 +756,13 @@ def pod_intervals(analyses: dict, table):
     import pandas as pd
 
     from . import claims
+    from .analysis import white_noise_ceiling
 
     shape = readings.shape_halves(analyses["causal"])
 
     def column(name, halves, fmt):
         one = estimators.Halves(np.asarray(halves.values)[:, None], halves.halves, halves.N)  # one model
         return claims.with_half_intervals(table[name].to_numpy()[:, None], one, fmt).iloc[:, 0].to_numpy()
-
-    from .analysis import white_noise_ceiling
 
     rank = shape["effective_rank"]
     causal = analyses["causal"]

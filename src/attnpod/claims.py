@@ -695,23 +695,21 @@ def legend_table():
 
 
 
-def verdict_word(verdict) -> str:
-    """What a claim's verdict says, without its replicate share or tier: "agree", "worse", ..."""
-    text = verdict.verdict if isinstance(verdict, Verdict) else str(verdict)
-    return text.split(" (")[0].split(",")[0].strip()
-
-
 def verdict_phrase(verdict) -> str:
     """A verdict without its replicate share: the word and its tier ("better, informative")."""
     text = verdict.verdict if isinstance(verdict, Verdict) else str(verdict)
     return text.split(" (")[0].strip()
 
 
+def verdict_word(verdict) -> str:
+    """What a claim's verdict says, without its replicate share or tier: "agree", "worse", ..."""
+    return verdict_phrase(verdict).partition(",")[0].strip()
+
+
 def verdict_tier(verdict) -> str:
     """What a verdict adds to its word after a comma: an allocation verdict's tier ("better, informative":
     "informative"), a side ("apart, above": "above"); "" where it adds nothing."""
-    text = verdict.verdict if isinstance(verdict, Verdict) else str(verdict)
-    return text.split(" (")[0].partition(",")[2].strip()
+    return verdict_phrase(verdict).partition(",")[2].strip()
 
 
 @dataclass(frozen=True)
@@ -729,15 +727,13 @@ class SeedVerdict:
     robust: bool
     tiers: dict = field(default_factory=dict)  # seed -> what its verdict adds to the word (verdict_tier), if anything
 
-    def qualified(self, word: str) -> str:
-        """``word`` with the tiers of the seeds that reach it: "better, informative" where all of them add the
-        same, "better (informative in 3)" where some do, else the word alone."""
-        seeds = self.seeds_with(word)
-        tiers = [self.tiers.get(s, "") for s in seeds]
+    def qualified(self, word: str) -> tuple[str, str]:
+        """``word`` with the tiers of the seeds that reach it, and a note: ("better, informative", "") where all
+        of them add the same, ("better", "informative in 3") where some do, else (word, "")."""
+        tiers = [self.tiers.get(s, "") for s in self.seeds_with(word)]
         if tiers and tiers[0] and tiers.count(tiers[0]) == len(tiers):
-            return f"{word}, {tiers[0]}"
-        met = {t: tiers.count(t) for t in dict.fromkeys(tiers) if t}
-        return word + (" (" + ", ".join(f"{t} in {n}" for t, n in met.items()) + ")" if met else "")
+            return f"{word}, {tiers[0]}", ""
+        return word, ", ".join(f"{t} in {tiers.count(t)}" for t in dict.fromkeys(tiers) if t)
 
     @property
     def n(self) -> int:
@@ -750,13 +746,16 @@ class SeedVerdict:
 
     def __str__(self) -> str:
         n, plural = self.n, "s" if self.n != 1 else ""
+        def noted(text, note):
+            return f"{text} ({note})" if note else text
+
         if self.verdict != "seed-dependent":
-            word, _, tiers = self.qualified(self.verdict).partition(" (")
-            text = f"{word} in {self.count} of {n} seed{plural}" + (f" ({tiers}" if tiers else "")
+            phrase, note = self.qualified(self.verdict)
+            text = noted(f"{phrase} in {self.count} of {n} seed{plural}", note)
             return text if self.robust else f"{text} (too few seeds to call robust)"
         words = sorted(set(self.per_seed.values()), key=lambda w: (-len(self.seeds_with(w)), w))
         return "seed-dependent: " + "; ".join(
-            f"{self.qualified(w)} in {len(self.seeds_with(w))} of {n} ({', '.join(map(str, self.seeds_with(w)))})"
+            f"{noted(*self.qualified(w))} in {len(self.seeds_with(w))} of {n} ({', '.join(map(str, self.seeds_with(w)))})"
             for w in words)
 
 

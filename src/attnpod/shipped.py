@@ -31,7 +31,8 @@ import torch
 
 from .config import MODELS, model_name
 from .errors import MissingCheckpoint
-from .store import artifact_lock, artifact_name, project_root, publish, sha256_file, temporary_path, utc_now, writing
+from .store import (artifact_lock, artifact_name, git_revision, project_root, publish, sha256_file, temporary_path,
+                    utc_now, writing)
 from .data import random_batch
 from .models import GPT, GPTConfig
 from .train import CheckpointError, History, training_settings
@@ -114,26 +115,12 @@ _OPTIONAL = {"code": _TEXT}
 def code_revision() -> str:
     """The code a shipped file is made with: ``$ATTNPOD_CODE_REVISION`` where set (a machine that was handed a
     copy of the working tree without its git history), else the package's checkout's commit, "+ uncommitted
-    changes" where its tracked files differ; "unknown" outside a git checkout."""
+    changes" where its tracked files differ (:func:`attnpod.store.git_revision`); "unknown" outside a git
+    checkout."""
     import os
-    import subprocess
 
     given = os.environ.get("ATTNPOD_CODE_REVISION", "").strip()
-    if given:
-        return given
-    root = project_root(Path(__file__).resolve().parent)
-
-    def git(*args):
-        try:
-            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "--short=12", "HEAD") if root is not None else None
-    if not commit:
-        return "unknown"
-    return commit + (" + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return given or git_revision(project_root(Path(__file__).resolve().parent)) or "unknown"
 
 
 def _problem(entry, schema: dict) -> str | None:

@@ -28,6 +28,27 @@ def project_root(start: Path | None = None) -> Path | None:
     return None
 
 
+DIRTY = " + uncommitted changes"  # what a revision adds where the tracked files differ from the commit
+
+
+def git_revision(folder: Path | None) -> str | None:
+    """The commit of the git checkout holding ``folder`` (a short hash), with :data:`DIRTY` where its tracked
+    files differ from it; None where ``folder`` is no git checkout (or git is missing)."""
+    import subprocess
+
+    def git(*args):
+        try:
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short=12", "HEAD") if folder is not None else None
+    if not commit:
+        return None
+    return commit + (DIRTY if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def artifacts_root() -> Path:
     """The folder that holds every artifact, as one absolute path for every entry point.
 

@@ -188,6 +188,9 @@ class Rederived:
     total: int
     differ: tuple = ()  # (rule, budget) pairs whose stored counts today's code does not give
 
+    def __add__(self, other: "Rederived") -> "Rederived":
+        return Rederived(self.agree + other.agree, self.total + other.total, self.differ + other.differ)
+
     def __str__(self) -> str:
         return f"{self.agree} of {self.total} splits made again from their stored scores agree" + (
             f"; differ: {', '.join(f'{r} at {b}' for r, b in self.differ[:5])}" if self.differ else "")
