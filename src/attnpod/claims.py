@@ -559,7 +559,8 @@ class BudgetVerdict:
 
 
 def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=None, rule: str = "∝ H*",
-                       what: str = "head allocation", margin: float = EQUIVALENCE_MARGIN, same_as_uniform=None) -> Verdict:
+                       what: str = "head allocation", margin: float = EQUIVALENCE_MARGIN, same_as_uniform=None,
+                       distances=None, flat: float = 0.0) -> Verdict:
     """One allocation rule's verdict over the budgets: better, equivalent, worse or inconclusive, with its tier.
 
     ``losses[k, w]``, ``uniform[k, w]``: per budget k and window w. ``permuted[k]``: the
@@ -570,12 +571,17 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
     verdict is the outcome at more than half the budgets, else "mixed" (it depends on the budget). Its tier
     (:class:`BudgetVerdict`) is the one reached at more than half the budgets. Budgets
     where ``same_as_uniform[k]`` (the rule splits exactly as uniform) are left out: they
-    test nothing; if all are, the verdict says so.
+    test nothing; if all are, the verdict says so. So are budgets where the split's L1 distance from
+    uniform, ``distances[k]``, is below ``flat``: there "equivalent" would hold by construction, and the
+    verdict is "not tested: split within x % of uniform".
     """
     same = np.zeros(len(budgets), dtype=bool) if same_as_uniform is None else np.asarray(same_as_uniform, dtype=bool)
+    near = (np.zeros(len(budgets), dtype=bool) if distances is None
+            else (np.asarray(distances, dtype=float) < flat) & ~same)
+    closest = "" if not near.any() else f"within {np.asarray(distances)[near].max():.0%} of uniform"
     per_budget = []
     for k, b in enumerate(budgets):
-        if same[k]:
+        if same[k] or near[k]:
             continue
         null = None if permuted is None else np.asarray(permuted[k], dtype=float)
         valid = None if null is None else null[~np.isnan(null).all(-1)]
@@ -593,6 +599,12 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
                  f"Informative: better and beating {PERMUTATION_SHARE:.0%} of the permutations of its own layer "
                  f"counts; useful: also not worse than the best baseline (95 % upper end below +{margin:g})")
     skipped = f"; the same split as uniform at {', '.join(str(b) for b, s in zip(budgets, same) if s)}" if same.any() else ""
+    if near.any():
+        skipped += f"; not tested at {', '.join(str(b) for b, n in zip(budgets, near) if n)}: split {closest}"
+        criterion += f". Not tested where the split's L1 distance from uniform is below {flat:.0%}"
+    if not per_budget and near.any():
+        return Verdict(f"{rule} guides {what}", skipped.lstrip("; "), criterion, f"not tested: split {closest}",
+                       outcome="not tested")
     if not per_budget:
         return Verdict(f"{rule} guides {what}", "splits exactly as uniform at every budget", criterion,
                        "identical to uniform", outcome="identical to uniform")
@@ -619,14 +631,22 @@ def best_of(result, rules) -> np.ndarray:
     return losses[best, np.arange(losses.shape[1])]
 
 
-def experiment_verdicts(result, rules, uniform: str, baselines, what: str) -> dict[str, Verdict]:
+def experiment_verdicts(result, rules, uniform: str, baselines, what: str, flat: float = 0.0) -> dict[str, Verdict]:
     """:func:`allocation_verdict` of each of ``rules`` in a head-pruning or cache experiment's ``result``
     (:class:`attnpod.experiments.budgets.BudgetResult`): against the ``uniform`` rule, with the permutation
     null where it was run, and the best of ``baselines`` at each budget; budgets where a rule does exactly
-    what uniform does (``result.same_as``) are left out."""
+    what uniform does (``result.same_as``), or with ``flat`` splits within that L1 distance of it, are left out."""
     reference, best = result.loss(uniform), best_of(result, baselines)
     return {r: allocation_verdict(result.loss(r), reference, result.budgets, result.null(r), best, r, what,
-                                  same_as_uniform=result.same_as(r, uniform)) for r in rules}
+                                  same_as_uniform=result.same_as(r, uniform), flat=flat,
+                                  distances=l1_distances(result.counts(r), result.counts(uniform)))
+            for r in rules}
+
+
+def l1_distances(counts, reference) -> np.ndarray:
+    """Per budget, Σ_l |k_l − r_l| / Σ_l r_l of a split ``counts[k, l]`` from a ``reference[k, l]`` (0: the same)."""
+    counts, reference = np.asarray(counts, dtype=float), np.asarray(reference, dtype=float)
+    return np.abs(counts - reference).sum(-1) / reference.sum(-1)
 
 
 # Training seeds: a claim's book-level verdict is the one it reaches in at least this share of the seeds
@@ -646,6 +666,7 @@ VERDICT_WORDS = {
     "partly": "it meets the claim in part (for the scale claim: some early layers fine and some late ones coarse, "
               "not all)",
     "disagree": "it does not meet it (for the scale claim: no early layer fine, or no late layer coarse)",
+    "not tested": "the rule's split is so close to uniform's that equivalence would hold by construction: no verdict",
     "yes": "the layers differ by more than the line (2× the spread across models, or within a layer)",
     "not clearly": "the layers differ, but by less than that line",
     "holds": "an identity the code must satisfy, true to rounding",

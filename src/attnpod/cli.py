@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_argument("--real-model", action="store_true",
                              help="instead: the KV-cache experiment on the real model, SmolLM2-135M (about 53 "
                                   "minutes on 2 CPU cores; kept as it goes, so a rerun resumes)")
+    experiments.add_argument("--long", action="store_true",
+                             help="with --real-model: the long-context grid instead (windows of 1024 tokens, "
+                                  "attnpod.experiments.longcache; about 95 minutes on 2 CPU cores, resumable)")
     experiments.add_argument("--ship", action="store_true", help="with --real-model: ship its result into --to "
                                                                  "(default: checkpoints/laptop/)")
     experiments.add_argument("--replace", action="store_true", help="let the results replace shipped ones made "
@@ -245,7 +248,7 @@ def _experiments(args) -> int:
 def _real_cache(args) -> int:
     """The real model's cache experiment (attnpod.experiments.llmcache.cache_experiment), shipped with --ship."""
     from .data import load_corpus
-    from .experiments import llmcache
+    from .experiments import llmcache, longcache
     from .pretrained import SMOLLM2
     from .shipped import check_replaceable, ship_result, shipped_root
 
@@ -255,15 +258,17 @@ def _real_cache(args) -> int:
     device = resolve_device(args.device)  # a device that is not there fails here, before any work
     if args.device not in (None, "", "auto") and device.type != "cpu":
         raise ParameterError(f"the real model's cache experiment runs on the CPU; drop --device {args.device}")
-    settings = llmcache.settings(seed=42 if args.seed is None else args.seed)
+    grid = longcache if args.long else llmcache
+    settings = grid.settings(seed=42 if args.seed is None else args.seed)
     folder = shipped_root("laptop", folder=args.to)
     if args.ship:  # before any work
-        check_replaceable(llmcache.RESULT_KIND, SMOLLM2.key, settings["seed"], settings, folder, args.replace)
-    result = llmcache.cache_experiment(load_corpus(args.data).text, settings)
+        check_replaceable(grid.RESULT_KIND, SMOLLM2.key, settings["seed"], settings, folder, args.replace)
+    text = load_corpus(args.data).text
+    result = longcache.long_experiment(text, settings) if args.long else llmcache.cache_experiment(text, settings)
     print(f"{SMOLLM2.label}: {len(result.rules)} rules at budgets {settings['budgets']} on {settings['n_windows']} "
           f"windows ({result.source})", flush=True)
     if args.ship:
-        entry = ship_result(llmcache.RESULT_KIND, SMOLLM2.key, settings["seed"], result.path,
+        entry = ship_result(grid.RESULT_KIND, SMOLLM2.key, settings["seed"], result.path,
                             {**settings, "scores": result.meta["scores"]}, folder, "cpu", replace=args.replace)
         print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0

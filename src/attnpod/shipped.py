@@ -43,7 +43,7 @@ WEIGHTS_FORMAT = "attnpod-shipped-2"  # the safetensors header names the model i
 MAX_BYTES = 10_000_000  # a file of at most 10 MB: the repository stays light
 GPU_ONLY_PROFILES = ("paper",)
 # the real model's analyses (attnpod.pretrained) and its cache experiment (attnpod.experiments.llmcache) last
-RESULT_KINDS = ("pruning", "kv_cache", "real_model", "real_kv_cache")
+RESULT_KINDS = ("pruning", "kv_cache", "real_model", "real_kv_cache", "real_kv_long")
 # The weights' own fingerprint: their mean loss on CHECK_WINDOWS fixed validation windows (float32 on a
 # CPU), written when shipped and recomputed on every load. Another model, or these weights under another
 # variant, misses it by far more than CHECK_TOLERANCE; the same weights on another CPU agree to ~1e-6.

@@ -54,12 +54,14 @@ class Primary:
     baselines: tuple
     what: str
 
+    flat: float = 0.0  # splits within this L1 distance of uniform are not tested
+
     def verdicts(self, result, rules=None) -> dict:
         """:func:`attnpod.claims.experiment_verdicts` of ``rules`` (default: the primary ones) in ``result``,
         against the baselines it holds."""
         rules = [r for r in (self.rules if rules is None else rules) if r in result.rules]
         return experiment_verdicts(result, rules, self.uniform, [b for b in self.baselines if b in result.rules],
-                                   self.what)
+                                   self.what, self.flat)
 
 
 # head pruning's published baselines (Michel, Levy & Neubig 2019) and its oracle
@@ -261,6 +263,10 @@ class Evaluations:
 
                 write_verified(self.path, write)
         return self.done[name]
+
+    def has(self, *key) -> bool:
+        """Whether the evaluation stored under ``key`` is done (kept, or computed in this run)."""
+        return "|".join(str(k) for k in key) in self.done
 
     def close(self) -> None:
         """Close the progress bar."""

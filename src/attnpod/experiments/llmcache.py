@@ -121,20 +121,50 @@ def _causal(T: int, device=None) -> torch.Tensor:
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
-def keep_mask(logits: torch.Tensor, k: int, plan: CachePlan) -> torch.Tensor:
-    """The keys each query sees, (B, G, T, T), for causal ``logits[B, G, g, T, T]`` of G key/value heads with
-    g query heads each (−inf above the diagonal), a budget of ``k`` keys per key/value head."""
-    B, G, g, T, _ = logits.shape
-    pos = torch.arange(T, device=logits.device)
-    i, j = pos[:, None], pos[None, :]
+def keep_mask(logits: torch.Tensor, k: int, plan: CachePlan, prompt: "PromptScores | None" = None) -> torch.Tensor:
+    """The keys each query sees, (B, G, R, T), for causal ``logits[B, G, g, R, T]`` of G key/value heads with
+    g query heads each (−inf where a query may not look), a budget of ``k`` keys per key/value head. The R
+    query rows are the window's last R positions: all T of them, or (with ``prompt``, what the prompt's rows
+    gave the selection in a shared prefill) the decoded ones only, R = T − ``plan.prompt``."""
+    B, G, g, R, T = logits.shape
+    if prompt is None:
+        if R < T:
+            raise ValueError("a decode pass without its prompt's rows needs their scores (PromptScores)")
+        if plan.selection in ("h2o", "snapkv"):
+            prompt = PromptScores.of(_softmax(logits[..., :plan.prompt, :plan.prompt]))
+    return _keep(logits.shape, lambda r: logits[..., r, :], k, plan, prompt, logits.device)
+
+
+def _keep(shape, row, k: int, plan: CachePlan, prompt, device) -> torch.Tensor:
+    """:func:`keep_mask` for logits of ``shape`` whose query row r's logits[B, G, g, T] ``row(r)`` gives."""
+    B, G, g, R, T = shape
+    pos = torch.arange(T, device=device)
+    i, j = pos[T - R:, None], pos[None, :]
     sinks, recent, heavy = plan.split(int(k))
     prefill = i < plan.prompt
     if plan.selection in ("recent", "streaming"):
         rule = (j < sinks) | (j > i - recent)
-        return ((j <= i) & (prefill | rule)).expand(B, G, T, T)
+        return ((j <= i) & (prefill | rule)).expand(B, G, R, T)
     if plan.selection == "snapkv":
-        return _snapkv_keep(logits, plan, sinks, recent, heavy)
-    return _h2o_keep(logits, plan, sinks, recent, heavy)
+        candidates = ((pos >= sinks) & (pos <= plan.prompt - recent)).expand(B, G, T)
+        chosen = _top(F.pad(prompt.votes, (0, T - plan.prompt)), candidates, heavy, plan.pooled)  # at the prompt's end
+        return (j <= i) & (prefill | (j < sinks) | (j > i - recent) | chosen[:, :, None, :])
+    return _h2o_keep(shape, row, plan, sinks, recent, heavy, F.pad(prompt.received, (0, T - plan.prompt)), device)
+
+
+@dataclass(frozen=True)
+class PromptScores:
+    """What a layer's prompt rows give the selection rules, from a prefill shared by every plan: the attention
+    each prompt key ``received`` (B, G, P) summed over the prompt's rows and the group's query heads (H2O's
+    start), and SnapKV's smoothed ``votes`` (B, G, P) of the prompt's last :data:`OBSERVATION` rows."""
+
+    received: torch.Tensor
+    votes: torch.Tensor
+
+    @classmethod
+    def of(cls, probabilities: torch.Tensor) -> "PromptScores":
+        """From the prompt's attention ``probabilities[B, G, g, P, P]``."""
+        return cls(probabilities.double().sum((2, 3)), snapkv_votes(probabilities[..., -OBSERVATION:, :]))
 
 
 def _top(scores: torch.Tensor, candidates: torch.Tensor, places: int, pooled: bool) -> torch.Tensor:
@@ -149,21 +179,38 @@ def _top(scores: torch.Tensor, candidates: torch.Tensor, places: int, pooled: bo
     return chosen.reshape(B, G, T) & candidates
 
 
-def _h2o_keep(logits, plan, sinks, recent, heavy) -> torch.Tensor:
-    B, G, g, T, _ = logits.shape
-    P = plan.prompt
-    pos = torch.arange(T, device=logits.device)
-    keep = _causal(T, logits.device).expand(B, G, T, T).clone()
-    acc = _softmax(logits[..., :P, :]).double().sum((2, 3))  # the prompt's rows, (B, G, T)
-    alive = torch.ones(B, G, T, dtype=torch.bool, device=logits.device)
-    for i in range(P, T):
-        candidates = alive & (pos >= sinks) & (pos <= i - recent)
-        over = candidates.sum(-1) > heavy
-        if over.any():
-            alive &= ~candidates | _top(acc, candidates, heavy, plan.pooled)
-        row = alive & (pos <= i)
-        keep[:, :, i] = row
-        acc += _softmax(logits[..., i, :].masked_fill(~row[:, :, None], -math.inf)).double().sum(2)
+def _h2o_keep(shape, row, plan, sinks, recent, heavy, acc, device) -> torch.Tensor:
+    """H2O's keys for the last R query rows of logits of ``shape`` (B, G, g, R, T), row r's given by ``row(r)``,
+    from the attention ``acc`` (B, G, T) each key received in the prompt's rows: row by row from the prompt's
+    end, evicting the least-scored candidates (per head, or from the layer's pool when ``plan.pooled``).
+
+    Candidates are the keys past the sinks and before the recent window; every head holds as many (a pool, as
+    many in all), so the count is kept here and the excess evicted without reading it back from the tensors."""
+    B, G, g, R, T = shape
+    first = T - R
+    pos = torch.arange(T, device=device)
+    keep = (pos[None, :] <= pos[first:, None]).expand(B, G, R, T).clone()
+    alive = torch.ones(B, G, T, dtype=torch.bool, device=device)
+    acc = acc.clone()
+    heads = G if plan.pooled else 1  # the heads that share a pool of places
+    start = max(plan.prompt, first)
+    count = heads * max(0, start - recent - sinks)  # candidates alive in a pool before the first row
+    for i in range(start, T):
+        last = i - recent  # the newest candidate
+        if last >= sinks:
+            count += heads
+        if count > heavy * heads:
+            span = last + 1 - sinks
+            scores = acc[..., sinks:last + 1].masked_fill(~alive[..., sinks:last + 1], math.inf)
+            victims = scores.reshape(B, G // heads, heads * span).topk(count - heavy * heads, -1, largest=False)
+            flat = alive[..., sinks:last + 1].clone().reshape(B, G // heads, heads * span)
+            flat.scatter_(-1, victims.indices, False)
+            alive[..., sinks:last + 1] = flat.reshape(B, G, span)
+            count = heavy * heads
+        visible = alive[..., :i + 1]
+        keep[:, :, i - first, :i + 1] = visible
+        logits = row(i - first)[..., :i + 1].masked_fill(~visible[:, :, None], -math.inf)
+        acc[..., :i + 1] += _softmax(logits).double().sum(2)
     return keep
 
 
@@ -176,43 +223,68 @@ def snapkv_votes(probabilities: torch.Tensor) -> torch.Tensor:
     return smooth.reshape(B, G, T)
 
 
-def _snapkv_keep(logits, plan, sinks, recent, heavy) -> torch.Tensor:
-    B, G, g, T, _ = logits.shape
-    P = plan.prompt
-    pos = torch.arange(T, device=logits.device)
-    votes = F.pad(snapkv_votes(_softmax(logits[..., P - OBSERVATION:P, :P])), (0, T - P))
-    candidates = ((pos >= sinks) & (pos <= P - recent)).expand(B, G, T)
-    chosen = _top(votes, candidates, heavy, plan.pooled)  # (B, G, T), fixed at the prompt's end
-    i, j = pos[:, None], pos[None, :]
-    rule = (j < sinks) | (j > i - recent) | chosen[:, :, None, :]
-    return (j <= i) & ((i < P) | rule)
-
-
 # ----------------------------------------------------------------------------- the attention function
 
 _PLAN: contextvars.ContextVar = contextvars.ContextVar("attnpod_cache_plan", default=None)
+_WATCH: contextvars.ContextVar = contextvars.ContextVar("attnpod_cache_watch", default=None)
 
 
 def grouped_logits(module, query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Causal scores ``[B, G, g, T, T]`` of the query heads grouped by the key/value head they share."""
-    B, H, T, d = query.shape
-    G = key.shape[1]
-    logits = torch.matmul(query.reshape(B, G, H // G, T, d), key[:, :, None].transpose(-1, -2)) * scaling
-    return logits.masked_fill(~_causal(T, query.device), -math.inf)
+    """Causal scores ``[B, G, g, R, T]`` of the query heads grouped by the key/value head they share, for the R
+    queries at the window's last positions (all T, or the decoded rows after a cached prompt); a layer with a
+    ``sliding_window`` (Gemma's local layers) sees only that many keys back, its own included. One batched
+    product per key/value head, masked in place: at long context these are the largest tensors of a pass."""
+    B, H, R, d = query.shape
+    G, T = key.shape[1], key.shape[2]
+    logits = torch.matmul(query.reshape(B, G, (H // G) * R, d), key.transpose(-1, -2)).view(B, G, H // G, R, T)
+    logits.mul_(scaling)
+    pos = torch.arange(T, device=query.device)
+    i, j = pos[T - R:, None], pos[None, :]
+    visible = j <= i
+    window = getattr(module, "sliding_window", None)
+    if window:
+        visible = visible & (j > i - window)
+    return logits.masked_fill_(~visible, -math.inf)
+
+
+def _softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """:func:`_softmax` in place, for float32 and float64 logits (else a new tensor)."""
+    if logits.dtype not in (torch.float32, torch.float64):
+        return _softmax(logits)
+    logits.sub_(logits.amax(-1, keepdim=True)).exp_()
+    return logits.div_(logits.sum(-1, keepdim=True))
 
 
 def cache_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """Attention whose scores are masked to what each layer's cache holds under the active :class:`CachePlan`
-    (the full causal attention without one). Windows must be unpadded: ``attention_mask`` is not read."""
-    plan = _PLAN.get()
-    B, H, T, d = query.shape
+    (the full causal attention without one). Windows must be unpadded: ``attention_mask`` is not read. Inside
+    :func:`watching`, the watcher sees each layer's attention, and a decode pass after a shared prefill reads
+    the prompt's scores from it (:class:`PromptScores`)."""
+    plan, watch = _PLAN.get(), _WATCH.get()
+    B, H, R, d = query.shape
+    G = key.shape[1]
+    layer = module.layer_idx
+    prompt = None if watch is None else watch.prompt(layer)
     logits = grouped_logits(module, query, key, scaling)
     if plan is not None and plan.selection is not None:
-        keep = keep_mask(logits, plan.budgets[module.layer_idx], plan)
-        logits = logits.masked_fill(~keep[:, :, None], -math.inf)
-    p = _softmax(logits).to(query.dtype)
-    out = torch.matmul(p, value[:, :, None])  # (B, G, g, T, d)
-    return out.reshape(B, H, T, d).transpose(1, 2).contiguous(), None
+        keep = keep_mask(logits, plan.budgets[layer], plan, prompt)
+        logits.masked_fill_(~keep[:, :, None], -math.inf)
+    p = _softmax_(logits)
+    if watch is not None:
+        watch.saw(layer, p)
+    out = torch.matmul(p.view(B, G, -1, p.shape[-1]).to(value.dtype), value)  # (B, G, g·R, d)
+    return out.view(B, H, R, d).transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def watching(watcher):
+    """Run :func:`cache_attention` with ``watcher``: its ``saw(layer, probabilities[B, G, g, R, T])`` is called in
+    every layer, and its ``prompt(layer)`` gives a decode pass its prompt's :class:`PromptScores` (or None)."""
+    token = _WATCH.set(watcher)
+    try:
+        yield watcher
+    finally:
+        _WATCH.reset(token)
 
 
 def _register() -> None:
