@@ -590,11 +590,6 @@ def validation_windows(tokenised, settings: dict) -> torch.Tensor:
     return tokenised.windows(settings["n_windows"], settings["length"] + 1, "val", settings["seed"])
 
 
-def shipped_experiment(settings: dict, spec=None, folder=None):
-    """The verified shipped result file for these settings, or :class:`~attnpod.shipped.MissingCheckpoint`."""
-    return shipped_result("laptop", RESULT_KIND, (SMOLLM2 if spec is None else spec).key, settings, folder=folder)
-
-
 def experiment_file(settings: dict, spec=None):
     """Where the store keeps the experiment's result for these settings."""
     return artifact_dir("kv_cache", (SMOLLM2 if spec is None else spec).key, settings) / "result.npz"
@@ -611,6 +606,21 @@ def checked_result(path, chosen: dict, listed: str) -> RealCacheResult:
     return result
 
 
+def shipped_grid(kind: str, spec, chosen: dict, folder=None, shipped_only: bool = False) -> RealCacheResult | None:
+    """The verified shipped grid of ``kind`` for these settings in ``folder`` (default: the laptop book's), marked
+    "shipped"; None where there is none and neither ``folder`` nor ``shipped_only`` asked for one; with
+    ``shipped_only`` a missing one is a one-line :class:`~attnpod.shipped.MissingCheckpoint`."""
+    if folder is None and not shipped_only:
+        return None
+    try:
+        path = shipped_result("laptop", kind, spec.key, chosen, folder=folder)
+        return checked_result(path, chosen, "the manifest lists it").came_from("shipped", path)
+    except MissingCheckpoint:
+        if shipped_only:
+            raise
+    return None
+
+
 def cache_experiment(text: str, chosen: dict | None = None, spec=None, shipped_folder=None, shipped_only=False,
                      progress: bool = True, batch_size: int = 16) -> RealCacheResult:
     """The real model's cache experiment (:func:`run`) with the ``chosen`` settings (default: :func:`settings`):
@@ -619,13 +629,9 @@ def cache_experiment(text: str, chosen: dict | None = None, spec=None, shipped_f
     result is a one-line :class:`~attnpod.shipped.MissingCheckpoint`, nothing computed."""
     spec = SMOLLM2 if spec is None else spec
     chosen = settings(spec) if chosen is None else chosen
-    if shipped_folder is not None or shipped_only:
-        try:
-            path = shipped_experiment(chosen, spec, shipped_folder)
-            return checked_result(path, chosen, "the manifest lists it").came_from("shipped", path)
-        except MissingCheckpoint:
-            if shipped_only:
-                raise
+    shipped = shipped_grid(RESULT_KIND, spec, chosen, shipped_folder, shipped_only)
+    if shipped is not None:
+        return shipped
     path = experiment_file(chosen, spec)
     with artifact_lock(path):
         result = reused(path, lambda p: checked_result(p, chosen, "the store keeps it"))

@@ -43,9 +43,8 @@ from .budgets import (H_STAR, INVERSE_H_STAR, Evaluations, Primary, Rederived, a
                       rederive, rule_nulls, rule_scores)
 from .cache_rules import ADAKV, N_SINKS, PYRAMID, pyramid_scores, scored
 from .llmcache import (SELECTION_LABELS, UNIFORM, CachePlan, PromptScores, RealCacheResult, cache_plan,
-                       checked_result, decode_literal, watching)
+                       checked_result, decode_literal, shipped_grid, watching)
 from ..pretrained import SMOLLM2, Tokenised, analyse_pretrained, load_pretrained
-from ..shipped import MissingCheckpoint, shipped_result
 
 LENGTH = 1024  # tokens per window: the first half prefilled, the second decoded and scored
 BUDGET_SHARES = (2, 4, 8, 16)  # mean budgets: the prompt over these
@@ -369,13 +368,9 @@ def long_experiment(text: str, chosen: dict | None = None, spec=None, shipped_fo
     its ``meta``."""
     spec = SMOLLM2 if spec is None else spec
     chosen = settings(spec) if chosen is None else chosen
-    if shipped_folder is not None or shipped_only:
-        try:
-            path = shipped_result("laptop", RESULT_KIND, spec.key, chosen, folder=shipped_folder)
-            return checked_result(path, chosen, "the manifest lists it").came_from("shipped", path)
-        except MissingCheckpoint:
-            if shipped_only:
-                raise
+    shipped = shipped_grid(RESULT_KIND, spec, chosen, shipped_folder, shipped_only)
+    if shipped is not None:
+        return shipped
     path = experiment_file(chosen, spec)
     with artifact_lock(path):
         result = reused(path, lambda p: checked_result(p, chosen, "the store keeps it"))
