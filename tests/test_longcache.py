@@ -79,6 +79,7 @@ def test_the_grid_shares_its_prefill_runs_the_null_only_where_a_split_is_not_fla
     verdicts = longcache.verdicts(result)
     assert verdicts[H_STAR].verdict.startswith("not tested: split within")
     assert not verdicts[longcache.PYRAMID].verdict.startswith("not tested")
+    assert not verdicts[longcache.ADAKV].verdict.startswith("not tested")  # uniform's split, but pooled: tested
     assert (np.abs(result.increase(longcache.UNIFORM)) > 1e-4).all()
     result.meta = {"length": T, "scores": {r: s.tolist() for r, s in scores.items()}}  # as long_experiment stores
     assert str(longcache.rederived(result)).startswith("18 of 18 splits")  # 9 rules at 2 budgets, made again
@@ -106,7 +107,7 @@ def test_a_split_within_the_flat_line_is_not_tested_and_never_called_equivalent(
     uniform = rng.normal(3, 0.1, (2, 40))
     same = uniform + rng.normal(0, 0.001, (2, 40))  # equivalent by any test
     flat = claims.allocation_verdict(same, uniform, [8, 4], distances=[0.04, 0.06], flat=0.1)
-    assert flat.verdict == "not tested: split within 6% of uniform" and flat.outcome == "not tested"
+    assert flat.verdict == "not tested: split within 6.0% of uniform" and flat.outcome == "not tested"
     tested = claims.allocation_verdict(same, uniform, [8, 4], distances=[0.04, 0.3], flat=0.1)
     assert tested.verdict.startswith("equivalent") and "not tested at 8" in tested.measurement
     assert "not tested" in claims.VERDICT_WORDS

@@ -803,14 +803,55 @@ def real_cache(settings: dict | None = None):
     return llmcache.cache_experiment("", settings, shipped_only=True)
 
 
+def long_cache(settings: dict | None = None):
+    """The long-context grid as shipped in ``checkpoints/laptop/`` (verified), with ``settings`` (default:
+    :func:`attnpod.experiments.longcache.settings`); a missing one is a one-line
+    :class:`~attnpod.shipped.MissingCheckpoint` saying how to compute it. Nothing is computed here."""
+    from .experiments import longcache
+
+    return longcache.long_experiment("", settings, shipped_only=True)
+
+
+def long_cache_scores(result):
+    """The long-context rules' per-layer scores (as the grid stores them) and each layer's attention on token 0:
+    layers (rows, from 1) by signals."""
+    import pandas as pd
+
+    table = pd.DataFrame({r: np.asarray(s, dtype=float) for r, s in result.meta["scores"].items()},
+                         index=pd.Index(np.arange(1, result.allocations.shape[-1] + 1), name="layer"))
+    table["attention on token 0"] = result.sinks
+    return table
+
+
+def long_cache_budgets(result, rules, reference: str, flat: float = 0.0):
+    """Per rule and budget, how the rule compares with ``reference`` (:func:`attnpod.claims.compare` of the paired
+    per-window differences): the outcome ("not tested" where the split is within ``flat`` of ``reference``'s),
+    the difference with its 95 % interval, the split's L1 distance from ``reference``'s and the smallest difference
+    the windows detect with 80 % power; (rule, budget) rows."""
+    import pandas as pd
+
+    from .claims import compare, l1_distances
+
+    rows = {}
+    for rule in rules:
+        distances = l1_distances(result.counts(rule), result.counts(reference))
+        for k, b in enumerate(result.budgets):
+            c = compare(result.loss(rule)[k] - result.loss(reference)[k], seed=k)
+            flat_here = distances[k] < flat and result.selects_as(rule, reference)
+            rows[(rule, int(b))] = {"outcome": "not tested" if flat_here else c.outcome,
+                                    "Δ NLL vs uniform [95 %]": f"{c.mean:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]",
+                                    "L1 from uniform": f"{distances[k]:.1%}", "detects (80 % power)": f"{c.detectable:.3f}"}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["rule", "B"])
+    return table
+
+
 def real_cache_splits(result, k: int):
     """Keys per key/value head and layer of each allocation rule at budget index ``k``: layers (rows, from 1)
     by rules."""
     from .experiments import llmcache
-    import pandas as pd
 
-    return pd.DataFrame({r: result.counts(r)[k] for r in llmcache.ALLOCATION_RULES if r in result.rules},
-                        index=pd.Index(np.arange(1, result.allocations.shape[-1] + 1), name="layer"))
+    return pd_splits(result, k, llmcache.ALLOCATION_RULES)
 
 
 def equivalence_table(result, rules, uniform: str):
@@ -980,6 +1021,10 @@ def _recipes() -> dict:
         "real_cache_null": lambda s, result=None: _real_cache_curves(f, result, "null"),
         "real_cache_splits": lambda s, result=None, k=2: _real_cache_curves(f, result, "splits", k),
         "real_cache_sinks": lambda s, result=None: _real_cache_curves(f, result, "sinks"),
+        "long_cache_allocation": lambda s, result=None: _long_cache_curves(f, result, "allocation"),
+        "long_cache_null": lambda s, result=None: _long_cache_curves(f, result, "null"),
+        "long_cache_scores": lambda s, result=None: _long_cache_curves(f, result, "scores"),
+        "long_cache_splits": lambda s, result=None, k=3: _long_cache_curves(f, result, "splits", k),
     }
 
 
@@ -1005,6 +1050,38 @@ def _real_cache_curves(f, result, which: str, k: int = 2):
                                 band_label="random splits, H2O + sinks", unit="token")
 
 
+def _long_cache_curves(f, result, which: str, k: int = 3):
+    """The long-context chapter's figures of the shipped grid (read here unless given): the allocation rules' loss
+    curves, the permutation null of PyramidKV's schedule, the rules' per-layer scores, or the keys per layer at
+    budget index ``k``."""
+    from .experiments import longcache
+
+    result = result or long_cache()
+    xlabel = "mean keys per key/value head, B"
+    if which == "null":
+        return f.plot_permutation_null({"SmolLM2-135M, 1024 tokens": result}, longcache.PYRAMID, longcache.UNIFORM,
+                                       xlabel=xlabel, unit="token")
+    if which == "scores":
+        table = long_cache_scores(result).drop(columns=[longcache.INVERSE_H_STAR])  # the mirror of H*: no news
+        return f.plot_layer_panels(table, {column: [column] for column in table.columns}, log_scales=False)
+    if which == "splits":
+        splits = pd_splits(result, k, longcache.ALLOCATION_RULES)
+        return f.plot_layer_panels(splits, {f"keys per key/value head, B = {int(result.budgets[k])}":
+                                            list(splits.columns)})
+    rules = (longcache.UNIFORM, *(longcache.SELECTION_LABELS[s] for s in longcache.SELECTIONS),
+             *longcache.ALLOCATION_RULES)
+    return f.plot_budget_curves({"SmolLM2-135M, 1024 tokens": result}, rules=rules, xlabel=xlabel, fewer_right=False,
+                                band_label="random splits, H2O + sinks", unit="token")
+
+
+def pd_splits(result, k: int, rules):
+    """Keys per key/value head and layer of each of ``rules`` at budget index ``k``: layers (rows, from 1) by rules."""
+    import pandas as pd
+
+    return pd.DataFrame({r: result.counts(r)[k] for r in rules if r in result.rules},
+                        index=pd.Index(np.arange(1, result.allocations.shape[-1] + 1), name="layer"))
+
+
 def _real(study: "Study", analyses, options: dict) -> dict:
     return analyses if analyses is not None else real_model(study.profile.name, data_path=study.data_path,
                                                             progress=study.progress, **options)
@@ -1015,7 +1092,8 @@ def _real(study: "Study", analyses, options: dict) -> dict:
 # the real models' shipped results): the command line warns before the others start a long training.
 WITHOUT_MODELS = frozenset({"morlet", "lag_windows", "recovery", "real_model_scales", "real_model_top_scales",
                             "real_model_layers", "real_cache_selection", "real_cache_allocation", "real_cache_null",
-                            "real_cache_splits", "real_cache_sinks"})
+                            "real_cache_splits", "real_cache_sinks", "long_cache_allocation", "long_cache_null",
+                            "long_cache_scores", "long_cache_splits"})
 FIGURES = {
     "loss_curves": "training and validation loss (chapter 01)",
     "recovery": "the readings against planted answers: the recovery table and the windows case (Known answers)",
@@ -1053,6 +1131,10 @@ FIGURES = {
     "real_cache_null": "the real model: ∝ H*(0.1) against the permutations of its own cache split (14)",
     "real_cache_splits": "the real model: keys per layer under each allocation rule (14)",
     "real_cache_sinks": "the real model: attention on token 0 per layer, training windows (14)",
+    "long_cache_allocation": "KV budgets at long context: every rule's loss against the budget (17)",
+    "long_cache_null": "KV budgets at long context: PyramidKV against the permutations of its split (17)",
+    "long_cache_scores": "KV budgets at long context: each rule's per-layer score (17)",
+    "long_cache_splits": "KV budgets at long context: keys per layer under each rule (17)",
     "verdict_grid": "the verdict matrix: readings by claims (11)",
     "seed_verdict_grid": "the verdict matrix across training seeds, k of n in every cell (11)",
     "seed_spread": "top scales, T_spec, H*(0.10) and the first-mode share per layer, every seed (11)",

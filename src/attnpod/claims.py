@@ -578,7 +578,7 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
     same = np.zeros(len(budgets), dtype=bool) if same_as_uniform is None else np.asarray(same_as_uniform, dtype=bool)
     near = (np.zeros(len(budgets), dtype=bool) if distances is None
             else (np.asarray(distances, dtype=float) < flat) & ~same)
-    closest = "" if not near.any() else f"within {np.asarray(distances)[near].max():.0%} of uniform"
+    closest = "" if not near.any() else f"within {np.asarray(distances)[near].max():.1%} of uniform"
     per_budget = []
     for k, b in enumerate(budgets):
         if same[k] or near[k]:
@@ -635,11 +635,13 @@ def experiment_verdicts(result, rules, uniform: str, baselines, what: str, flat:
     """:func:`allocation_verdict` of each of ``rules`` in a head-pruning or cache experiment's ``result``
     (:class:`attnpod.experiments.budgets.BudgetResult`): against the ``uniform`` rule, with the permutation
     null where it was run, and the best of ``baselines`` at each budget; budgets where a rule does exactly
-    what uniform does (``result.same_as``), or with ``flat`` splits within that L1 distance of it, are left out."""
+    what uniform does (``result.same_as``), or that select as uniform does with splits within ``flat`` L1 distance
+    of its split, are left out."""
     reference, best = result.loss(uniform), best_of(result, baselines)
     return {r: allocation_verdict(result.loss(r), reference, result.budgets, result.null(r), best, r, what,
                                   same_as_uniform=result.same_as(r, uniform), flat=flat,
-                                  distances=l1_distances(result.counts(r), result.counts(uniform)))
+                                  distances=l1_distances(result.counts(r), result.counts(uniform))
+                                  if result.selects_as(r, uniform) else None)
             for r in rules}
 
 

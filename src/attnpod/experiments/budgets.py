@@ -342,12 +342,16 @@ class BudgetResult:
         """The permutation null's losses ``[k, p, u]`` of ``rule`` (its own split reordered across layers), if run."""
         return getattr(self, self.NULL)[self.null_rules.index(rule)] if rule in self.null_rules else None
 
+    def selects_as(self, rule: str, other: str) -> bool:
+        """Whether ``rule`` has the same entry as ``other`` in every per-rule list (such as the selection and the
+        pooling): the two then differ in their counts only."""
+        a, b = self.rules.index(rule), self.rules.index(other)
+        return all(getattr(self, k)[a] == getattr(self, k)[b] for k in self.PER_RULE)
+
     def same_as(self, rule: str, other: str) -> np.ndarray:
         """Per budget, whether ``rule`` does exactly what ``other`` does (the same counts, and the same entry in
         every per-rule list, such as the selection): (K,)."""
-        a, b = self.rules.index(rule), self.rules.index(other)
-        same_rule = all(getattr(self, k)[a] == getattr(self, k)[b] for k in self.PER_RULE)
-        return (self.counts(rule) == self.counts(other)).all(-1) & same_rule
+        return (self.counts(rule) == self.counts(other)).all(-1) & self.selects_as(rule, other)
 
     def random_median(self) -> np.ndarray:
         """Per budget and window, the median loss over the random splits: (K, U)."""

@@ -173,7 +173,7 @@ def decode_logits(model, x: torch.Tensor, plans: dict):
     P = T // 2
     watcher = _Prefill()
     with cache_plan(model, CachePlan(None), T), watching(watcher):
-        past = model(input_ids=x[:, :P], use_cache=True).past_key_values
+        past = model(input_ids=x[:, :P], use_cache=True).cache
     prompted = _Prompted(watcher.scores)
     for name, plan in plans.items():
         if plan.selection is not None and plan.prompt != P:
