@@ -434,6 +434,8 @@ def shipped_result(profile_name: str, kind: str, model: str, settings: dict, roo
     how = (f"python -m attnpod real-model --windows {settings.get('n_windows')} --ship" if kind == "real_model" else
            "about 53 minutes on 2 CPU cores: python -m attnpod experiments --real-model --ship"
            if kind == "real_kv_cache" else
+           "about 95 minutes on 2 CPU cores: python -m attnpod experiments --real-model --long --ship"
+           if kind == "real_kv_long" else
            f"it takes hours on a CPU at this size. On a GPU: python -m attnpod experiments --profile "
            f"{profile_name} --seed {settings.get('seed')} --device cuda (after the models are shipped)")
     raise MissingCheckpoint(f"no shipped {profile_name}-profile {kind} result for {model}, seed "
