@@ -83,6 +83,15 @@ def test_the_grid_shares_its_prefill_runs_the_null_only_where_a_split_is_not_fla
     assert (np.abs(result.increase(longcache.UNIFORM)) > 1e-4).all()
     result.meta = {"length": T, "scores": {r: s.tolist() for r, s in scores.items()}}  # as long_experiment stores
     assert str(longcache.rederived(result)).startswith("18 of 18 splits")  # 9 rules at 2 budgets, made again
+    from attnpod.book import long_cache_budgets, long_cache_scores
+
+    table = long_cache_budgets(result, [H_STAR, longcache.PYRAMID, longcache.ADAKV], longcache.UNIFORM, longcache.FLAT)
+    assert table.loc[H_STAR, "outcome"].tolist() == ["not tested"] * 2  # within 10 % of uniform at both budgets
+    assert "not tested" not in table.loc[longcache.ADAKV, "outcome"].tolist()  # pooled: not a split of uniform's
+    for cell in table["Δ NLL vs uniform [95 %]"]:  # every interval covers the mean it is printed beside
+        mean, lo, hi = (float(v) for v in cell.replace("[", "").replace("]", "").replace(",", "").split())
+        assert lo <= mean <= hi
+    assert list(long_cache_scores(result).columns) == [*scores, "attention on token 0"]
     calls = []
     monkeypatch.setattr(longcache, "decode_logits", lambda *a, **k: calls.append(a) or iter(()))
     again = longcache.run(model, windows, scores, [12, 8], **kwargs)
