@@ -28,6 +28,37 @@ def test_a_decode_pass_after_a_shared_prefill_is_one_masked_forward_pass_and_a_l
     np.testing.assert_allclose(shared[1].numpy(), literal.numpy(), atol=1e-9)
 
 
+def tiny_gemma():
+    """A random Gemma 3 with two sliding-window layers (a window of 8 keys) and a global one."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.Gemma3TextConfig(
+        vocab_size=60, hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=12, sliding_window=8, max_position_embeddings=64,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+    config._attn_implementation = "eager"
+    return transformers.Gemma3ForCausalLM(config).eval().double()
+
+
+def test_sliding_window_layers_see_their_window_in_the_simulation_and_after_a_shared_prefill():
+    """Gemma's local layers see only their last 8 keys: the cache attention without a plan is the model's own
+    eager attention, and a decode pass after the shared prefill (whose cache keeps every key) is the whole
+    window's pass under the same plan."""
+    model = tiny_gemma()
+    x = torch.randint(60, (2, T), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        own = model(input_ids=x).logits
+        with llmcache.cache_plan(model, CachePlan(None), T):
+            ours = model(input_ids=x).logits
+    np.testing.assert_allclose(ours.numpy(), own.numpy(), atol=1e-6)  # Gemma's eager softmax is float32
+    plan = CachePlan("h2o", (7, 7, 12), PROMPT)
+    (_, shared), = longcache.decode_logits(model, x, {"h2o": plan})
+    with torch.no_grad(), llmcache.cache_plan(model, plan, T):
+        whole = model(input_ids=x).logits[:, PROMPT:]
+    np.testing.assert_allclose(shared.numpy(), whole.numpy(), atol=1e-9)
+
+
 def test_the_decode_check_reports_each_plans_gap_and_the_full_caches_floor():
     model = tiny_llama()
     x = torch.randint(60, (T,), generator=torch.Generator().manual_seed(5))

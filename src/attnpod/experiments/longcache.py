@@ -169,11 +169,15 @@ def decode_logits(model, x: torch.Tensor, plans: dict):
     """For windows ``x`` (B, T): the logits (B, T − P, V) of the decoded half under each of ``plans`` (a name to a
     :class:`~attnpod.experiments.llmcache.CachePlan`, all with the prompt P = T/2), the prefill computed once
     and shared; yields (name, logits)."""
+    from transformers import DynamicCache
+
     T = x.shape[1]
     P = T // 2
     watcher = _Prefill()
     with cache_plan(model, CachePlan(None), T), watching(watcher):
-        past = model(input_ids=x[:, :P], use_cache=True).cache
+        # a plain cache: every layer keeps all its keys (a sliding-window layer's own cache would drop the old ones;
+        # the attention function masks them instead, so that positions stay those of the window)
+        past = model(input_ids=x[:, :P], cache=DynamicCache(), use_cache=True).cache
     prompted = _Prompted(watcher.scores)
     for name, plan in plans.items():
         if plan.selection is not None and plan.prompt != P:
