@@ -326,7 +326,7 @@ RESULT_KIND = "real_kv_long"
 FORMAT = 1
 
 
-def settings(spec=None, n_windows: int = 32, null_windows: int = 32, n_random: int = 2, n_perm: int = 19,
+def settings(spec=None, n_windows: int = 32, null_windows: int = 16, n_random: int = 2, n_perm: int = 19,
              null_budgets=None, null_rules=(PYRAMID, H_STAR, INVERSE_H_STAR), calibration_windows: int = CALIBRATION_WINDOWS,
              seed: int = 42, length: int = LENGTH, budgets=None, check_budget: int | None = None,
              h_star_windows: int = H_STAR_WINDOWS) -> dict:
