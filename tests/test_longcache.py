@@ -110,6 +110,7 @@ def test_the_grid_shares_its_prefill_runs_the_null_only_where_a_split_is_not_fla
     verdicts = longcache.verdicts(result)
     assert verdicts[H_STAR].verdict.startswith("not tested: split within")
     assert not verdicts[longcache.PYRAMID].verdict.startswith("not tested")
+    assert "nan" not in verdicts[longcache.PYRAMID].measurement  # a budget without its null says nothing of one
     assert not verdicts[longcache.ADAKV].verdict.startswith("not tested")  # uniform's split, but pooled: tested
     assert (np.abs(result.increase(longcache.UNIFORM)) > 1e-4).all()
     result.meta = {"length": T, "scores": {r: s.tolist() for r, s in scores.items()}}  # as long_experiment stores

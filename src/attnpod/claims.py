@@ -617,7 +617,8 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
             "informative" if tiers.count("useful") + tiers.count("informative") > n / 2 else
             "null not run" if outcome == "better" and permuted is None else "")
     text = "; ".join(f"{v.budget}: {v.uniform.outcome} {v.uniform}" + (f", beats {v.permutation:.0%} of "
-                     f"{v.n_orders} orders" if v.permutation is not None else "") for v in per_budget) + skipped
+                     f"{v.n_orders} orders" if v.permutation is not None and v.n_orders else "")
+                     for v in per_budget) + skipped
     detectable = max(v.uniform.detectable for v in per_budget)
     criterion += f". Smallest detectable difference (80 % power): {detectable:.3f} nats"
     return Verdict(f"{rule} guides {what}", text, criterion, f"{outcome}, {tier}" if tier else outcome,
@@ -641,7 +642,7 @@ def experiment_verdicts(result, rules, uniform: str, baselines, what: str, flat:
     return {r: allocation_verdict(result.loss(r), reference, result.budgets, result.null(r), best, r, what,
                                   same_as_uniform=result.same_as(r, uniform), flat=flat,
                                   distances=l1_distances(result.counts(r), result.counts(uniform))
-                                  if result.selects_as(r, uniform) else None)
+                                  if flat and result.selects_as(r, uniform) else None)
             for r in rules}
 
 
