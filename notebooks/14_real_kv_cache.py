@@ -97,9 +97,10 @@
 # - **The verdict** is the outcome at more than half the budgets where the rule
 #   caches differently from uniform, else **mixed**.
 # - **Informative**: better, and beating 95 % of the permutations of its own
-#   per-layer budgets across layers. The null is run for $\propto H^*(0.10)$ and
-#   $\propto 1/H^*(0.10)$: {glue:text}`rc_perm` distinct orders per budget,
-#   scored on the first {glue:text}`rc_null_windows` windows.
+#   per-layer budgets across layers. The null is run for PyramidKV (its claim is
+#   its layer order), $\propto H^*(0.10)$ and $\propto 1/H^*(0.10)$:
+#   {glue:text}`rc_perm` distinct orders per budget, scored on the first
+#   {glue:text}`rc_null_windows` windows.
 # - **Useful**: informative, and also not worse than the best baseline at that
 #   budget. The baselines are StreamingLLM, SnapKV-style, PyramidKV, the entropy
 #   rule and Ada-KV; "not worse" means the 95 % upper end lies below +0.02.

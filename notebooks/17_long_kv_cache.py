@@ -86,7 +86,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from attnpod.book import budget_table, figure, long_cache, long_cache_budgets, long_cache_scores, pd_splits
+from attnpod.book import budget_table, figure, long_cache, long_cache_budgets, long_cache_scores
 from attnpod.claims import simulation_matches
 from attnpod.data import load_corpus
 from attnpod.experiments import longcache

@@ -96,7 +96,18 @@ def test_a_top_scale_at_the_grid_edge_is_flagged():
     edge = readings.at_grid_edge(result, "tc")
     np.testing.assert_array_equal(edge, (index == 0) | (index == len(result.scales) - 1))
     flags = readings.edge_flags(result, "tc")
-    assert all(f.endswith("(edge)") == e for f, e in zip(flags, edge))
+    flat = readings.top_margin(result) <= readings.FLAT_MARGIN
+    assert all(("(edge)" in f) == e and f.endswith("(flat)") == x for f, e, x in zip(flags, edge, flat))
+
+
+def test_a_top_scale_that_barely_beats_the_runner_up_is_flagged_flat():
+    from types import SimpleNamespace
+
+    S = np.ones((3, 5, 4))  # layers, scales, lags: E(a) is the sum over lags
+    S[0, 2] *= 1.5  # clearly on top
+    S[1, 3] *= 1.004  # by 0.4 %: flat
+    margin = readings.top_margin(SimpleNamespace(scalogram=S))
+    np.testing.assert_allclose(margin, [0.5, 0.004, 0.0], atol=1e-12)
 
 
 def test_the_book_marks_every_scale_verdict_of_a_reading_blind_to_range(small_bench):

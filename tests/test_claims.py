@@ -91,6 +91,13 @@ def test_allocate_sums_exactly_within_bounds(scores, budget, hi, expected):
     np.testing.assert_array_equal(counts, expected)
 
 
+def test_allocate_keeps_each_item_under_its_own_cap_and_sends_the_excess_to_the_others():
+    counts = allocate([10.0, 1.0, 1.0, 1.0], 40, lo=2, hi=[8, 30, 30, 30])
+    assert counts.tolist() == [8, 11, 11, 10] and counts.sum() == 40
+    with pytest.raises(ValueError, match="cannot be split"):
+        allocate([1, 1], 20, hi=[8, 9])
+
+
 def test_allocate_never_misses_the_budget_on_random_scores():
     rng = np.random.default_rng(0)
     for _ in range(200):

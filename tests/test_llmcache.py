@@ -156,6 +156,10 @@ def test_the_experiment_keeps_each_evaluation_and_a_rerun_resumes_without_recomp
     assert (np.abs(result.increase(llmcache.UNIFORM)) > 1e-4).all()  # the cache changes the loss
     np.testing.assert_array_equal(result.counts(llmcache.ADAKV), result.counts(llmcache.UNIFORM))
     assert not np.allclose(result.loss(llmcache.ADAKV), result.loss(llmcache.UNIFORM))  # pooled differs
+    pyramid = llmcache.run(model, windows, scores, [8, 12], n_random=0, n_perm=2, null_windows=2, progress=False,
+                           null_rules=(llmcache.PYRAMID,))  # PyramidKV's claim is its order: it gets a null
+    assert pyramid.null_rules == [llmcache.PYRAMID] and np.isfinite(pyramid.null_losses).any()
+    assert llmcache.settings()["null_rules"][0] == llmcache.PYRAMID
     calls = []
     monkeypatch.setattr(llmcache, "window_losses", lambda *a, **k: calls.append(a) or np.zeros(4))
     again = llmcache.run(model, windows, scores, [8, 12], n_random=3, n_perm=2, null_windows=2,

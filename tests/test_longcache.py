@@ -165,3 +165,44 @@ def test_bad_long_context_settings_are_one_line():
     with pytest.raises(ParameterError, match="permutation null"):
         longcache.settings(null_rules=("uniform",))
     assert longcache.settings()["budgets"] == [256, 128, 64, 32]
+
+
+GEMMA_PLANS = [CachePlan("h2o", (6, 5, 12), PROMPT), CachePlan("h2o", (7, 6, 10), PROMPT, pooled=True),
+               CachePlan("streaming", (6, 7, 12), PROMPT), CachePlan(None)]
+
+
+@pytest.mark.parametrize("plan", GEMMA_PLANS, ids=lambda p: f"{p.selection}{'-pooled' if p.pooled else ''}")
+def test_gemmas_sliding_layers_drop_the_keys_that_leave_their_window_in_the_simulation_and_a_literal_decode(plan):
+    """A literal decoder of Gemma 3 (q/k norms, four norms a block, a rotary embedding per layer type) whose
+    sliding caches drop what leaves the window: the same logits as the masked simulation (float64: to 1e-9)."""
+    model = tiny_gemma()
+    x = torch.randint(60, (T,), generator=torch.Generator().manual_seed(8))
+    assert T - PROMPT > 8  # keys leave the sliding window while the second half is decoded
+    assert llmcache.decode_gap(model, x[None], plan) < 1e-9
+
+
+def test_a_sliding_layer_spends_its_whole_budget_inside_its_window():
+    """H2O in a layer with a window of 8: at every decoded row it holds min(k, keys in the window) keys, all of
+    them inside the window (none charged for a key it cannot see), the sinks' places going to heavy hitters once
+    the sinks have left; without the window the same budget keeps the sinks."""
+    T_, P, k, W = 40, 16, 6, 8
+    logits = torch.randn(1, 1, 2, T_, T_, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    i, j = torch.arange(T_)[:, None], torch.arange(T_)[None, :]
+    visible = (j <= i) & (j > i - W)
+    plan = CachePlan("h2o", (k,), P)
+    keep = llmcache.keep_mask(logits.masked_fill(~visible, -float("inf")), k, plan, window=W)[0, 0]  # (R, T)
+    rows = keep[P:]
+    assert not (rows & ~visible[P:]).any()
+    assert (rows.sum(-1) == k).all()
+    plain = llmcache.keep_mask(logits.masked_fill(j > i, -float("inf")), k, plan)[0, 0][P:]
+    assert plain[:, :llmcache.N_SINKS].all() and (plain.sum(-1) == k).all()
+
+
+def test_the_architecture_aware_split_is_uniform_until_a_sliding_layers_share_reaches_its_window():
+    windows = [8, 8, None]
+    assert longcache.architecture_split(windows, 6, length=40).tolist() == [6, 6, 6]
+    assert longcache.architecture_split(windows, 10, length=60).tolist() == [8, 8, 14]
+    capped = longcache.split_budget([1.0, 1.0, 5.0], 10, length=60, windows=windows)
+    assert capped.sum() == 30 and capped[2] <= 31 and capped[:2].max() <= 8
+    heavy_sliding = longcache.split_budget([10.0, 1.0, 1.0], 10, length=60, windows=windows)
+    assert heavy_sliding[0] == 8 and heavy_sliding.sum() == 30  # not charged for keys it can never see

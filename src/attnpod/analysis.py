@@ -445,3 +445,57 @@ def half_statistics(result: FieldAnalysis) -> dict[str, np.ndarray]:
     shape = spectrum_shape(result.half_eigenvalues, result.epsilons)
     shape["effective_rank"] = np.moveaxis(shape["effective_rank"], -1, 1)
     return shape
+
+
+@dataclass
+class LayerReadout:
+    """What the real model's rulings read of each layer, without the rest of the analysis: the top scale
+    (tokens; Torrence–Compo power of the raw field), H*(0.1) and 𝒯_spec at it, the attention on token 0
+    (queries i ≥ 1), and H*(0.1) at that scale on the subsets of each size (index arrays ``[d, m]``,
+    re-centred on their own mean: :func:`attnpod.pod.resampled_eigenvalues`): ``size_rank[s]`` is ``[d, l]``."""
+
+    top_scale: np.ndarray
+    h_star: np.ndarray
+    t_spec: np.ndarray
+    sink: np.ndarray
+    size_rank: list
+
+
+def without_sink(layer: np.ndarray) -> np.ndarray:
+    """Fields ``layer[n, i, j]`` with the first key removed: column 0 set to 0 and each row renormalised to
+    sum to 1 over the keys left (query 0, which sees only key 0, is left with none: a zero row)."""
+    out = np.array(layer, dtype=np.float32, copy=True)
+    out[:, :, 0] = 0.0
+    mass = out.sum(-1, keepdims=True)
+    np.divide(out, mass, out=out, where=mass > 0)
+    return out
+
+
+@one_linalg_pool()
+def layer_readout(fields, subsets=(), eps: float = 0.1, ablate_sink: bool = False, scales=None,
+                  progress: bool = False) -> LayerReadout:
+    """:class:`LayerReadout` of causal ``fields[n, l, i, j]`` (one layer in memory at a time); ``subsets`` a
+    list of index arrays ``[d, m]`` (one size each); ``ablate_sink``: each layer :func:`without_sink` first.
+    Reads what :func:`analyse_fields` reads (its top scale, its H* and 𝒯_spec at it) at one scale's Gram."""
+    check_field_shape(fields)
+    n_layer, T = fields.shape[1], fields.shape[-1]
+    scales = scale_grid(T) if scales is None else np.asarray(scales, dtype=np.float64)
+    subsets = [np.asarray(s) for s in subsets]
+    out = {k: [] for k in ("top_scale", "h_star", "t_spec", "sink", "size_rank")}
+    for l in tqdm(range(n_layer), desc="readout (layers)", disable=not progress):
+        layer = np.ascontiguousarray(fields[:, l], dtype=np.float32)
+        check_causal(layer, f"layer {l + 1}'s fields")
+        if ablate_sink:
+            layer = without_sink(layer)
+        out["sink"].append(float(layer[:, 1:, 0].mean()))
+        L, Lc = centred_lag_fields(layer, "causal")
+        top = int(dominant_scale_indices(scalogram_from_moments(second_moment(L.reshape(T, -1)), scales, OMEGA0), 1)[0])
+        C = windowed_grams(Lc, scales[[top]], "causal")[0]
+        lam = np.clip(np.linalg.eigvalsh(C)[::-1], 0, None)
+        out["top_scale"].append(scales[top])
+        out["h_star"].append(effective_rank(lam, eps))
+        out["t_spec"].append(spectral_concentration(lam))
+        out["size_rank"].append([[effective_rank(x, eps) for x in resampled_eigenvalues(C, s)] for s in subsets])
+    per_layer = out.pop("size_rank")
+    size_rank = [np.asarray([ranks[s] for ranks in per_layer], dtype=float).T for s in range(len(subsets))]
+    return LayerReadout(**{k: np.asarray(v, dtype=float) for k, v in out.items()}, size_rank=size_rank)

@@ -777,6 +777,123 @@ def pod_intervals(analyses: dict, table):
     }, index=table.index)
 
 
+def real_replicates(settings: dict | None = None):
+    """Chapter 13's replicates as shipped in ``checkpoints/laptop/`` (verified), with ``settings`` (default:
+    :func:`attnpod.experiments.replicates.settings`); a missing one is a one-line
+    :class:`~attnpod.shipped.MissingCheckpoint` saying how to compute it. Nothing is computed here."""
+    from .experiments import replicates
+
+    return replicates.replicate_experiment("", settings, shipped_only=True)
+
+
+def _mean_interval(values_kl, fmt: str) -> list[str]:
+    """"mean [lo, hi]" per layer of ``values_kl[k, l]`` over the K replicates (Student t)."""
+    mean, lo, hi = estimators.replicate_interval(np.asarray(values_kl, dtype=float).T)
+    return [f"{fmt.format(m)} [{fmt.format(a)}, {fmt.format(b)}]" for m, a, b in zip(mean, lo, hi)]
+
+
+def _scale_range(values_kl) -> list[str]:
+    """Each layer's top scales over the replicates: one value, or "lo–hi (n distinct)"."""
+    out = []
+    for v in np.asarray(values_kl, dtype=float).T:
+        distinct = np.unique(v)
+        out.append(f"{v[0]:.1f}" if len(distinct) == 1 else f"{v.min():.1f}–{v.max():.1f} ({len(distinct)} distinct)")
+    return out
+
+
+def replicate_table(rep):
+    """Chapter 13's per-layer statistics on the K disjoint ensembles of N (layers as rows): H*(0.1), 𝒯_spec and the
+    attention on token 0 as "mean [95 % interval]" of the value at N, the top scales seen, and the same with the
+    sink ablated, with the change in H* it makes and whether its interval excludes 0."""
+    import pandas as pd
+
+    from . import claims
+
+    change, lo, hi, moved = claims.paired_change(rep.h_star, rep.ablated_h_star)
+    return pd.DataFrame({
+        "H*(0.1)": _mean_interval(rep.h_star, "{:.1f}"),
+        "𝒯_spec": _mean_interval(rep.t_spec, "{:.3f}"),
+        "top scale (tokens)": _scale_range(rep.top_scale),
+        "attention on token 0": _mean_interval(rep.sink, "{:.3f}"),
+        "H*(0.1), sink ablated": _mean_interval(rep.ablated_h_star, "{:.1f}"),
+        "top scale, sink ablated": _scale_range(rep.ablated_top_scale),
+        "ΔH* from the ablation": [f"{m:+.1f} [{a:+.1f}, {b:+.1f}]" + (" *" if x else "")
+                                  for m, a, b, x in zip(change, lo, hi, moved)],
+    }, index=pd.Index(np.arange(1, rep.h_star.shape[1] + 1), name="layer"))
+
+
+def rank_against_n(rep):
+    """H*(0.1) per layer at each ensemble size (mean over ensembles and draws; layers as rows, N as columns), with
+    the max/min ratio across layers and the white-noise ceiling at each N as the last rows."""
+    import pandas as pd
+
+    from . import claims
+    from .pod import white_noise_rank
+
+    T = int(rep.meta["length"])
+    means = rep.size_rank.mean((0, 2))  # (S, L)
+    table = pd.DataFrame(means.T, columns=[int(n) for n in rep.sizes],
+                         index=pd.Index([str(l) for l in range(1, means.shape[1] + 1)], name="layer")).round(1)
+    table.loc["max/min"] = claims.size_ratios(rep.size_rank).round(2)
+    table.loc["white noise"] = [white_noise_rank(int(n), T * (T + 1) // 2) for n in rep.sizes]
+    return table
+
+
+def rounding_table(rep):
+    """The loss per validation tile, model and second roundings: mean and 95 % interval over tiles, and each
+    rounding's paired change; then how far the second rounding moves H*, the sink share and the top scale, in
+    units of the spread between disjoint ensembles."""
+    import pandas as pd
+
+    from . import claims
+
+    rows = {}
+    mean, lo, hi = estimators.replicate_interval(rep.val_loss)  # over tiles
+    rows[f"{rep.meta['model']}"] = f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
+    for r, loss in enumerate(rep.rounded_val_loss):
+        m, a, b = estimators.replicate_interval(loss)
+        d, da, db = estimators.replicate_interval(loss - rep.val_loss)
+        rows[f"rounded again (seed {r + 1})"] = f"{m:.3f} [{a:.3f}, {b:.3f}]; change {d:+.3f} [{da:+.3f}, {db:+.3f}]"
+    loss = pd.Series(rows, name=f"loss (nats per token) on {len(rep.val_loss)} validation tiles").to_frame()
+    spread = pd.Series({k: claims.within_spread(getattr(rep, k), getattr(rep, f"rounded_{k}"))
+                        for k in ("h_star", "sink", "top_scale")},
+                       name="largest change ÷ the ensembles' spread").rename(
+        {"h_star": "H*(0.1)", "sink": "attention on token 0", "top_scale": "top scale"}).to_frame()
+    return loss, spread
+
+
+def replicate_verdicts(rep) -> dict:
+    """Chapter 13's rulings on the replicates: ranks at a fixed N, the low-H* verdict with its share over the
+    ensembles, the same after the sink ablation and under a second rounding, and the Spearman correlation of
+    H* with the sink share on each (:mod:`attnpod.claims`)."""
+    from . import claims
+
+    first = lambda a: np.asarray(a)[:1]  # noqa: E731: the rounded ensemble's own values
+    return {
+        "ranks": claims.ranks_differ(rep.h_star, rep.sizes, rep.size_rank),
+        "low": claims.replicated(claims.low_rank_explained, rep.h_star, rep.sink, rep.top_scale),
+        "low_ablated": claims.replicated(claims.low_rank_explained, rep.ablated_h_star, rep.sink,
+                                         rep.ablated_top_scale),
+        "low_rounded": claims.replicated(claims.low_rank_explained, rep.rounded_h_star, rep.rounded_sink,
+                                         rep.rounded_top_scale),
+        "low_first": claims.low_rank_explained(first(rep.h_star)[0], first(rep.sink)[0], first(rep.top_scale)[0]),
+    }
+
+
+def spearman_rows(rep):
+    """Spearman(H*(0.1), attention on token 0) over the layers on each disjoint ensemble, sink-ablated (against the
+    plain sink share) and under each second rounding: a table of ρ and its permutation p."""
+    import pandas as pd
+
+    rows = {}
+    for name, h, sink in (("ensemble", rep.h_star, rep.sink), ("sink ablated", rep.ablated_h_star, rep.sink),
+                          ("rounded again", rep.rounded_h_star, rep.rounded_sink)):
+        for k, (a, b) in enumerate(zip(h, sink)):
+            rows[f"{name} {k + 1}"] = {"Spearman ρ": round(estimators.rank_correlation(a, b), 2),
+                                       "p": round(estimators.correlation_p_value(a, b, 4000), 4)}
+    return pd.DataFrame(rows).T
+
+
 # chapter 13's per-layer scale under each reading: reading -> column of layer_table (tokens)
 TOP_SCALE_COLUMNS = ({r: f"top scale, {READINGS[r]}" for r in OUR_READINGS} | {"published": "top scale, published pipeline"}
                      | {CHOSEN: f"{READINGS[CHOSEN]} (tokens)"})
@@ -1021,11 +1138,22 @@ def _recipes() -> dict:
         "real_cache_null": lambda s, result=None: _real_cache_curves(f, result, "null"),
         "real_cache_splits": lambda s, result=None, k=2: _real_cache_curves(f, result, "splits", k),
         "real_cache_sinks": lambda s, result=None: _real_cache_curves(f, result, "sinks"),
+        # chapter 13 passes the shipped replicates it has read (replicates=)
+        "real_model_rank_against_n": lambda s, replicates=None: _rank_against_n(f, replicates),
         "long_cache_allocation": lambda s, result=None: _long_cache_curves(f, result, "allocation"),
         "long_cache_null": lambda s, result=None: _long_cache_curves(f, result, "null"),
         "long_cache_scores": lambda s, result=None: _long_cache_curves(f, result, "scores"),
         "long_cache_splits": lambda s, result=None, k=3: _long_cache_curves(f, result, "splits", k),
     }
+
+
+def _rank_against_n(f, rep):
+    """Chapter 13's H* against N, from the shipped replicates (read here unless given)."""
+    rep = real_replicates() if rep is None else rep
+    table = rank_against_n(rep)
+    layers = table.drop(index=["max/min", "white noise"]).to_numpy(float)
+    return f.plot_rank_against_n(np.asarray(rep.sizes), layers.T, table.loc["max/min"].to_numpy(float),
+                                 table.loc["white noise"].to_numpy(float))
 
 
 def _real_cache_curves(f, result, which: str, k: int = 2):
@@ -1093,7 +1221,7 @@ def _real(study: "Study", analyses, options: dict) -> dict:
 WITHOUT_MODELS = frozenset({"morlet", "lag_windows", "recovery", "real_model_scales", "real_model_top_scales",
                             "real_model_layers", "real_cache_selection", "real_cache_allocation", "real_cache_null",
                             "real_cache_splits", "real_cache_sinks", "long_cache_allocation", "long_cache_null",
-                            "long_cache_scores", "long_cache_splits"})
+                            "long_cache_scores", "long_cache_splits", "real_model_rank_against_n"})
 FIGURES = {
     "loss_curves": "training and validation loss (chapter 01)",
     "recovery": "the readings against planted answers: the recovery table and the windows case (Known answers)",
@@ -1126,6 +1254,7 @@ FIGURES = {
     "real_model_scales": "the real model's scale energy per layer (13)",
     "real_model_top_scales": "the real model's top scale per layer under every reading (13)",
     "real_model_layers": "what each of the real model's layers does, beside H* and the top scale (13)",
+    "real_model_rank_against_n": "the real model's H* against the ensemble size, on disjoint ensembles (13)",
     "real_cache_selection": "the real model's KV cache: token selection rules (14)",
     "real_cache_allocation": "the real model's KV cache: budget allocation rules, H2O + sinks (14)",
     "real_cache_null": "the real model: ∝ H*(0.1) against the permutations of its own cache split (14)",

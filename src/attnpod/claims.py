@@ -17,7 +17,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .estimators import LEVEL, Halves, _bootstrap_means, correlation_p_value, interval, rank_correlation, stack_halves
+from .estimators import (LEVEL, Halves, _bootstrap_means, between_within, correlation_p_value, interval,
+                         rank_correlation, replicate_interval, stack_halves)
 from .readings import READINGS, layer_values, shape_halves, top_scale_indices
 from .readings import replicates as reading_replicates
 
@@ -31,6 +32,8 @@ SEPARATION_FACTOR = 2.0
 DEGENERATE_SHARE = 0.5
 # "Non-uniform" ranks: the largest layer needs at least 1.5× the modes of the smallest, in every model.
 NONUNIFORM_RATIO = 1.5
+# Layers "differ" at a fixed N when the permutation p-value of their between- against within-layer F is below this.
+DIFFER_P = 0.05
 # Theorem 1 is an identity; float64 sums over ≤ 1000 terms agree to ~1e-13, so 1e-8 is failure, not rounding.
 THEOREM_TOL = 1e-8
 # A gate "leaks" if past logits move by more than 100× float32 rounding of logits (≈1e-6).
@@ -370,6 +373,66 @@ def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000) -> Verdi
                    f"the verdict is the kind of more than half of them, else mixed", verdict)
 
 
+ENSEMBLE_BASIS = "disjoint ensembles of N"
+
+
+def ranks_differ(h_star, sizes=None, size_rank=None, n_perm: int = 4999) -> Verdict:
+    """Effective ranks differ across layers, ruled at a fixed N: ``h_star[k, l]`` on K disjoint ensembles of the
+    same N. The layers differ if the variance of their means exceeds what the ensembles' spread explains (one-way
+    F, permutation p < :data:`DIFFER_P`, :func:`attnpod.estimators.between_within`). Not against the paper's 1.5
+    line: max/min grows with N. With ``size_rank[k, s, d, l]`` at ``sizes[s]``, the measurement adds the max/min
+    ratio of the layer means at each N."""
+    h = np.asarray(h_star, dtype=float)
+    K, L = h.shape
+    F_stat, p = between_within(h.T, n_perm)
+    means = h.mean(0)
+    text = (f"F = {F_stat:.1f} between {L} layers against {K} disjoint ensembles, permutation p = {p:.4f}; "
+            f"max/min of the layer means {means.max() / max(means.min(), 1):.2f}")
+    if size_rank is not None:
+        ratios = size_ratios(size_rank)
+        text += "; max/min against N: " + ", ".join(f"{int(n)}: {r:.2f}" for n, r in zip(sizes, ratios))
+    verdict = "agree" if p < DIFFER_P else "disagree"
+    return Verdict("effective ranks are non-uniform across layers", text,
+                   f"at a fixed N, the layers' H*(0.1) differ beyond the spread between disjoint ensembles "
+                   f"(permutation p < {DIFFER_P:g}): agree; else disagree", verdict, None, ENSEMBLE_BASIS)
+
+
+def size_ratios(size_rank) -> np.ndarray:
+    """max/min over layers of the mean H* (over ensembles and draws) at each size: ``size_rank[k, s, d, l]`` → (S,)."""
+    means = np.asarray(size_rank, dtype=float).mean((0, 2))  # (S, L)
+    return means.max(-1) / np.maximum(means.min(-1), 1)
+
+
+def replicated(verdict_of, *per_ensemble) -> Verdict:
+    """``verdict_of`` (a claim function of per-layer arrays) on the ensembles' means, with the share of the K
+    ensembles (``per_ensemble`` arrays ``[k, l]``) whose own verdict agrees: a verdict that says how often it
+    holds up on disjoint data."""
+    arrays = [np.asarray(a, dtype=float) for a in per_ensemble]
+    main = verdict_of(*(a.mean(0) for a in arrays))
+    own = [verdict_of(*(a[k] for a in arrays)).verdict for k in range(len(arrays[0]))]
+    return Verdict(main.claim, main.measurement + f"; on the mean of {len(own)} disjoint ensembles",
+                   main.criterion, main.verdict, _stability(main.verdict, own), ENSEMBLE_BASIS)
+
+
+def paired_change(plain, changed, level: float = LEVEL):
+    """Per layer, the mean change ``changed[k, l] − plain[k, l]`` over K paired ensembles and its Student-t
+    interval: ``(mean, lo, hi)``, each (L,), and the layers whose interval excludes 0 (bool, (L,))."""
+    mean, lo, hi = replicate_interval((np.asarray(changed, float) - np.asarray(plain, float)).T, level)
+    return mean, lo, hi, (lo > 0) | (hi < 0)
+
+
+def within_spread(values_k, changed_r):
+    """How far a perturbation moves a per-layer statistic, in units of the ensembles' own spread:
+    ``values_k[k, l]`` on K disjoint ensembles (the first the perturbed one's), ``changed_r[r, l]`` under R
+    perturbations of the first. Returns the largest |change| over layers and perturbations divided by the
+    layer's standard deviation across ensembles (inf where that is 0 and the change is not)."""
+    v, c = np.asarray(values_k, float), np.asarray(changed_r, float)
+    sd = v.std(0, ddof=1)
+    change = np.abs(c - v[0]).max(0)
+    ratio = np.divide(change, sd, out=np.where(change > 0, np.inf, 0.0), where=sd > 0)
+    return float(ratio.max())
+
+
 # ----------------------------------------------------------------------------- one verdict per claim and reading
 
 def reading_verdicts(analyses: dict, reading: str = "tc", ega: str = "ega1", base: str = "base") -> dict[str, Verdict]:
@@ -463,13 +526,23 @@ def with_intervals(values, boot, fmt: str = "{:.3f}", index=None, columns=None, 
 def with_half_intervals(values, halves: Halves, fmt: str = "{:.3f}", index=None, columns=None,
                         na: str = "degenerate"):
     """A table of ``value | mean [lo, hi]`` strings: ``values[r, c]`` on all N snapshots, then the statistic's
-    expected value at N/2 with its 95 % interval, from the half-ensembles ``halves.values[r, c, h]``."""
+    expected value at N/2 with its 95 % interval, from the half-ensembles ``halves.values[r, c, h]``. Where the
+    statistic is the same on every half, the interval would have zero width and claim a certainty the halves do
+    not have (D ≫ N: H* pinned at its ceiling): the cell says so instead of printing one."""
     import pandas as pd
 
     values = np.asarray(values, dtype=float)
     mean, lo, hi = halves.interval()
-    cells = [[na if np.isnan(v) else f"{fmt.format(v)} | {fmt.format(m)} [{fmt.format(a)}, {fmt.format(b)}]"
-              for v, m, a, b in zip(*row)] for row in zip(values, mean, lo, hi)]
+    spread = np.nanmax(halves.values, axis=-1) - np.nanmin(halves.values, axis=-1)
+
+    def cell(v, m, a, b, s):
+        if np.isnan(v):
+            return na
+        if s == 0:  # every half gives the same value (an integer statistic at its ceiling, D ≫ N): no interval
+            return f"{fmt.format(v)} | {fmt.format(m)} on every half: no interval"
+        return f"{fmt.format(v)} | {fmt.format(m)} [{fmt.format(a)}, {fmt.format(b)}]"
+
+    cells = [[cell(*c) for c in zip(*row)] for row in zip(values, mean, lo, hi, spread)]
     return pd.DataFrame(cells, index=index, columns=columns)
 
 

@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_argument("--long", action="store_true",
                              help="with --real-model: the long-context grid instead (windows of 1024 tokens, "
                                   "attnpod.experiments.longcache; about 95 minutes on 2 CPU cores, resumable)")
+    experiments.add_argument("--model", choices=("smollm2", "gemma3"), default="smollm2",
+                             help="with --real-model --long: which real model (default: smollm2; gemma3's grid "
+                                  "costs about four times as much)")
+    experiments.add_argument("--replicates", action="store_true",
+                             help="with --real-model: chapter 13's statistics on six disjoint ensembles of 200 "
+                                  "tiles, at smaller N, sink-ablated and under a second rounding of the weights "
+                                  "(attnpod.experiments.replicates; about 35 minutes on 2 CPU cores, resumable)")
     experiments.add_argument("--ship", action="store_true", help="with --real-model: ship its result into --to "
                                                                  "(default: checkpoints/laptop/)")
     experiments.add_argument("--replace", action="store_true", help="let the results replace shipped ones made "
@@ -249,7 +256,7 @@ def _real_cache(args) -> int:
     """The real model's cache experiment (attnpod.experiments.llmcache.cache_experiment), shipped with --ship."""
     from .data import load_corpus
     from .experiments import llmcache, longcache
-    from .pretrained import SMOLLM2
+    from .pretrained import MODELS
     from .shipped import check_replaceable, ship_result, shipped_root
 
     from .errors import ParameterError
@@ -258,18 +265,33 @@ def _real_cache(args) -> int:
     device = resolve_device(args.device)  # a device that is not there fails here, before any work
     if args.device not in (None, "", "auto") and device.type != "cpu":
         raise ParameterError(f"the real model's cache experiment runs on the CPU; drop --device {args.device}")
-    grid = longcache if args.long else llmcache
-    settings = grid.settings(seed=42 if args.seed is None else args.seed)
+    if args.replicates and args.long:
+        raise ParameterError("--replicates and --long are two runs: pass one of them")
+    if args.model != "smollm2" and not args.long:
+        raise ParameterError(f"--model {args.model} runs the long-context grid only: add --long")
+    spec = MODELS[args.model]
+    if args.replicates:
+        from .experiments import replicates as grid
+    else:
+        grid = longcache if args.long else llmcache
+    settings = grid.settings(spec, seed=42 if args.seed is None else args.seed)
     folder = shipped_root("laptop", folder=args.to)
     if args.ship:  # before any work
-        check_replaceable(grid.RESULT_KIND, SMOLLM2.key, settings["seed"], settings, folder, args.replace)
+        check_replaceable(grid.RESULT_KIND, spec.key, settings["seed"], settings, folder, args.replace)
     text = load_corpus(args.data).text
-    result = longcache.long_experiment(text, settings) if args.long else llmcache.cache_experiment(text, settings)
-    print(f"{SMOLLM2.label}: {len(result.rules)} rules at budgets {settings['budgets']} on {settings['n_windows']} "
-          f"windows ({result.source})", flush=True)
+    if args.replicates:
+        result = grid.replicate_experiment(text, settings)
+        print(f"{spec.label}: {settings['n_ensembles']} disjoint ensembles of {settings['ensemble']} tiles "
+              f"({result.source})", flush=True)
+    else:
+        result = (longcache.long_experiment(text, settings, spec) if args.long else
+                  llmcache.cache_experiment(text, settings))
+        print(f"{spec.label}: {len(result.rules)} rules at budgets {settings['budgets']} on "
+              f"{settings['n_windows']} windows ({result.source})", flush=True)
     if args.ship:
-        entry = ship_result(grid.RESULT_KIND, SMOLLM2.key, settings["seed"], result.path,
-                            {**settings, "scores": result.meta["scores"]}, folder, "cpu", replace=args.replace)
+        measured = {} if args.replicates else {"scores": result.meta["scores"]}
+        entry = ship_result(grid.RESULT_KIND, spec.key, settings["seed"], result.path, {**settings, **measured},
+                            folder, "cpu", replace=args.replace)
         print(f"shipped {entry['file']} ({entry['bytes'] / 1e6:.2f} MB) into {folder}", flush=True)
     return 0
 

@@ -126,3 +126,60 @@ def correlation_p_value(a, b, n_sample: int = 20000, seed: int = 0) -> float:
         orders = np.array([rng.permutation(len(b)) for _ in range(n_sample)])
     rhos = np.array([rank_correlation(a, b[o]) for o in orders])
     return float(np.mean(np.abs(rhos) >= abs(observed) - 1e-12))
+
+
+def student_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom: its density integrated numerically
+    (Simpson's rule on the CDF's substitution t = tan θ, smooth on a finite range) and inverted by bisection."""
+    from math import gamma, pi, sqrt
+
+    if not 0 < p < 1 or df < 1:
+        raise ValueError(f"need 0 < p < 1 and df ≥ 1, got p = {p}, df = {df}")
+    c = gamma((df + 1) / 2) / (sqrt(df * pi) * gamma(df / 2))
+
+    def cdf(t: float) -> float:  # P(T ≤ t) = 1/2 + ∫_0^atan(t) f(tan θ) sec²θ dθ
+        theta = np.linspace(0.0, np.arctan(t), 2001)
+        x = np.tan(theta)
+        y = c * (1 + x * x / df) ** (-(df + 1) / 2) * (1 + x * x)
+        h = theta[1] - theta[0]
+        return 0.5 + h / 3 * (y[0] + y[-1] + 4 * y[1:-1:2].sum() + 2 * y[2:-1:2].sum())
+
+    lo, hi = -1e3, 1e3
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def replicate_interval(values, level: float = LEVEL):
+    """Mean of a statistic over K independent replicates ``values[..., k]`` (disjoint ensembles of the same N)
+    and the Student-t ``level`` interval of its expected value at that N: ``(mean, lo, hi)``."""
+    v = np.asarray(values, dtype=float)
+    K = v.shape[-1]
+    if K < 2:
+        raise ValueError(f"an interval over replicates needs at least 2 of them, got {K}")
+    mean = v.mean(-1)
+    half = student_quantile(0.5 + level / 2, K - 1) * v.std(-1, ddof=1) / np.sqrt(K)
+    return mean, mean - half, mean + half
+
+
+def between_within(values, n_perm: int = 4999, seed: int = 0) -> tuple[float, float]:
+    """Do groups differ beyond their replicates' spread? ``values[g, k]``: group g's statistic on replicate k
+    (the same K replicates for every group, e.g. layers on disjoint ensembles). Returns the one-way ANOVA F
+    (variance of the group means × K over the mean within-group variance) and its permutation p-value, the
+    group labels shuffled within each replicate (what the replicates share stays shared)."""
+    v = np.asarray(values, dtype=float)
+    G, K = v.shape
+    if G < 2 or K < 2:
+        raise ValueError(f"need at least 2 groups of at least 2 replicates, got {G} × {K}")
+
+    def f_of(x):
+        within = x.var(-1, ddof=1).mean(-1)
+        between = K * x.mean(-1).var(-1, ddof=1)
+        return np.divide(between, within, out=np.full(np.shape(within), np.inf), where=within > 0)
+
+    observed = float(f_of(v))
+    rng = np.random.default_rng(seed)
+    order = np.argsort(rng.random((n_perm, G, K)), axis=1)  # a shuffle of the groups per replicate
+    permuted = f_of(np.take_along_axis(np.broadcast_to(v, (n_perm, G, K)), order, axis=1))
+    return observed, float((1 + np.sum(permuted >= observed - 1e-12)) / (n_perm + 1))

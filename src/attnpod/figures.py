@@ -403,6 +403,26 @@ def plot_sinks(sinks: dict, uniform: float):
     return fig
 
 
+def plot_rank_against_n(sizes, means, ratios, noise, line: float = 1.5):
+    """H*(0.1) per layer against the ensemble size (``means[s, l]``; darker lines deeper layers) with the white-noise
+    ceiling ``noise[s]`` dashed, and the max/min ratio across layers ``ratios[s]`` with the claim's ``line``."""
+    fig, axes = _subplots(1, 2, figsize=(8, 3.2))
+    colours = plt.cm.viridis(np.linspace(0.9, 0.1, means.shape[1]))
+    for l in range(means.shape[1]):
+        axes[0].plot(sizes, means[:, l], "-", color=colours[l], lw=1)
+    axes[0].plot(sizes, noise, "k--", lw=1, label="white noise")
+    axes[0].set(xscale="log", yscale="log", xlabel="ensemble size N", ylabel="H*(0.1)", title="every layer")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(sizes, ratios, "o-", color="C3")
+    axes[1].axhline(line, color="k", ls=":", lw=1, label=f"the claim's line, {line:g}")
+    axes[1].set(xscale="log", xlabel="ensemble size N", ylabel="max / min H*(0.1) across layers", title="the ratio")
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xticks(sizes, [str(int(n)) for n in sizes])
+        ax.grid(alpha=0.3)
+    return fig
+
+
 def plot_head_maps(rank, importance, title: str = ""):
     """Per-head effective rank H*(0.10) next to per-head importance, layers (rows) by heads (columns)."""
     fig, axes = _subplots(1, 2, figsize=(8, 3.4))

@@ -37,6 +37,7 @@ READINGS = {
 }
 WAVELET_READINGS = ("tc", "rectified", "tc_fluct", "rectified_fluct", "published")
 RANGE_READINGS = ("span", "keys")
+FLAT_MARGIN = 0.005  # a top scale whose E(a) beats the runner-up's by at most 0.5 % is weakly determined ("flat")
 CHOSEN = "span"  # the reading of range chosen on the bench, before any model (chapter "Known answers")
 
 # bootstrap_statistics' key for each wavelet reading's resampled top scale
@@ -105,10 +106,23 @@ def at_grid_edge(result: FieldAnalysis, reading: str) -> np.ndarray:
     return (index == 0) | (index == len(result.scales) - 1)
 
 
+def top_margin(result: FieldAnalysis) -> np.ndarray:
+    """How far each layer's Torrence–Compo top scale (raw fields) stands out: its scale energy E(a) over the
+    runner-up's, less 1: (L,). Near 0, the top scale is weakly determined."""
+    from .wavelet import scale_energy
+
+    E = np.sort(scale_energy(result.scalogram), axis=-1)
+    return np.divide(E[:, -1] - E[:, -2], E[:, -2], out=np.full(len(E), np.inf), where=E[:, -2] > 0)
+
+
 def edge_flags(result: FieldAnalysis, reading: str, values=None, fmt: str = "{:.1f}") -> list[str]:
-    """Each layer's value under ``reading`` as text, "(edge)" added where it sits at the grid's edge."""
+    """Each layer's value under ``reading`` as text, "(edge)" added where it sits at the grid's edge, and under
+    the Torrence–Compo reading of the raw fields "(flat)" where it beats the runner-up scale by at most
+    :data:`FLAT_MARGIN` (:func:`top_margin`)."""
     values = layer_values(result, reading) if values is None else values
-    return [fmt.format(v) + (" (edge)" if e else "") for v, e in zip(values, at_grid_edge(result, reading))]
+    flat = top_margin(result) <= FLAT_MARGIN if reading == "tc" else np.zeros(len(values), dtype=bool)
+    return [fmt.format(v) + (" (edge)" if e else "") + (" (flat)" if f else "")
+            for v, e, f in zip(values, at_grid_edge(result, reading), flat)]
 
 
 def shape_halves(result) -> dict[str, Halves]:

@@ -43,7 +43,7 @@ WEIGHTS_FORMAT = "attnpod-shipped-2"  # the safetensors header names the model i
 MAX_BYTES = 10_000_000  # a file of at most 10 MB: the repository stays light
 GPU_ONLY_PROFILES = ("paper",)
 # the real model's analyses (attnpod.pretrained) and its cache experiment (attnpod.experiments.llmcache) last
-RESULT_KINDS = ("pruning", "kv_cache", "real_model", "real_kv_cache", "real_kv_long")
+RESULT_KINDS = ("pruning", "kv_cache", "real_model", "real_kv_cache", "real_kv_long", "real_replicates")
 # The weights' own fingerprint: their mean loss on CHECK_WINDOWS fixed validation windows (float32 on a
 # CPU), written when shipped and recomputed on every load. Another model, or these weights under another
 # variant, misses it by far more than CHECK_TOLERANCE; the same weights on another CPU agree to ~1e-6.
@@ -436,6 +436,8 @@ def shipped_result(profile_name: str, kind: str, model: str, settings: dict, roo
            if kind == "real_kv_cache" else
            "about 95 minutes on 2 CPU cores: python -m attnpod experiments --real-model --long --ship"
            if kind == "real_kv_long" else
+           "about 35 minutes on 2 CPU cores: python -m attnpod experiments --real-model --replicates --ship"
+           if kind == "real_replicates" else
            f"it takes hours on a CPU at this size. On a GPU: python -m attnpod experiments --profile "
            f"{profile_name} --seed {settings.get('seed')} --device cuda (after the models are shipped)")
     raise MissingCheckpoint(f"no shipped {profile_name}-profile {kind} result for {model}, seed "

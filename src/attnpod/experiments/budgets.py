@@ -78,7 +78,8 @@ def guided(rules) -> list[str]:
 # ----------------------------------------------------------------------------- splitting a budget
 
 def allocate(scores, budget: int, lo: int = 1, hi: int | None = None) -> np.ndarray:
-    """Integer counts ∝ ``scores`` that sum exactly to ``budget``, each in [lo, hi] (largest remainders).
+    """Integer counts ∝ ``scores`` that sum exactly to ``budget``, each in [lo, hi] (largest remainders); ``hi`` may
+    be one cap per item.
 
     Quotas q_i = clip(λ·s_i, lo, hi) with λ found by bisection so that Σ q_i = B
     (plain proportional quotas B·s_i/Σs when no bound binds); then Hamilton's
@@ -87,12 +88,13 @@ def allocate(scores, budget: int, lo: int = 1, hi: int | None = None) -> np.ndar
     """
     scores = np.clip(np.asarray(scores, dtype=float), 0, None)
     n = len(scores)
-    hi = budget if hi is None else hi
-    if not n * lo <= budget <= n * hi:
-        raise ValueError(f"budget {budget} cannot be split into {n} counts in [{lo}, {hi}]")
+    hi = np.broadcast_to(np.asarray(budget if hi is None else hi), (n,))
+    if not n * lo <= budget <= hi.sum() or hi.min() < lo:
+        bound = int(hi[0]) if (hi == hi[0]).all() else f"per-item caps up to {int(hi.max())}"
+        raise ValueError(f"budget {budget} cannot be split into {n} counts in [{lo}, {bound}]")
     if scores.sum() <= 0:
         scores = np.ones(n)
-    low, high = 0.0, hi / scores[scores > 0].min()
+    low, high = 0.0, hi.max() / scores[scores > 0].min()
     for _ in range(200):  # Σ clip(λ s, lo, hi) is continuous and non-decreasing in λ
         lam = 0.5 * (low + high)
         low, high = (lam, high) if np.clip(lam * scores, lo, hi).sum() < budget else (low, lam)
@@ -101,14 +103,14 @@ def allocate(scores, budget: int, lo: int = 1, hi: int | None = None) -> np.ndar
     for i in np.argsort(-(quota - counts), kind="stable"):
         if counts.sum() >= budget:
             break
-        if counts[i] < hi:
+        if counts[i] < hi[i]:
             counts[i] += 1
     # Where the scored items all sit at hi, the rest of the budget cannot follow the scores: it goes
     # to the unscored items (tied), one each in turn, so that the counts always sum to the budget.
     order = np.argsort(-scores, kind="stable")
     while counts.sum() < budget:
         for i in order:
-            if counts.sum() < budget and counts[i] < hi:
+            if counts.sum() < budget and counts[i] < hi[i]:
                 counts[i] += 1
     return counts
 

@@ -121,21 +121,31 @@ def _causal(T: int, device=None) -> torch.Tensor:
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
-def keep_mask(logits: torch.Tensor, k: int, plan: CachePlan, prompt: "PromptScores | None" = None) -> torch.Tensor:
+def keep_mask(logits: torch.Tensor, k: int, plan: CachePlan, prompt: "PromptScores | None" = None,
+              window: int | None = None) -> torch.Tensor:
     """The keys each query sees, (B, G, R, T), for causal ``logits[B, G, g, R, T]`` of G key/value heads with
     g query heads each (−inf where a query may not look), a budget of ``k`` keys per key/value head. The R
     query rows are the window's last R positions: all T of them, or (with ``prompt``, what the prompt's rows
-    gave the selection in a shared prefill) the decoded ones only, R = T − ``plan.prompt``."""
+    gave the selection in a shared prefill) the decoded ones only, R = T − ``plan.prompt``. In a layer with a
+    sliding ``window`` (Gemma's local layers) a key that has left the window is dropped from the cache, as a
+    sliding cache drops it, and its place goes to the keys the selection keeps (H2O's heavy hitters, the
+    StreamingLLM window): no layer is charged for keys it can no longer see. SnapKV's choice at the prompt's end
+    is not refilled."""
     B, G, g, R, T = logits.shape
     if prompt is None:
         if R < T:
             raise ValueError("a decode pass without its prompt's rows needs their scores (PromptScores)")
         if plan.selection in ("h2o", "snapkv"):
             prompt = PromptScores.of(_softmax(logits[..., :plan.prompt, :plan.prompt]))
-    return _keep(logits.shape, lambda r: logits[..., r, :], k, plan, prompt, logits.device)
+    return _keep(logits.shape, lambda r: logits[..., r, :], k, plan, prompt, logits.device, window)
 
 
-def _keep(shape, row, k: int, plan: CachePlan, prompt, device) -> torch.Tensor:
+def _gone(i: torch.Tensor, sinks: int, window: int | None) -> torch.Tensor | int:
+    """How many of the sinks have left a sliding ``window`` at query positions ``i`` (0 without one)."""
+    return 0 if not window else (i - window + 1).clamp(0, sinks)
+
+
+def _keep(shape, row, k: int, plan: CachePlan, prompt, device, window: int | None = None) -> torch.Tensor:
     """:func:`keep_mask` for logits of ``shape`` whose query row r's logits[B, G, g, T] ``row(r)`` gives."""
     B, G, g, R, T = shape
     pos = torch.arange(T, device=device)
@@ -143,12 +153,16 @@ def _keep(shape, row, k: int, plan: CachePlan, prompt, device) -> torch.Tensor:
     sinks, recent, heavy = plan.split(int(k))
     prefill = i < plan.prompt
     if plan.selection in ("recent", "streaming"):
-        rule = (j < sinks) | (j > i - recent)
-        return ((j <= i) & (prefill | rule)).expand(B, G, R, T)
+        rule = (j < sinks) | (j > i - recent - _gone(i, sinks, window))  # a sink's place, once gone, is recent
+        visible = (j <= i) & (j > i - window) if window else j <= i
+        return (visible & (prefill | rule)).expand(B, G, R, T)
     if plan.selection == "snapkv":
         candidates = ((pos >= sinks) & (pos <= plan.prompt - recent)).expand(B, G, T)
         chosen = _top(F.pad(prompt.votes, (0, T - plan.prompt)), candidates, heavy, plan.pooled)  # at the prompt's end
         return (j <= i) & (prefill | (j < sinks) | (j > i - recent) | chosen[:, :, None, :])
+    if window and T - 1 >= window:
+        return _h2o_keep_sliding(shape, row, plan, sinks, recent, heavy, F.pad(prompt.received, (0, T - plan.prompt)),
+                                 device, window)
     return _h2o_keep(shape, row, plan, sinks, recent, heavy, F.pad(prompt.received, (0, T - plan.prompt)), device)
 
 
@@ -179,6 +193,24 @@ def _top(scores: torch.Tensor, candidates: torch.Tensor, places: int, pooled: bo
     return chosen.reshape(B, G, T) & candidates
 
 
+def _h2o_rows(shape, row, plan, acc, device, evict) -> torch.Tensor:
+    """The row loop of both H2O variants: from the prompt's end, ``evict(i, alive, acc)`` cuts the keys alive
+    (B, G, T) for row i, which then sees them, and the attention they receive is added to their scores ``acc``."""
+    B, G, g, R, T = shape
+    first = T - R
+    pos = torch.arange(T, device=device)
+    keep = (pos[None, :] <= pos[first:, None]).expand(B, G, R, T).clone()
+    alive = torch.ones(B, G, T, dtype=torch.bool, device=device)
+    acc = acc.clone()
+    for i in range(max(plan.prompt, first), T):
+        evict(i, alive, acc)
+        visible = alive[..., :i + 1]
+        keep[:, :, i - first, :i + 1] = visible
+        logits = row(i - first)[..., :i + 1].masked_fill(~visible[:, :, None], -math.inf)
+        acc[..., :i + 1] += _softmax(logits).double().sum(2)
+    return keep
+
+
 def _h2o_keep(shape, row, plan, sinks, recent, heavy, acc, device) -> torch.Tensor:
     """H2O's keys for the last R query rows of logits of ``shape`` (B, G, g, R, T), row r's given by ``row(r)``,
     from the attention ``acc`` (B, G, T) each key received in the prompt's rows: row by row from the prompt's
@@ -186,16 +218,12 @@ def _h2o_keep(shape, row, plan, sinks, recent, heavy, acc, device) -> torch.Tens
 
     Candidates are the keys past the sinks and before the recent window; every head holds as many (a pool, as
     many in all), so the count is kept here and the excess evicted without reading it back from the tensors."""
-    B, G, g, R, T = shape
-    first = T - R
-    pos = torch.arange(T, device=device)
-    keep = (pos[None, :] <= pos[first:, None]).expand(B, G, R, T).clone()
-    alive = torch.ones(B, G, T, dtype=torch.bool, device=device)
-    acc = acc.clone()
+    B, G = shape[:2]
     heads = G if plan.pooled else 1  # the heads that share a pool of places
-    start = max(plan.prompt, first)
-    count = heads * max(0, start - recent - sinks)  # candidates alive in a pool before the first row
-    for i in range(start, T):
+    count = heads * max(0, max(plan.prompt, shape[4] - shape[3]) - recent - sinks)  # alive before the first row
+
+    def evict(i, alive, acc):
+        nonlocal count
         last = i - recent  # the newest candidate
         if last >= sinks:
             count += heads
@@ -207,11 +235,35 @@ def _h2o_keep(shape, row, plan, sinks, recent, heavy, acc, device) -> torch.Tens
             flat.scatter_(-1, victims.indices, False)
             alive[..., sinks:last + 1] = flat.reshape(B, G, span)
             count = heavy * heads
-        visible = alive[..., :i + 1]
-        keep[:, :, i - first, :i + 1] = visible
-        logits = row(i - first)[..., :i + 1].masked_fill(~visible[:, :, None], -math.inf)
-        acc[..., :i + 1] += _softmax(logits).double().sum(2)
-    return keep
+
+    return _h2o_rows(shape, row, plan, acc, device, evict)
+
+
+def _h2o_keep_sliding(shape, row, plan, sinks, recent, heavy, acc, device, window: int) -> torch.Tensor:
+    """:func:`_h2o_keep` in a layer with a sliding ``window``: at row i the keys before i − window + 1 have left
+    it and are dropped; the candidates are the keys inside it past the sinks and before the recent window, and
+    they may hold the heavy places and the places of the sinks that have gone. A key leaving may have been alive
+    in some heads and not in others, so each pool's count is read from the tensors."""
+    B, G = shape[:2]
+    heads = G if plan.pooled else 1
+
+    def evict(i, alive, acc):
+        lo = max(0, i - window + 1)  # the oldest key still in the window
+        alive[..., :lo] = False
+        start, last = max(sinks, lo), i - recent
+        if last < start:
+            return
+        span = last + 1 - start
+        pools = alive[..., start:last + 1].reshape(B, G // heads, heads * span)
+        excess = pools.sum(-1) - (heavy + min(lo, sinks)) * heads
+        if (excess > 0).any():
+            scores = acc[..., start:last + 1].reshape(B, G // heads, heads * span).masked_fill(~pools, math.inf)
+            order = scores.argsort(dim=-1, stable=True)  # the least attended first, the dead last
+            victims = torch.zeros_like(pools)
+            victims.scatter_(-1, order, torch.arange(heads * span, device=device) < excess[..., None])
+            alive[..., start:last + 1] = (pools & ~victims).reshape(B, G, span)
+
+    return _h2o_rows(shape, row, plan, acc, device, evict)
 
 
 def snapkv_votes(probabilities: torch.Tensor) -> torch.Tensor:
@@ -267,7 +319,7 @@ def cache_attention(module, query, key, value, attention_mask, scaling, dropout=
     prompt = None if watch is None else watch.prompt(layer)
     logits = grouped_logits(module, query, key, scaling)
     if plan is not None and plan.selection is not None:
-        keep = keep_mask(logits, plan.budgets[layer], plan, prompt)
+        keep = keep_mask(logits, plan.budgets[layer], plan, prompt, getattr(module, "sliding_window", None))
         logits.masked_fill_(~keep[:, :, None], -math.inf)
     p = _softmax_(logits)
     if watch is not None:
@@ -322,16 +374,24 @@ class _Entry:
     chosen: bool = False
 
 
-def _evict(heads: list, i: int, k: int, plan: CachePlan) -> None:
+def _evict(heads: list, i: int, k: int, plan: CachePlan, window: int | None = None) -> None:
     """Cut every head's cache of one layer, in place, so that query ``i`` sees at most ``k`` keys per head
-    (the layer's pool of heavy places when ``plan.pooled``)."""
+    (the layer's pool of heavy places when ``plan.pooled``). With a sliding ``window`` the keys that have left it
+    go first, and the places of the sinks among them go to the selection (:func:`keep_mask`)."""
     sinks, recent, heavy = plan.split(k)
+    gone = 0
+    if window:
+        lo = max(0, i - window + 1)
+        for h, cache in enumerate(heads):
+            heads[h] = [e for e in cache if e.pos >= lo]
+        gone = min(lo, sinks)
+    recent += gone if plan.selection == "streaming" else 0
     fixed = lambda e: e.pos < sinks or e.pos > i - recent  # noqa: E731: never candidates
     if plan.selection in ("recent", "streaming"):
         for h, cache in enumerate(heads):
             heads[h] = [e for e in cache if fixed(e)]
         return
-    places = heavy * (len(heads) if plan.pooled else 1)
+    places = (heavy + (gone if plan.selection == "h2o" else 0)) * (len(heads) if plan.pooled else 1)
     if plan.selection == "snapkv":
         if i == plan.prompt:  # choose once, by the smoothed votes of the prompt's keys
             for cache in heads:
@@ -359,50 +419,96 @@ def _pools(heads: list, fixed, pooled: bool) -> list:
     return [[he for pool in pools for he in pool]] if pooled else pools
 
 
+class _Architecture:
+    """What a literal decoder needs of a ``transformers`` decoder beyond its attention: Llama's (SmolLM2) or
+    Gemma 3's (q/k norms, four norms per block, a rotary embedding per layer type, sliding-window layers)."""
+
+    def __init__(self, model):
+        cfg = model.config
+        self.body, self.cfg = model.model, cfg
+        self.gemma = hasattr(self.body.layers[0], "pre_feedforward_layernorm")
+        self.H, self.G = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.d = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
+        if self.gemma:
+            from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb
+        else:
+            from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+        self.rotate = apply_rotary_pos_emb
+
+    def rotary(self, h: torch.Tensor, i: int) -> list:
+        """Each layer's (cos, sin) at position ``i``."""
+        position = torch.tensor([[i]])
+        if not self.gemma:
+            return [self.body.rotary_emb(h, position)] * len(self.body.layers)
+        by_type = {t: self.body.rotary_emb(h, position, t) for t in set(self.cfg.layer_types)}
+        return [by_type[t] for t in self.cfg.layer_types]
+
+    def window(self, layer) -> int | None:
+        return getattr(layer.self_attn, "sliding_window", None) if self.gemma else None
+
+    def qkv(self, layer, z: torch.Tensor, cos_sin) -> tuple:
+        attn = layer.self_attn
+        q = attn.q_proj(z).view(1, 1, self.H, self.d).transpose(1, 2)
+        k = attn.k_proj(z).view(1, 1, self.G, self.d).transpose(1, 2)
+        v = attn.v_proj(z).view(1, 1, self.G, self.d).transpose(1, 2)
+        if self.gemma:
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = self.rotate(q, k, *cos_sin)
+        return q, k, v
+
+    def block(self, layer, h: torch.Tensor, attend) -> torch.Tensor:
+        """The residual block around ``attend(normed input) → attention output before o_proj``."""
+        attn = layer.self_attn
+        if not self.gemma:
+            h = h + attn.o_proj(attend(layer.input_layernorm(h)))
+            return h + layer.mlp(layer.post_attention_layernorm(h))
+        h = h + layer.post_attention_layernorm(attn.o_proj(attend(layer.input_layernorm(h))))
+        return h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
+
+
 @torch.inference_mode()
 def decode_literal(model, window: torch.Tensor, plan: CachePlan) -> torch.Tensor:
     """Logits (T, V) of one ``window`` (T,) decoded token by token with a real cache of rotated keys and
-    values per layer and key/value head, cut to ``plan`` from the end of the prompt on. Uses the model's
-    weights and modules (embedding, norms, projections, rotary embedding, MLP) but none of its attention."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
+    values per layer and key/value head, cut to ``plan`` from the end of the prompt on (a sliding-window
+    layer's cache also drops the keys that leave its window). Uses the model's weights and modules
+    (embedding, norms, projections, rotary embedding, MLP) but none of its attention."""
     T = len(window)
     cfg = model.config
     check_plan(plan, cfg.num_hidden_layers, T)
-    body = model.model
-    H, G = cfg.num_attention_heads, cfg.num_key_value_heads
-    d, g = cfg.hidden_size // H, H // G
+    arch = _Architecture(model)
+    body, G, g = arch.body, arch.G, arch.H // arch.G
     caches = [[[] for _ in range(G)] for _ in range(cfg.num_hidden_layers)]
     out = []
     for i in range(T):
         h = body.embed_tokens(window[i].reshape(1, 1))
-        cos, sin = body.rotary_emb(h, torch.tensor([[i]]))
+        rotary = arch.rotary(h, i)
         for l, layer in enumerate(body.layers):
-            attn = layer.self_attn
-            z = layer.input_layernorm(h)
-            q = attn.q_proj(z).view(1, 1, H, d).transpose(1, 2)
-            k = attn.k_proj(z).view(1, 1, G, d).transpose(1, 2)
-            v = attn.v_proj(z).view(1, 1, G, d).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            heads = caches[l]
-            for kv in range(G):
-                heads[kv].append(_Entry(i, k[0, kv, 0], v[0, kv, 0]))
-            if plan.selection is not None and i >= plan.prompt:
-                _evict(heads, i, int(plan.budgets[l]), plan)
-            outputs = []
-            for kv, cache in enumerate(heads):
-                keys = torch.stack([e.key for e in cache])
-                values = torch.stack([e.value for e in cache])
-                p = _softmax(q[0, kv * g:(kv + 1) * g, 0] @ keys.T * attn.scaling).to(values.dtype)  # (g, S)
-                outputs.append(p @ values)
-                received = p.sum(0).tolist()
-                for e, a in zip(cache, received):
-                    e.acc += a
-                    if plan.prompt - OBSERVATION <= i < plan.prompt:
-                        e.votes += a
-            o = torch.cat(outputs).reshape(1, 1, H * d)
-            h = h + attn.o_proj(o)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            heads, sliding = caches[l], arch.window(layer)
+
+            def attend(z, l=l, layer=layer, heads=heads, sliding=sliding):
+                q, k, v = arch.qkv(layer, z, rotary[l])
+                for kv in range(G):
+                    heads[kv].append(_Entry(i, k[0, kv, 0], v[0, kv, 0]))
+                if sliding:  # a sliding cache holds its window, whatever the plan
+                    lo = max(0, i - sliding + 1)
+                    for kv in range(G):
+                        heads[kv] = [e for e in heads[kv] if e.pos >= lo]
+                if plan.selection is not None and i >= plan.prompt:
+                    _evict(heads, i, int(plan.budgets[l]), plan, sliding)
+                outputs = []
+                for kv, cache in enumerate(heads):
+                    keys = torch.stack([e.key for e in cache])
+                    values = torch.stack([e.value for e in cache])
+                    scores = q[0, kv * g:(kv + 1) * g, 0] @ keys.T * layer.self_attn.scaling
+                    p = _softmax(scores).to(values.dtype)  # (g, S)
+                    outputs.append(p @ values)
+                    for e, a in zip(cache, p.sum(0).tolist()):
+                        e.acc += a
+                        if plan.prompt - OBSERVATION <= i < plan.prompt:
+                            e.votes += a
+                return torch.cat(outputs).reshape(1, 1, arch.H * arch.d)
+
+            h = arch.block(layer, h, attend)
         out.append(model.lm_head(body.norm(h))[0, 0])
     return torch.stack(out)
 
@@ -503,14 +609,14 @@ class RealCacheResult(BudgetResult):
 
 def run(model, windows: torch.Tensor, scores: dict, budgets, n_random: int = 50, n_perm: int = 19,
                    null_windows: int = 8, seed: int = 0, batch_size: int = 16, progress: bool = True,
-                   memo_path=None) -> RealCacheResult:
+                   memo_path=None, null_rules=NULL_RULES) -> RealCacheResult:
     """Every rule at every mean budget on ``windows`` (N, T + 1) of the real model.
 
     Selection rules split the budget equally across layers. Allocation rules keep H2O +
     sinks and split L·B: PyramidKV's schedule, ∝ each of ``scores`` (per layer, from
     training windows: :func:`layer_scores`), and Ada-KV's pooling of a layer's heads at
-    equal layer budgets. ``n_random`` Dirichlet splits and the permutation null of
-    :data:`NULL_RULES` (``n_perm`` distinct reorderings per budget) are scored on the first
+    equal layer budgets. ``n_random`` Dirichlet splits and the permutation null of each of
+    ``null_rules`` (``n_perm`` distinct reorderings per budget) are scored on the first
     ``null_windows`` windows. Evaluations are kept in ``memo_path`` as they finish.
     """
     L, T = model.config.num_hidden_layers, windows.shape[1] - 1
@@ -532,7 +638,7 @@ def run(model, windows: torch.Tensor, scores: dict, budgets, n_random: int = 50,
         add(rule, "h2o", [allocate_budget(s, b, T) for b in budgets])
     add(ADAKV, "h2o", uniform, True)
     random_allocations = random_splits(lambda s, b: allocate_budget(s, b, T), budgets, L, n_random, seed)
-    null_rules = [r for r in NULL_RULES if r in rules]
+    null_rules = [r for r in null_rules if r in rules]
     null_allocations = rule_nulls([allocations[rules.index(r)] for r in null_rules], n_perm, seed, len(budgets), L)
     orders = null_orders(null_allocations)
     U = min(int(null_windows), len(windows))
@@ -565,10 +671,11 @@ FORMAT = 1
 
 
 def settings(spec=None, n_windows: int = 32, null_windows: int = 8, n_random: int = 50, n_perm: int = 19,
-             train_windows: int = 64, seed: int = 42, budgets=None) -> dict:
+             train_windows: int = 64, seed: int = 42, budgets=None, null_rules=(PYRAMID, *NULL_RULES)) -> dict:
     """Everything the real model's cache experiment depends on: its validation windows (``n_windows``, the
     first ``null_windows`` for the random band and the permutation nulls), the rules' training windows, the
-    budgets (default: :func:`budget_fractions`) and the rules' constants."""
+    budgets (default: :func:`budget_fractions`), the rules whose layer order gets a permutation null
+    (PyramidKV's too: its claim is its order) and the rules' constants."""
     spec = SMOLLM2 if spec is None else spec
     budgets = budget_fractions(LENGTH) if budgets is None else check_budgets(budgets, LENGTH)
     check_counts({"n_windows": 2, "n_random": 0, "n_perm": 0, "train_windows": 2, "seed": 0}, n_windows=n_windows,
@@ -576,7 +683,7 @@ def settings(spec=None, n_windows: int = 32, null_windows: int = 8, n_random: in
     return {"gguf_sha256": spec.sha256, "n_windows": n_windows, "null_windows": min(null_windows, n_windows),
             "n_random": n_random, "n_perm": n_perm, "train_windows": train_windows, "length": LENGTH, "seed": seed,
             "budgets": budgets, "prompt": LENGTH // 2, "sinks": N_SINKS, "observation": OBSERVATION, "pool": POOL,
-            "format": FORMAT}
+            "null_rules": list(null_rules), "format": FORMAT}
 
 
 def training_analysis(text: str, settings: dict, spec=None, progress: bool = True):
@@ -643,7 +750,7 @@ def cache_experiment(text: str, chosen: dict | None = None, spec=None, shipped_f
         windows = validation_windows(Tokenised.of(text, tokenizer), chosen)
         result = run(model, windows, scores, chosen["budgets"], chosen["n_random"], chosen["n_perm"],
                      chosen["null_windows"], chosen["seed"], batch_size, progress,
-                     memo_path=path.with_name("evaluations.npz"))
+                     memo_path=path.with_name("evaluations.npz"), null_rules=chosen["null_rules"])
         result.sinks = np.asarray(analysis.meta["statistics"]["sink"], dtype=float).mean(-1)
         result.meta = {**chosen, "scores": {r: np.asarray(s, dtype=float).tolist() for r, s in scores.items()},
                        "model": spec.label}

@@ -65,11 +65,29 @@ def budgets_of(length: int = LENGTH) -> list[int]:
     return [length // 2 // s for s in BUDGET_SHARES]
 
 
-def split_budget(scores, budget: int, length: int, sinks: int = N_SINKS) -> np.ndarray:
+def split_budget(scores, budget: int, length: int, sinks: int = N_SINKS, windows=None) -> np.ndarray:
     """Keys per key/value head and layer ∝ ``scores``, Σ k_l = L·``budget``, each in [sinks + 2, P + 1]: no layer
     holds more keys than exist at the first decoded position P = ``length``/2, so every split holds L·B keys at
-    every scored position."""
-    return allocate(scores, len(scores) * int(budget), sinks + 2, length // 2 + 1)
+    every scored position. ``windows[l]`` (None or a layer's sliding window, :func:`layer_windows`) caps a
+    sliding layer at its window too: it can never see more keys than that."""
+    caps = np.full(len(scores), length // 2 + 1)
+    if windows is not None:
+        caps = np.minimum(caps, [w if w else caps[0] for w in windows])
+    return allocate(scores, len(scores) * int(budget), sinks + 2, caps)
+
+
+def layer_windows(model) -> list:
+    """Each layer's sliding window (Gemma's local layers), or None where it attends to every earlier key."""
+    return [getattr(layer.self_attn, "sliding_window", None) for layer in model.model.layers]
+
+
+def architecture_split(windows, budget: int, length: int, sinks: int = N_SINKS) -> np.ndarray:
+    """The known answer of a model with sliding-window layers: each sliding layer holds min(B, its window) keys,
+    the rest of L·B goes to the global layers (each capped at P + 1; what they cannot hold goes back). Where no
+    sliding layer's share reaches its window it is the uniform split: the architecture then asks for nothing else."""
+    L, P = len(windows), length // 2
+    caps = np.array([min(int(budget), w, P + 1) if w else P + 1 for w in windows])
+    return allocate(np.ones(L), L * int(budget), sinks + 2, caps)
 
 
 def l1_distance(counts, reference) -> float:
@@ -231,7 +249,8 @@ def run(model, windows: torch.Tensor, scores: dict, budgets, n_random: int, n_pe
     split's verdict is withheld: its null would test nothing), those on the first ``null_windows`` windows."""
     L, T = model.config.num_hidden_layers, windows.shape[1] - 1
     P = T // 2
-    split = lambda s, b: split_budget(s, b, T)  # noqa: E731
+    sliding = layer_windows(model)
+    split = lambda s, b: split_budget(s, b, T, windows=sliding)  # noqa: E731
     uniform = [np.full(L, b) for b in budgets]
     rules, selections, pooled, allocations = [], [], [], []
 
@@ -355,9 +374,10 @@ def settings(spec=None, n_windows: int = 32, null_windows: int = 16, n_random: i
             "format": FORMAT}
 
 
-def windows_of(tokenised: Tokenised, chosen: dict, split: str, n: int) -> torch.Tensor:
-    """``n`` disjoint windows of ``length`` + 1 tokens of the ``split``, seeded."""
-    return tokenised.windows(n, chosen["length"] + 1, split, chosen["seed"])
+def windows_of(tokenised: Tokenised, chosen: dict, split: str, n: int, bos: int | None = None) -> torch.Tensor:
+    """``n`` disjoint windows of ``length`` + 1 tokens of the ``split``, seeded; a model that expects it (Gemma)
+    gets its ``bos`` token first."""
+    return tokenised.windows(n, chosen["length"] + 1, split, chosen["seed"], bos)
 
 
 def experiment_file(chosen: dict, spec=None):
@@ -384,16 +404,19 @@ def long_experiment(text: str, chosen: dict | None = None, spec=None, shipped_fo
                                       n_boot=0, n_half=0, progress=progress, split="train")["causal"]
         model, tokenizer = load_pretrained(spec)
         tokens = Tokenised.of(text, tokenizer)
-        calibration = calibrate(model, windows_of(tokens, chosen, "train", chosen["calibration_windows"])[:, :-1],
+        bos = tokenizer.bos_token_id if spec.bos else None
+        calibration = calibrate(model, windows_of(tokens, chosen, "train", chosen["calibration_windows"], bos)[:, :-1],
                                 progress=progress)
         scores = layer_scores(analysis, calibration)
-        windows = windows_of(tokens, chosen, "val", chosen["n_windows"])
+        windows = windows_of(tokens, chosen, "val", chosen["n_windows"], bos)
         result = run(model, windows, scores, chosen["budgets"], chosen["n_random"], chosen["n_perm"],
                      chosen["null_budgets"], chosen["null_windows"], chosen["seed"], batch_size, progress,
                      memo_path=path.with_name("evaluations.npz"), null_rules=chosen["null_rules"])
         result.sinks = np.asarray(calibration["sink"], dtype=float)
         result.meta = {**chosen, "scores": {r: np.asarray(s, dtype=float).tolist() for r, s in scores.items()},
                        "model": spec.label}
+        if any(layer_windows(model)):
+            result.meta["windows"] = layer_windows(model)
         k = chosen["budgets"].index(chosen["check_budget"])
         result.meta["decode_gaps"] = decode_check(model, windows[0, :-1], check_plans(result, k), progress)
         result.save(path)
@@ -426,7 +449,8 @@ def rederived(result: RealCacheResult) -> Rederived:
     L, T = result.allocations.shape[-1], int(result.meta["length"])
     scores = {r: np.ones(L) for r in (UNIFORM, *(SELECTION_LABELS[s] for s in SELECTIONS), ADAKV)}
     scores |= {PYRAMID: lambda b: pyramid_scores(L, b)} | result.meta["scores"]
-    return rederive(result, lambda w, b: split_budget(w, b, T), scores)
+    windows = result.meta.get("windows")  # a model with sliding-window layers records them
+    return rederive(result, lambda w, b: split_budget(w, b, T, windows=windows), scores)
 
 
 def reproduce(result: RealCacheResult, model, windows: torch.Tensor, rules, k: int, n_windows: int,
