@@ -94,6 +94,10 @@
 #   token (two one-sided tests; 0.02 nats is a 2 % change in perplexity). Else it
 #   is **better** or **worse** if its 95 % interval excludes 0, else
 #   **inconclusive**.
+# - **Not tested**: a split within 10 % L1 distance of uniform's,
+#   $\sum_l |k_l - B| / (30\,B)$, is not judged at that budget: "equivalent"
+#   would hold there by construction (chapter 17 applies the same rule). The
+#   verdict then reads "not tested: split within x % of uniform".
 # - **The verdict** is the outcome at more than half the budgets where the rule
 #   caches differently from uniform, else **mixed**.
 # - **Informative**: better, and beating 95 % of the permutations of its own
@@ -308,7 +312,7 @@ with pd.option_context("display.max_colwidth", None):  # each verdict's measurem
 
 # %% tags=["hide-input"]
 equivalence = equivalence_table(result, [r for r in (*llmcache.SELECTION_RULES, *llmcache.ALLOCATION_RULES)
-                                         if r != llmcache.UNIFORM], llmcache.UNIFORM)
+                                         if r != llmcache.UNIFORM], llmcache.UNIFORM, llmcache.FLAT)
 equivalent = [f"{r} at {c}" for r, row in equivalence.iterrows() for c, v in row.items() if v.startswith("equivalent")]
 glue("rc_equivalent", "; ".join(equivalent) or "none", display=False)
 equivalence

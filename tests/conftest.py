@@ -59,7 +59,7 @@ def copy_book(tmp_path) -> Path:
     (book / "checkpoints" / "laptop" / "results").mkdir(parents=True)
     shutil.copy(ROOT / "checkpoints" / "laptop" / "manifest.json", book / "checkpoints" / "laptop" / "manifest.json")
     # ... and Gemma's analyses, which the Gemma chapter reads at every profile
-    for pattern in ("real_kv_cache-*.npz", "real_kv_long-*.npz", "real_model-gemma-*.npz"):
+    for pattern in ("real_kv_cache-*.npz", "real_kv_long-*.npz", "real_replicates-*.npz", "real_model-gemma-*.npz"):
         for result in (ROOT / "checkpoints" / "laptop" / "results").glob(pattern):
             shutil.copy(result, book / "checkpoints" / "laptop" / "results" / result.name)
     (book / "notebooks").mkdir()

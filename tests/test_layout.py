@@ -8,7 +8,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "attnpod"
 ORDER = ["errors", "config", "store", "data", "models", "train", "shipped", "fields", "lag", "wavelet", "pod",
          "analysis", "pipeline", "adapters", "pretrained", "estimators", "readings", "claims", "planted", "bench",
          "experiments", "experiments.budgets", "experiments.cache_rules", "experiments.pruning", "experiments.kvcache",
-         "experiments.llmcache", "experiments.longcache", "study", "figures", "book", "cli"]
+         "experiments.llmcache", "experiments.longcache", "experiments.replicates", "study", "figures", "book", "cli"]
 # Where a stage is imported inside a function, and why: the command line's parser and the book's figure names
 # import no torch or matplotlib; readings and claims stay torch-free for them (the analysis is imported where a
 # reading is taken).

@@ -94,7 +94,10 @@ def test_a_paired_change_flags_a_planted_shift_only():
     plain = rng.normal(50, 3, size=(6, 4))
     changed = plain + rng.normal(0, 0.5, size=(6, 4)) + np.array([5.0, 0, 0, 0])
     assert claims.paired_change(plain, changed)[3].tolist() == [True, False, False, False]
-    assert claims.within_spread(plain, plain[:1]) == 0.0
+    unmoved = claims.within_spread(plain, plain[:1])
+    assert unmoved["largest change"] == 0.0 and unmoved["layers outside the ensembles' range"] == 0
+    moved = claims.within_spread(plain, plain[:1] + np.array([100.0, 0, 0, 0]))
+    assert moved["largest change"] == 100.0 and moved["layers outside the ensembles' range"] == 1
 
 
 def tiny_llama():
@@ -137,3 +140,26 @@ def test_ensembles_are_disjoint_and_the_measure_of_one_has_every_array():
     out = replicates.measure(tiny_llama(), torch.randint(0, 60, (8, 16)), chosen, seed=0)
     assert out["size_rank"].shape == (2, 3, 2) and out["h_star"].shape == (2,)
     assert out["ablated_sink"].max() == 0
+
+
+def test_the_sink_correlation_is_ruled_on_every_ensemble_and_binds_on_a_planted_sign():
+    rng = np.random.default_rng(5)
+    sink = rng.random((4, 20))
+    more = claims.sinks_add_modes(40 + 30 * sink + rng.normal(0, 1, (4, 20)), sink, n_sample=999)
+    assert more.verdict == "more modes" and more.stability == 1.0
+    fewer = claims.sinks_add_modes(40 - 30 * sink + rng.normal(0, 1, (4, 20)), sink, n_sample=999)
+    assert fewer.verdict == "fewer modes"
+    noise = claims.sinks_add_modes(rng.normal(40, 3, (4, 20)), sink, n_sample=999)
+    assert noise.verdict == "not on every ensemble"
+
+
+def test_the_shipped_replicates_are_listed_verified_and_complete():
+    from attnpod.book import rank_against_n, replicate_table, replicate_verdicts, rounding_table
+
+    rep = replicates.replicate_experiment("", shipped_only=True)
+    chosen = replicates.settings()
+    assert rep.source == "shipped" and rep.h_star.shape == (chosen["n_ensembles"], 30)
+    assert rep.size_rank.shape == (chosen["n_ensembles"], len(chosen["sizes"]), chosen["draws"], 30)
+    assert rep.rounded_val_loss.shape == (chosen["roundings"], rep.meta["val_tiles"])
+    assert len(replicate_table(rep)) == 30 and list(rank_against_n(rep).columns) == chosen["sizes"]
+    assert rounding_table(rep)[1].shape[0] == 3 and set(replicate_verdicts(rep)) >= {"ranks", "low", "sinks"}

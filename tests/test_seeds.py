@@ -51,7 +51,7 @@ def test_the_shipped_seeds_are_the_books_and_load(corpus, profile):
         assert entry["settings"] == settings
         shipped.load_shipped(folder, entry, corpus)
     results = {(e["kind"], e["model"], e["seed"]) for e in manifest["results"]
-               if e["kind"] not in ("real_model", "real_kv_cache", "real_kv_long")}  # the real model: tests of its own
+               if e["kind"] not in ("real_model", "real_kv_cache", "real_kv_long", "real_replicates")}  # the real model: tests of its own
     if profile == "laptop":
         assert results == {("pruning", v, s) for v in ("base", "ega1", "ega_morlet", "conv_l4")
                            for s in BOOK_SEEDS[profile]} | {("kv_cache", v, s) for v in ("base", "ega1_causal")

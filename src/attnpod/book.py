@@ -855,28 +855,36 @@ def rounding_table(rep):
         d, da, db = estimators.replicate_interval(loss - rep.val_loss)
         rows[f"rounded again (seed {r + 1})"] = f"{m:.3f} [{a:.3f}, {b:.3f}]; change {d:+.3f} [{da:+.3f}, {db:+.3f}]"
     loss = pd.Series(rows, name=f"loss (nats per token) on {len(rep.val_loss)} validation tiles").to_frame()
-    spread = pd.Series({k: claims.within_spread(getattr(rep, k), getattr(rep, f"rounded_{k}"))
-                        for k in ("h_star", "sink", "top_scale")},
-                       name="largest change ÷ the ensembles' spread").rename(
-        {"h_star": "H*(0.1)", "sink": "attention on token 0", "top_scale": "top scale"}).to_frame()
+    names = {"h_star": "H*(0.1)", "sink": "attention on token 0", "top_scale": "top scale (tokens)"}
+    spread = pd.DataFrame({label: claims.within_spread(getattr(rep, k), getattr(rep, f"rounded_{k}"))
+                           for k, label in names.items()}).T
+    spread["layers outside the ensembles' range"] = spread["layers outside the ensembles' range"].astype(int)
     return loss, spread
 
 
 def replicate_verdicts(rep) -> dict:
     """Chapter 13's rulings on the replicates: ranks at a fixed N, the low-H* verdict with its share over the
-    ensembles, the same after the sink ablation and under a second rounding, and the Spearman correlation of
-    H* with the sink share on each (:mod:`attnpod.claims`)."""
+    ensembles, the same after the sink ablation and under a second rounding, and the sign of H*'s correlation with
+    the sink share on every ensemble, plain and sink-ablated (:mod:`attnpod.claims`)."""
     from . import claims
 
-    first = lambda a: np.asarray(a)[:1]  # noqa: E731: the rounded ensemble's own values
+    from .wavelet import scale_grid
+
+    grid = scale_grid(int(rep.meta["length"]))
+
+    def low(h, sink, top, basis="disjoint ensembles"):
+        edges = lambda a: (a <= grid[0]) | (a >= grid[-1])  # noqa: E731
+        return claims.replicated(lambda h_, s_, a_: claims.low_rank_explained(h_, s_, a_, edge=edges(a_)), h, sink,
+                                 top, basis=basis)
+
     return {
         "ranks": claims.ranks_differ(rep.h_star, rep.sizes, rep.size_rank),
-        "low": claims.replicated(claims.low_rank_explained, rep.h_star, rep.sink, rep.top_scale),
-        "low_ablated": claims.replicated(claims.low_rank_explained, rep.ablated_h_star, rep.sink,
-                                         rep.ablated_top_scale),
-        "low_rounded": claims.replicated(claims.low_rank_explained, rep.rounded_h_star, rep.rounded_sink,
-                                         rep.rounded_top_scale),
-        "low_first": claims.low_rank_explained(first(rep.h_star)[0], first(rep.sink)[0], first(rep.top_scale)[0]),
+        "low": low(rep.h_star, rep.sink, rep.top_scale),
+        "low_ablated": low(rep.ablated_h_star, rep.sink, rep.ablated_top_scale),
+        "low_rounded": low(rep.rounded_h_star, rep.rounded_sink, rep.rounded_top_scale,
+                           "second roundings of the first ensemble"),
+        "sinks": claims.sinks_add_modes(rep.h_star, rep.sink),
+        "sinks_ablated": claims.sinks_add_modes(rep.ablated_h_star, rep.sink),
     }
 
 
@@ -940,24 +948,29 @@ def long_cache_scores(result):
     return table
 
 
+def _against(result, rule: str, reference: str, k: int, flat: float):
+    """Rule against ``reference`` at budget index ``k``: (:func:`attnpod.claims.compare` of the paired per-window
+    differences, the split's L1 distance from ``reference``'s, the outcome, "not tested" where the split is within
+    ``flat`` of it and selects as it does)."""
+    from .claims import compare, l1_distances
+
+    distance = float(l1_distances(result.counts(rule)[k], result.counts(reference)[k]))
+    c = compare(result.loss(rule)[k] - result.loss(reference)[k], seed=k)
+    return c, distance, "not tested" if distance < flat and result.selects_as(rule, reference) else c.outcome
+
+
 def long_cache_budgets(result, rules, reference: str, flat: float = 0.0):
-    """Per rule and budget, how the rule compares with ``reference`` (:func:`attnpod.claims.compare` of the paired
-    per-window differences): the outcome ("not tested" where the split is within ``flat`` of ``reference``'s),
-    the difference with its 95 % interval, the split's L1 distance from ``reference``'s and the smallest difference
+    """Per rule and budget, how the rule compares with ``reference`` (:func:`_against`): the outcome, the
+    difference with its 95 % interval, the split's L1 distance from ``reference``'s and the smallest difference
     the windows detect with 80 % power; (rule, budget) rows."""
     import pandas as pd
 
-    from .claims import compare, l1_distances
-
     rows = {}
     for rule in rules:
-        distances = l1_distances(result.counts(rule), result.counts(reference))
         for k, b in enumerate(result.budgets):
-            c = compare(result.loss(rule)[k] - result.loss(reference)[k], seed=k)
-            flat_here = distances[k] < flat and result.selects_as(rule, reference)
-            rows[(rule, int(b))] = {"outcome": "not tested" if flat_here else c.outcome,
-                                    "Δ NLL vs uniform [95 %]": f"{c.mean:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]",
-                                    "L1 from uniform": f"{distances[k]:.1%}", "detects (80 % power)": f"{c.detectable:.3f}"}
+            c, distance, outcome = _against(result, rule, reference, k, flat)
+            rows[(rule, int(b))] = {"outcome": outcome, "Δ NLL vs uniform [95 %]": f"{c.mean:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]",
+                                    "L1 from uniform": f"{distance:.1%}", "detects (80 % power)": f"{c.detectable:.3f}"}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(table.index, names=["rule", "B"])
     return table
@@ -971,19 +984,19 @@ def real_cache_splits(result, k: int):
     return pd_splits(result, k, llmcache.ALLOCATION_RULES)
 
 
-def equivalence_table(result, rules, uniform: str):
-    """Each rule against ``uniform`` at each budget by :func:`attnpod.claims.compare`: its outcome (better,
-    equivalent, worse, inconclusive), the mean paired difference and its 90 % interval (TOST's)."""
+def equivalence_table(result, rules, uniform: str, flat: float = 0.0):
+    """Each rule against ``uniform`` at each budget (:func:`_against`): its outcome (better, equivalent, worse,
+    inconclusive; "not tested" where its split is within ``flat`` of uniform's), the mean paired difference and
+    its 90 % interval (TOST's)."""
     import pandas as pd
-
-    from .claims import compare
 
     cells = {}
     for rule in rules:
         row = {}
         for k, b in enumerate(result.budgets):
-            c = compare(result.loss(rule)[k] - result.loss(uniform)[k], seed=k)
-            row[f"B = {int(b)}"] = f"{c.outcome}: {c.mean:+.3f} [{c.lo90:+.3f}, {c.hi90:+.3f}]"
+            c, distance, outcome = _against(result, rule, uniform, k, flat)
+            row[f"B = {int(b)}"] = f"{outcome}: {c.mean:+.3f} [{c.lo90:+.3f}, {c.hi90:+.3f}]" + (
+                f" (split {distance:.1%} from uniform)" if outcome == "not tested" else "")
         cells[rule] = row
     return pd.DataFrame(cells).T
 

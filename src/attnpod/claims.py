@@ -346,14 +346,16 @@ def layer_kinds(h_star, sink, top_scales) -> list[str]:
     return kinds
 
 
-def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000) -> Verdict:
+def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000, edge=None) -> Verdict:
     """Does a low H*(0.1) in the deep layers mean a coarse linguistic scale, or sink collapse?
 
     Deep layers: the last half. Low H*: at or below the median over all layers. Each
     such layer is a sink, coarse, fine or middle (:func:`layer_kinds`); the verdict is
     "sinks" or "coarse scale" where that kind is more than half of them, else "mixed".
     The measurement adds the Spearman correlation of H* with the sink share over all
-    layers and its permutation p-value (a negative correlation: the more sink, the fewer modes).
+    layers and its permutation p-value (a negative correlation: the more sink, the fewer modes), and with
+    ``edge`` (bool, (L,)) how many of the low layers have their top scale at the scale grid's edge, where a
+    "coarse" reading is weakest.
     """
     h, s, a = (np.asarray(x, dtype=float) for x in (h_star, sink, top_scales))
     L = len(h)
@@ -365,8 +367,9 @@ def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000) -> Verdi
     verdict = ("sinks" if counts["sink"] > n / 2 else "coarse scale" if counts["coarse"] > n / 2 else "mixed")
     rho, p = rank_correlation(h, s), correlation_p_value(h, s, n_sample)
     layers = ", ".join(str(l + 1) for l in np.flatnonzero(low))
+    at_edge = "" if edge is None else f" ({int(np.asarray(edge, bool)[low].sum())} of them at the scale grid's edge)"
     text = (f"{n} deep layers with low H* ({layers}): " + ", ".join(f"{k} {c}" for k, c in counts.items() if c)
-            + f"; Spearman(H*, sink) over {L} layers {rho:+.2f} (p = {p:.3f})")
+            + at_edge + f"; Spearman(H*, sink) over {L} layers {rho:+.2f} (p = {p:.3f})")
     return Verdict("a low H* in a deep layer is a coarse scale, not a sink", text,
                    f"deep = layers {L // 2 + 1}–{L}; low = H*(0.1) at or below the median; a layer is a sink if "
                    f"≥ {SINK_SHARE:.0%} of its attention is on token 0, else coarse if its top scale ≥ {COARSE:g}; "
@@ -403,15 +406,31 @@ def size_ratios(size_rank) -> np.ndarray:
     return means.max(-1) / np.maximum(means.min(-1), 1)
 
 
-def replicated(verdict_of, *per_ensemble) -> Verdict:
-    """``verdict_of`` (a claim function of per-layer arrays) on the ensembles' means, with the share of the K
-    ensembles (``per_ensemble`` arrays ``[k, l]``) whose own verdict agrees: a verdict that says how often it
-    holds up on disjoint data."""
+def replicated(verdict_of, *per_ensemble, basis: str = "disjoint ensembles", **fixed) -> Verdict:
+    """``verdict_of`` (a claim function of per-layer arrays, and of ``fixed`` keywords) on the replicates' means,
+    with the share of the K replicates (``per_ensemble`` arrays ``[k, l]``; by default disjoint ensembles of N)
+    whose own verdict agrees: a verdict that says how often it holds up on other data."""
     arrays = [np.asarray(a, dtype=float) for a in per_ensemble]
-    main = verdict_of(*(a.mean(0) for a in arrays))
-    own = [verdict_of(*(a[k] for a in arrays)).verdict for k in range(len(arrays[0]))]
-    return Verdict(main.claim, main.measurement + f"; on the mean of {len(own)} disjoint ensembles",
-                   main.criterion, main.verdict, _stability(main.verdict, own), ENSEMBLE_BASIS)
+    main = verdict_of(*(a.mean(0) for a in arrays), **fixed)
+    own = [verdict_of(*(a[k] for a in arrays), **fixed).verdict for k in range(len(arrays[0]))]
+    return Verdict(main.claim, main.measurement + f"; on the mean of {len(own)} {basis}",
+                   main.criterion, main.verdict, _stability(main.verdict, own), basis)
+
+
+def sinks_add_modes(h_star, sink, n_sample: int = 4000, alpha: float = 0.05) -> Verdict:
+    """Do sink-heavy layers have more POD modes? Spearman's ρ of ``h_star[k, l]`` with ``sink[k, l]`` over the
+    layers on each of K disjoint ensembles, with its permutation p: "more modes" where ρ > 0 at p < ``alpha``
+    on every ensemble, "fewer modes" where ρ < 0 so on every one, else "not on every ensemble"."""
+    h, s = np.asarray(h_star, dtype=float), np.asarray(sink, dtype=float)
+    rho = np.array([rank_correlation(a, b) for a, b in zip(h, s)])
+    p = np.array([correlation_p_value(a, b, n_sample) for a, b in zip(h, s)])
+    more, fewer = (rho > 0) & (p < alpha), (rho < 0) & (p < alpha)
+    verdict = "more modes" if more.all() else "fewer modes" if fewer.all() else "not on every ensemble"
+    own = ["more modes" if m else "fewer modes" if f else "neither" for m, f in zip(more, fewer)]
+    return Verdict("sink-heavy layers have more POD modes", f"Spearman ρ(H*(0.1), attention on token 0) "
+                   f"{rho.min():+.2f} to {rho.max():+.2f} over {len(rho)} disjoint ensembles, p ≤ {p.max():.3f}",
+                   f"ρ of the same sign at p < {alpha:g} on every disjoint ensemble", verdict,
+                   _stability(verdict, own), ENSEMBLE_BASIS)
 
 
 def paired_change(plain, changed, level: float = LEVEL):
@@ -421,16 +440,17 @@ def paired_change(plain, changed, level: float = LEVEL):
     return mean, lo, hi, (lo > 0) | (hi < 0)
 
 
-def within_spread(values_k, changed_r):
-    """How far a perturbation moves a per-layer statistic, in units of the ensembles' own spread:
-    ``values_k[k, l]`` on K disjoint ensembles (the first the perturbed one's), ``changed_r[r, l]`` under R
-    perturbations of the first. Returns the largest |change| over layers and perturbations divided by the
-    layer's standard deviation across ensembles (inf where that is 0 and the change is not)."""
+def within_spread(values_k, changed_r) -> dict:
+    """How far a perturbation moves a per-layer statistic against the ensembles' own spread: ``values_k[k, l]`` on
+    K disjoint ensembles (the first the perturbed one's), ``changed_r[r, l]`` under R perturbations of the first.
+    Returns the median and largest |change| over layers (the largest over perturbations), the median standard
+    deviation across ensembles, and the layers whose perturbed values leave the range the ensembles span."""
     v, c = np.asarray(values_k, float), np.asarray(changed_r, float)
-    sd = v.std(0, ddof=1)
     change = np.abs(c - v[0]).max(0)
-    ratio = np.divide(change, sd, out=np.where(change > 0, np.inf, 0.0), where=sd > 0)
-    return float(ratio.max())
+    outside = ((c < v.min(0)) | (c > v.max(0))).any(0)
+    return {"median change": float(np.median(change)), "largest change": float(change.max()),
+            "ensembles' spread (median sd)": float(np.median(v.std(0, ddof=1))),
+            "layers outside the ensembles' range": int(outside.sum())}
 
 
 # ----------------------------------------------------------------------------- one verdict per claim and reading

@@ -44,6 +44,11 @@ def top_scale_rule(name: str) -> str:
     return f"∝ top scale ({name})"
 
 
+# A split within this L1 distance of uniform's, Σ|k_l − B| / (L·B), tests nothing: "equivalent" would hold by
+# construction, so its verdict is withheld ("not tested"). 10 %: a tenth of the keys moved between layers.
+FLAT = 0.10
+
+
 @dataclass(frozen=True)
 class Primary:
     """An experiment's primary comparison: its ``rules``, the ``uniform`` rule they are set against, the

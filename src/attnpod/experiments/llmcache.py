@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from ..config import check_counts
 from ..errors import CorruptFile, ParameterError
 from ..store import artifact_dir, artifact_lock, reused
-from .budgets import (PRIMARY_RULES, BudgetResult, Evaluations, Primary, Rederived, allocate, null_orders,
+from .budgets import (FLAT, PRIMARY_RULES, BudgetResult, Evaluations, Primary, Rederived, allocate, null_orders,
                       random_splits, rederive, rule_nulls, rule_scores)
 from .cache_rules import (ADAKV, ENTROPY, H2O_SINKS, N_SINKS, PYRAMID, RECENT, SNAPKV, STREAMING, h2o_places,
                           pyramid_scores, scored)
@@ -764,7 +764,7 @@ SELECTION_RULES = tuple(SELECTION_LABELS.values())
 ALLOCATION_RULES = (PYRAMID, *NULL_RULES, ENTROPY, ADAKV)
 # The strongest baselines at each budget: the best of these (lowest mean loss) is what a rule must not lose to.
 BASELINES = (SELECTION_LABELS["streaming"], SELECTION_LABELS["snapkv"], PYRAMID, ENTROPY, ADAKV)
-PRIMARY = Primary(ALLOCATION_RULES, UNIFORM, BASELINES, "the real model's KV-cache budget")
+PRIMARY = Primary(ALLOCATION_RULES, UNIFORM, BASELINES, "the real model's KV-cache budget", flat=FLAT)
 
 
 def verdicts(result: RealCacheResult, rules=None) -> dict:

@@ -39,7 +39,7 @@ from ..claims import l1_distances, reproduces
 from ..config import check_counts
 from ..errors import ParameterError
 from ..store import artifact_dir, artifact_lock, reused
-from .budgets import (H_STAR, INVERSE_H_STAR, Evaluations, Primary, Rederived, allocate, null_orders, random_splits,
+from .budgets import (FLAT, H_STAR, INVERSE_H_STAR, Evaluations, Primary, Rederived, allocate, null_orders, random_splits,
                       rederive, rule_nulls, rule_scores)
 from .cache_rules import ADAKV, N_SINKS, PYRAMID, pyramid_scores, scored
 from .llmcache import (SELECTION_LABELS, UNIFORM, CachePlan, PromptScores, RealCacheResult, cache_plan,
@@ -51,7 +51,6 @@ BUDGET_SHARES = (2, 4, 8, 16)  # mean budgets: the prompt over these
 H_STAR_WINDOWS, H_STAR_LENGTH = 200, 256  # H*'s training windows: chapter 13's N and length
 CALIBRATION_WINDOWS = 16  # training windows at LENGTH for the ZigZagKV and entropy rules
 ZIGZAG_EPSILON = 0.1  # ZigZagKV: the attention mass a layer's minimal budget may leave out
-FLAT = 0.10  # a split within this L1 distance of uniform tests nothing: its verdict is withheld
 ZIGZAG = "ZigZagKV layer-minimal budget"
 ROW_ENTROPY = "∝ row entropy (static)"
 ALLOCATION_RULES = (PYRAMID, H_STAR, INVERSE_H_STAR, ZIGZAG, ROW_ENTROPY, ADAKV)

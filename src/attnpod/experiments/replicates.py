@@ -35,6 +35,7 @@ from ..analysis import LayerReadout, layer_readout
 from ..config import check_counts
 from ..errors import CorruptFile
 from ..pretrained import SMOLLM2, Tokenised, load_pretrained
+from ..shipped import MissingCheckpoint, shipped_result
 from ..store import artifact_dir, artifact_lock, check_arrays, load_npz, reused, save_npz
 
 RESULT_KIND = "real_replicates"
@@ -188,8 +189,6 @@ def replicate_experiment(text: str, chosen: dict | None = None, spec=None, shipp
                          shipped_only: bool = False, progress: bool = True) -> Replicates:
     """The replicates for the ``chosen`` settings: shipped, else the store's, else computed (each ensemble and
     rounding kept in the store as it is done: a rerun resumes) and stored."""
-    from ..shipped import MissingCheckpoint, shipped_result
-
     spec = SMOLLM2 if spec is None else spec
     chosen = settings(spec) if chosen is None else chosen
     if shipped_folder is not None or shipped_only:
