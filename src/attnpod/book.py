@@ -787,9 +787,12 @@ def real_replicates(settings: dict | None = None):
 
 
 def _mean_interval(values_kl, fmt: str) -> list[str]:
-    """"mean [lo, hi]" per layer of ``values_kl[k, l]`` over the K replicates (Student t)."""
-    mean, lo, hi = estimators.replicate_interval(np.asarray(values_kl, dtype=float).T)
-    return [f"{fmt.format(m)} [{fmt.format(a)}, {fmt.format(b)}]" for m, a, b in zip(mean, lo, hi)]
+    """"mean [lo, hi]" per layer of ``values_kl[k, l]`` over the K replicates (Student t); where every replicate
+    gives the same value, that value "on every ensemble" (a zero-width interval would claim a certainty)."""
+    values = np.asarray(values_kl, dtype=float).T
+    mean, lo, hi = estimators.replicate_interval(values)
+    return [f"{fmt.format(m)} on every ensemble" if np.ptp(v) == 0 else f"{fmt.format(m)} [{fmt.format(a)}, {fmt.format(b)}]"
+            for v, m, a, b in zip(values, mean, lo, hi)]
 
 
 def _scale_range(values_kl) -> list[str]:

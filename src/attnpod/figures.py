@@ -417,7 +417,10 @@ def plot_rank_against_n(sizes, means, ratios, noise, line: float = 1.5):
     axes[1].axhline(line, color="k", ls=":", lw=1, label=f"the claim's line, {line:g}")
     axes[1].set(xscale="log", xlabel="ensemble size N", ylabel="max / min H*(0.1) across layers", title="the ratio")
     axes[1].legend(fontsize=7)
+    ticks = [t for t in (10, 20, 50, 100, 200, 500, 1000) if means.min() / 1.5 <= t <= max(means.max(), noise.max()) * 1.5]
+    axes[0].set_yticks(ticks, [str(t) for t in ticks])
     for ax in axes:
+        ax.minorticks_off()
         ax.set_xticks(sizes, [str(int(n)) for n in sizes])
         ax.grid(alpha=0.3)
     return fig

@@ -182,6 +182,7 @@ def measure(model, windows: torch.Tensor, chosen: dict, seed: int, progress: boo
 
 
 def replicates_file(chosen: dict, spec=None) -> Path:
+    """Where the store keeps the replicates for these settings (and, beside them, each stage as it is done)."""
     return artifact_dir("analysis", (SMOLLM2 if spec is None else spec).key + "-replicates", chosen) / "result.npz"
 
 
