@@ -46,6 +46,7 @@ n_boot = 200
 n_half = 100
 
 # %% tags=["hide-input"]
+import numpy as np
 import pandas as pd
 from IPython.display import display
 from myst_nb import glue
@@ -220,8 +221,10 @@ stat_columns = ["mean attention distance (tokens)", "attention entropy (nats)", 
 glue("fig_rm_layers", figure(study, "real_model_layers", analyses=analyses), display=False)
 kinds = claims.layer_kinds(table["H*(0.1)"], table["attention on token 0"],
                            table["top scale, Torrence–Compo power, raw fields"])
+head_sink = np.asarray(meta["statistics"]["sink"], dtype=float)  # (layers, heads)
 explained = claims.low_rank_explained(table["H*(0.1)"], table["attention on token 0"],
-                                      table["top scale, Torrence–Compo power, raw fields"], edge=edge.to_numpy())
+                                      table["top scale, Torrence–Compo power, raw fields"], edge=edge.to_numpy(),
+                                      head_sink=head_sink)
 glue("rm_low_verdict", explained.verdict, display=False)
 glue("rm_low_measure", explained.measurement, display=False)
 glue("rm_low_criterion", explained.criterion, display=False)
@@ -231,6 +234,7 @@ sinks = [str(l) for l, k in zip(table.index, kinds) if k == "sink"]
 glue("rm_sink_layers", ", ".join(sinks) or "none", display=False)
 view = table[["H*(0.1)", "top scale, Torrence–Compo power, raw fields", *stat_columns]].copy()
 view["kind"] = kinds
+view[f"sink heads (of {head_sink.shape[1]})"] = (head_sink >= claims.SINK_SHARE).sum(-1)
 with pd.option_context("display.max_rows", None, "display.max_columns", None):
     display(view.round(3))
 
@@ -247,6 +251,9 @@ with pd.option_context("display.max_rows", None, "display.max_columns", None):
 #
 # A layer is a *sink* if at least half its attention is on token 0, else
 # *coarse*, *fine* or *middle* by its top scale (`attnpod.claims.layer_kinds`).
+# The average over heads can hide heads that are sinks in a layer that is not:
+# the last column counts, per layer, the heads with at least half their
+# attention on token 0.
 # Sink layers: {glue:text}`rm_sink_layers`. Spearman correlation of $H^*(0.1)$
 # with each statistic over the 30 layers: {glue:text}`rm_correlations`.
 #

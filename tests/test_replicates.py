@@ -163,3 +163,11 @@ def test_the_shipped_replicates_are_listed_verified_and_complete():
     assert rep.rounded_val_loss.shape == (chosen["roundings"], rep.meta["val_tiles"])
     assert len(replicate_table(rep)) == 30 and list(rank_against_n(rep).columns) == chosen["sizes"]
     assert rounding_table(rep)[1].shape[0] == 3 and set(replicate_verdicts(rep)) >= {"ranks", "low", "sinks"}
+
+
+def test_the_low_h_verdict_counts_sink_heads_that_a_layer_average_hides():
+    h = np.linspace(40, 10, 8)
+    head_sink = np.zeros((8, 3))
+    head_sink[6, 0] = 0.9  # one sink head in a low deep layer whose average (0.3) is no sink
+    v = claims.low_rank_explained(h, head_sink.mean(-1), np.full(8, 30.0), head_sink=head_sink)
+    assert v.verdict == "coarse scale" and "sink heads 1 of 12 in these layers, 0 of 12 in the others" in v.measurement

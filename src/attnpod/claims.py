@@ -346,7 +346,7 @@ def layer_kinds(h_star, sink, top_scales) -> list[str]:
     return kinds
 
 
-def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000, edge=None) -> Verdict:
+def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000, edge=None, head_sink=None) -> Verdict:
     """Does a low H*(0.1) in the deep layers mean a coarse linguistic scale, or sink collapse?
 
     Deep layers: the last half. Low H*: at or below the median over all layers. Each
@@ -355,7 +355,8 @@ def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000, edge=Non
     The measurement adds the Spearman correlation of H* with the sink share over all
     layers and its permutation p-value (a negative correlation: the more sink, the fewer modes), and with
     ``edge`` (bool, (L,)) how many of the low layers have their top scale at the scale grid's edge, where a
-    "coarse" reading is weakest.
+    "coarse" reading is weakest, and with ``head_sink[l, h]`` (each head's attention on token 0) how many of
+    the low layers' heads are sinks, against the other layers'.
     """
     h, s, a = (np.asarray(x, dtype=float) for x in (h_star, sink, top_scales))
     L = len(h)
@@ -368,8 +369,13 @@ def low_rank_explained(h_star, sink, top_scales, n_sample: int = 20000, edge=Non
     rho, p = rank_correlation(h, s), correlation_p_value(h, s, n_sample)
     layers = ", ".join(str(l + 1) for l in np.flatnonzero(low))
     at_edge = "" if edge is None else f" ({int(np.asarray(edge, bool)[low].sum())} of them at the scale grid's edge)"
+    heads = ""
+    if head_sink is not None:  # per head: a layer's average can hide heads that are sinks
+        per_head = np.asarray(head_sink, dtype=float) >= SINK_SHARE
+        heads = (f"; sink heads {int(per_head[low].sum())} of {per_head[low].size} in these layers, "
+                 f"{int(per_head[~low].sum())} of {per_head[~low].size} in the others")
     text = (f"{n} deep layers with low H* ({layers}): " + ", ".join(f"{k} {c}" for k, c in counts.items() if c)
-            + at_edge + f"; Spearman(H*, sink) over {L} layers {rho:+.2f} (p = {p:.3f})")
+            + at_edge + heads + f"; Spearman(H*, sink) over {L} layers {rho:+.2f} (p = {p:.3f})")
     return Verdict("a low H* in a deep layer is a coarse scale, not a sink", text,
                    f"deep = layers {L // 2 + 1}–{L}; low = H*(0.1) at or below the median; a layer is a sink if "
                    f"≥ {SINK_SHARE:.0%} of its attention is on token 0, else coarse if its top scale ≥ {COARSE:g}; "
