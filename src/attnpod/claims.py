@@ -701,9 +701,11 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
     if near.any():
         skipped += f"; not tested at {', '.join(str(b) for b, n in zip(budgets, near) if n)}: split {closest}"
         criterion += f". Not tested where the split's L1 distance from uniform is below {flat:.0%}"
-    if not per_budget and near.any():
+    if not per_budget and near.any():  # what the windows would have detected, had the split differed
+        detectable = max(compare(np.asarray(losses[k]) - uniform[k], margin, seed=k).detectable
+                         for k in np.flatnonzero(near))
         return Verdict(f"{rule} guides {what}", skipped.lstrip("; "), criterion, f"not tested: split {closest}",
-                       outcome="not tested")
+                       detectable=detectable, outcome="not tested")
     if not per_budget:
         return Verdict(f"{rule} guides {what}", "splits exactly as uniform at every budget", criterion,
                        "identical to uniform", outcome="identical to uniform")
