@@ -797,6 +797,10 @@ VERDICT_WORDS = {
     "seed-dependent": "fewer than 4 in 5 training seeds reach the same word; the seeds are listed",
     "sinks": "most low-H* layers put their attention on the first token",
     "coarse scale": "most low-H* layers peak at a coarse scale",
+    "more modes": "on every disjoint ensemble, the layers with more attention on token 0 have more POD modes "
+                  "(Spearman ρ > 0 at p < 0.05)",
+    "fewer modes": "on every disjoint ensemble, they have fewer",
+    "not on every ensemble": "the sign or the significance of that correlation changes between ensembles",
     "apart": "the reading puts Gemma's three global layers outside the sliding-window layers' range",
     "not apart": "it does not",
     "sees": "the reading recovered every planted answer of that kind on the bench",
