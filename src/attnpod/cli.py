@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="with --real-model: the long-context grid instead (windows of 1024 tokens, "
                                   "attnpod.experiments.longcache; about 95 minutes on 2 CPU cores, resumable)")
     experiments.add_argument("--model", choices=("smollm2", "gemma3"), default="smollm2",
-                             help="with --real-model --long: which real model (default: smollm2; gemma3's grid "
-                                  "costs about four times as much)")
+                             help="with --real-model --long: which real model (default: smollm2; gemma3's grid, with "
+                                  "a 262k-token vocabulary, costs several times as much)")
     experiments.add_argument("--replicates", action="store_true",
                              help="with --real-model: chapter 13's statistics on six disjoint ensembles of 200 "
                                   "tiles, at smaller N, sink-ablated and under a second rounding of the weights "
