@@ -376,15 +376,11 @@ class _Entry:
 
 def _evict(heads: list, i: int, k: int, plan: CachePlan, window: int | None = None) -> None:
     """Cut every head's cache of one layer, in place, so that query ``i`` sees at most ``k`` keys per head
-    (the layer's pool of heavy places when ``plan.pooled``). With a sliding ``window`` the keys that have left it
-    go first, and the places of the sinks among them go to the selection (:func:`keep_mask`)."""
+    (the layer's pool of heavy places when ``plan.pooled``). With a sliding ``window`` the caches hold only its keys
+    (:func:`decode_literal` drops the others), and the places of the sinks that have left it go to the selection
+    (:func:`keep_mask`)."""
     sinks, recent, heavy = plan.split(k)
-    gone = 0
-    if window:
-        lo = max(0, i - window + 1)
-        for h, cache in enumerate(heads):
-            heads[h] = [e for e in cache if e.pos >= lo]
-        gone = min(lo, sinks)
+    gone = min(max(0, i - window + 1), sinks) if window else 0
     recent += gone if plan.selection == "streaming" else 0
     fixed = lambda e: e.pos < sinks or e.pos > i - recent  # noqa: E731: never candidates
     if plan.selection in ("recent", "streaming"):
