@@ -155,3 +155,26 @@ def test_two_concurrent_analyses_of_one_model_both_succeed(tmp_path):
     assert outputs[0][0].splitlines()[-6:] == outputs[1][0].splitlines()[-6:]
     assert len(list((tmp_path / "art").rglob("analysis.npz"))) == 1
     assert not list((tmp_path / "art").rglob("*.tmp"))
+
+
+def test_disjoint_readouts_read_each_ensemble_as_the_readout_does_and_are_cached(corpus, monkeypatch):
+    from attnpod import pipeline
+    from attnpod.analysis import layer_readout
+    from attnpod.data import sample_windows
+    from attnpod.fields import collect_fields
+
+    profile = get_profile("smoke", **SMALL)
+    model = _model(0)
+    got = pipeline.disjoint_readouts(model, corpus, profile, "m", progress=False, most=3)
+    assert set(got) == {"top_scale", "h_star", "t_spec", "sink"} and got["h_star"].shape == (3, 2)
+    windows = sample_windows(corpus, 3 * profile.n_snapshots, profile.block_size, "val", profile.seed + 1)
+    second = windows[profile.n_snapshots:2 * profile.n_snapshots]  # the second ensemble, read directly
+    direct = layer_readout(collect_fields(model, second, progress=False))
+    np.testing.assert_allclose(got["h_star"][1], direct.h_star)
+    np.testing.assert_allclose(got["t_spec"][1], direct.t_spec, rtol=1e-6)
+    monkeypatch.setattr(pipeline, "layer_readout", lambda *a, **k: pytest.fail("recomputed a cached readout"))
+    again = pipeline.disjoint_readouts(model, corpus, profile, "m", progress=False, most=3)
+    np.testing.assert_array_equal(again["h_star"], got["h_star"])
+    tiles = len(corpus.split("val")) // profile.block_size
+    too_big = get_profile("smoke", **{**SMALL, "n_snapshots": tiles // 2 + 1})
+    assert pipeline.disjoint_readouts(model, corpus, too_big, "m", progress=False) is None  # one ensemble only

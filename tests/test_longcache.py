@@ -206,3 +206,51 @@ def test_the_architecture_aware_split_is_uniform_until_a_sliding_layers_share_re
     assert capped.sum() == 30 and capped[2] <= 31 and capped[:2].max() <= 8
     heavy_sliding = longcache.split_budget([10.0, 1.0, 1.0], 10, length=60, windows=windows)
     assert heavy_sliding[0] == 8 and heavy_sliding.sum() == 30  # not charged for keys it can never see
+
+
+def test_each_model_gets_its_design_and_an_explicit_setting_wins():
+    from attnpod.pretrained import GEMMA3
+
+    smollm2, gemma = longcache.settings(), longcache.settings(GEMMA3)
+    assert (smollm2["n_windows"], smollm2["null_windows"], smollm2["n_perm"]) == (32, 16, 19)
+    assert {k: gemma[k] for k in longcache.DESIGNS[GEMMA3.key]} == longcache.DESIGNS[GEMMA3.key]
+    assert gemma["gguf_sha256"] == GEMMA3.sha256 and gemma["budgets"] == smollm2["budgets"]
+    assert longcache.settings(GEMMA3, n_windows=4, n_perm=2)["n_windows"] == 4
+    assert longcache.settings(GEMMA3, n_windows=4)["null_windows"] == 4  # never more null windows than windows
+
+
+def test_a_batch_keeps_its_decoded_logits_within_the_limit():
+    class Config:
+        vocab_size = 262_144
+
+    class Model:
+        config = Config()
+
+    assert longcache.batch_size_of(Model(), 1024) == 4  # 4 × 512 × 262,144 float32 logits: 2 GiB
+    Config.vocab_size = 49_152
+    assert longcache.batch_size_of(Model(), 1024) == 8  # the largest
+    Config.vocab_size = 10 ** 9
+    assert longcache.batch_size_of(Model(), 1024) == 1  # never none
+
+
+def test_distances_from_the_architectures_split_and_a_table_that_shows_them():
+    from types import SimpleNamespace
+
+    from attnpod.book import long_cache_verdicts
+
+    counts = {longcache.UNIFORM: np.array([[6, 6, 6], [10, 10, 10]]), longcache.ZIGZAG: np.array([[4, 4, 10], [8, 8, 14]])}
+    result = SimpleNamespace(budgets=np.array([6, 10]), rules=list(counts), counts=counts.__getitem__,
+                             meta={"length": 60})
+    assert longcache.architecture_splits(result) is None  # no sliding layers: no such reference
+    result.meta["windows"] = [8, 8, None]
+    architecture = longcache.architecture_splits(result)
+    assert architecture.tolist() == [[6, 6, 6], [8, 8, 14]]
+    far = longcache.distances(result, architecture)
+    np.testing.assert_allclose(far.loc[longcache.UNIFORM], [0.0, 8 / 30])
+    np.testing.assert_allclose(far.loc[longcache.ZIGZAG], [8 / 18, 0.0])
+    np.testing.assert_allclose(longcache.distances(result).loc[longcache.ZIGZAG], [8 / 18, 8 / 30])
+    verdicts = {longcache.ZIGZAG: SimpleNamespace(verdict="worse")}
+    table = long_cache_verdicts(result, verdicts)
+    assert table.loc[longcache.ZIGZAG].tolist() == ["worse", "44.4%", "44.4%"]
+    del result.meta["windows"]
+    assert list(long_cache_verdicts(result, verdicts).columns) == ["verdict", "largest L1 from uniform"]

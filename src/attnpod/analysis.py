@@ -447,6 +447,9 @@ def half_statistics(result: FieldAnalysis) -> dict[str, np.ndarray]:
     return shape
 
 
+READOUTS = ("top_scale", "h_star", "t_spec", "sink")  # a LayerReadout's per-layer values
+
+
 @dataclass
 class LayerReadout:
     """What the real model's rulings read of each layer, without the rest of the analysis: the top scale

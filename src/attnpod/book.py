@@ -825,6 +825,21 @@ def replicate_table(rep):
     }, index=pd.Index(np.arange(1, rep.h_star.shape[1] + 1), name="layer"))
 
 
+def ensemble_ranks(readouts: dict, full: dict):
+    """H*(0.1) per layer (rows) and model at a fixed N: ``full[model]`` on the analysis's own ensemble, and its
+    mean [95 % Student-t interval] over the disjoint ensembles ``readouts[model]["h_star"][k, l]``
+    (:meth:`attnpod.study.Study.disjoint_readouts`); columns (model, reading)."""
+    import pandas as pd
+
+    columns = {}
+    for model, r in readouts.items():
+        columns[(model, "this ensemble")] = [f"{h:.0f}" for h in np.asarray(full[model], dtype=float)]
+        columns[(model, f"over {len(r['h_star'])} disjoint ensembles")] = _mean_interval(r["h_star"], "{:.1f}")
+    table = pd.DataFrame(columns, index=pd.Index([f"layer {l + 1}" for l in range(len(columns[next(iter(columns))]))]))
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
 def rank_against_n(rep):
     """H*(0.1) per layer at each ensemble size (mean over ensembles and draws; layers as rows, N as columns), with
     the max/min ratio across layers and the white-noise ceiling at each N as the last rows."""
@@ -931,13 +946,15 @@ def real_cache(settings: dict | None = None):
     return llmcache.cache_experiment("", settings, shipped_only=True)
 
 
-def long_cache(settings: dict | None = None):
-    """The long-context grid as shipped in ``checkpoints/laptop/`` (verified), with ``settings`` (default:
-    :func:`attnpod.experiments.longcache.settings`); a missing one is a one-line
-    :class:`~attnpod.shipped.MissingCheckpoint` saying how to compute it. Nothing is computed here."""
+def long_cache(settings: dict | None = None, spec=None):
+    """The long-context grid of real model ``spec`` (default: SmolLM2) as shipped in ``checkpoints/laptop/``
+    (verified), with ``settings`` (default: :func:`attnpod.experiments.longcache.settings` for that model); a
+    missing one is a one-line :class:`~attnpod.shipped.MissingCheckpoint` saying how to compute it. Nothing is
+    computed here."""
     from .experiments import longcache
 
-    return longcache.long_experiment("", settings, shipped_only=True)
+    settings = longcache.settings(spec) if settings is None else settings
+    return longcache.long_experiment("", settings, spec, shipped_only=True)
 
 
 def long_cache_scores(result):
@@ -948,6 +965,37 @@ def long_cache_scores(result):
     table = pd.DataFrame({r: np.asarray(s, dtype=float) for r, s in result.meta["scores"].items()},
                          index=pd.Index(np.arange(1, result.allocations.shape[-1] + 1), name="layer"))
     table["attention on token 0"] = result.sinks
+    return table
+
+
+def long_cache_check(result):
+    """The grid's simulation against its literal decode (:func:`attnpod.claims.simulation_matches` of the largest
+    logit gap, the full cache's as the floor) and the gaps, per plan, as a table."""
+    import pandas as pd
+
+    from .claims import simulation_matches
+
+    gaps = result.meta["decode_gaps"]
+    check = simulation_matches(max(v for k, v in gaps.items() if k != "full cache"), floor=gaps["full cache"])
+    return check, pd.Series({k: f"{v:.1e}" for k, v in gaps.items()}, name="max |Δ logit|").to_frame()
+
+
+def long_cache_verdicts(result, verdicts: dict):
+    """Each rule's ``verdicts`` (:func:`attnpod.experiments.longcache.verdicts`) beside its split's largest L1
+    distance from uniform over the budgets and, on a model with sliding-window layers, from the architecture-aware
+    split (:func:`attnpod.experiments.longcache.architecture_splits`)."""
+    import pandas as pd
+
+    from .experiments import longcache
+
+    columns = {"verdict": {r: v.verdict for r, v in verdicts.items()},
+               "largest L1 from uniform": longcache.distances(result).max(axis=1)}
+    architecture = longcache.architecture_splits(result)
+    if architecture is not None:
+        columns["largest L1 from the architecture's split"] = longcache.distances(result, architecture).max(axis=1)
+    table = pd.DataFrame(columns).loc[list(verdicts)]
+    for column in list(table.columns)[1:]:
+        table[column] = table[column].map(lambda d: f"{d:.1%}")
     return table
 
 
@@ -1202,8 +1250,9 @@ def _long_cache_curves(f, result, which: str, k: int = 3):
 
     result = result or long_cache()
     xlabel = "mean keys per key/value head, B"
+    title = f"{result.meta['model'].split(' (')[0]}, {int(result.meta['length'])} tokens"
     if which == "null":
-        return f.plot_permutation_null({"SmolLM2-135M, 1024 tokens": result}, longcache.PYRAMID, longcache.UNIFORM,
+        return f.plot_permutation_null({title: result}, longcache.PYRAMID, longcache.UNIFORM,
                                        xlabel=xlabel, unit="token")
     if which == "scores":
         table = long_cache_scores(result).drop(columns=[longcache.INVERSE_H_STAR])  # the mirror of H*: no news
@@ -1214,7 +1263,7 @@ def _long_cache_curves(f, result, which: str, k: int = 3):
                                             list(splits.columns)})
     rules = (longcache.UNIFORM, *(longcache.SELECTION_LABELS[s] for s in longcache.SELECTIONS),
              *longcache.ALLOCATION_RULES)
-    return f.plot_budget_curves({"SmolLM2-135M, 1024 tokens": result}, rules=rules, xlabel=xlabel, fewer_right=False,
+    return f.plot_budget_curves({title: result}, rules=rules, xlabel=xlabel, fewer_right=False,
                                 band_label="random splits, H2O + sinks", unit="token")
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import FieldAnalysis, NonFiniteError, analyse_fields
+from .analysis import READOUTS, FieldAnalysis, NonFiniteError, analyse_fields, layer_readout
 from .errors import CorruptFile, StoreError
 from .config import Profile
-from .store import artifact_dir, artifact_lock, reusable, reused, store_root, write_verified
+from .store import (artifact_dir, artifact_lock, check_arrays, load_npz, reusable, reused, save_npz, store_root,
+                    write_verified)
 from .data import Corpus, sample_windows
 from .fields import collect_fields
 from .models import weights_digest
@@ -133,3 +134,39 @@ def analyse_model(model, corpus: Corpus, profile: Profile, name: str, split: str
         result.meta.update(settings)
         result.save(path)
     return result, folder
+
+
+MOST_ENSEMBLES = 6  # disjoint ensembles of N for the full-N intervals, at most
+READOUT_FORMAT = 1
+
+
+def disjoint_readouts(model, corpus: Corpus, profile: Profile, name: str, split: str = "val", device=None,
+                      progress: bool = True, most: int = MOST_ENSEMBLES) -> dict | None:
+    """Every layer's :func:`~attnpod.analysis.layer_readout` (top scale, H*(0.1) and 𝒯_spec at it, attention on
+    token 0) on K disjoint ensembles of N = ``profile.n_snapshots`` windows of the ``split``: K = the most of
+    ``most`` its disjoint tiles hold (the ensembles are disjoint from each other, not from the analysis's own
+    ensemble). ``{readout: [k, l]}``, cached; None where the split holds fewer than two ensembles of N."""
+    N, T = profile.n_snapshots, profile.block_size
+    K = min(int(most), len(corpus.split(split)) // T // N)
+    if K < 2:
+        return None
+    settings = {"fields": ensemble_settings(profile, name, split, weights_digest(model)), "ensembles": K,
+                "format": READOUT_FORMAT}
+    path = artifact_dir("analysis", name, settings) / "readouts.npz"
+    shapes = {r: ("K", "L") for r in READOUTS}
+
+    def load(p):
+        arrays = load_npz(p)[1]
+        check_arrays(p, arrays, shapes, {"K": K})
+        return arrays
+
+    with artifact_lock(path):
+        cached = reused(path, load)
+        if cached is not None:
+            return cached
+        windows = sample_windows(corpus, K * N, T, split, profile.seed + 1).reshape(K, N, T)
+        readouts = [layer_readout(collect_fields(model, w, device=device, progress=False), progress=progress)
+                    for w in windows]
+        arrays = {r: np.stack([getattr(x, r) for x in readouts]) for r in READOUTS}
+        save_npz(path, settings, arrays)
+    return arrays

@@ -14,7 +14,7 @@ import numpy as np
 
 from .experiments.budgets import rule_scores, top_scales
 from .analysis import FieldAnalysis
-from .pipeline import analyse_model, model_fields
+from .pipeline import analyse_model, disjoint_readouts, model_fields
 from .errors import CorruptFile, ParameterError
 from .config import MODELS, PROFILES, Profile, get_profile, model_label, parse_model_name
 from .store import artifact_dir, artifact_lock, reused
@@ -208,6 +208,13 @@ class Study:
             self._analyses[key] = analyse_model(t.model, self.corpus, self.profile, t.name, split, self.device,
                                                 orientation, self.progress, heads, **options)[0]
         return self._analyses[key]
+
+    def disjoint_readouts(self, variant: str) -> dict | None:
+        """One model's layer readouts on disjoint ensembles of N windows of the study's split
+        (:func:`attnpod.pipeline.disjoint_readouts`): ``{readout: [k, l]}``, or None where the split holds fewer
+        than two ensembles of N."""
+        t = self.trained(variant)
+        return disjoint_readouts(t.model, self.corpus, self.profile, t.name, self.split, self.device, self.progress)
 
     def allocation_scores(self, variant: str) -> dict[str, np.ndarray]:
         """Per-layer scores of each analysis-guided allocation rule (:func:`attnpod.experiments.budgets.rule_scores`),

@@ -44,7 +44,7 @@ from .budgets import (FLAT, H_STAR, INVERSE_H_STAR, Evaluations, Primary, Rederi
 from .cache_rules import ADAKV, N_SINKS, PYRAMID, pyramid_scores, scored
 from .llmcache import (SELECTION_LABELS, UNIFORM, CachePlan, PromptScores, RealCacheResult, cache_plan,
                        checked_result, decode_literal, shipped_grid, watching)
-from ..pretrained import SMOLLM2, Tokenised, analyse_pretrained, load_pretrained
+from ..pretrained import GEMMA3, SMOLLM2, Tokenised, analyse_pretrained, load_pretrained
 
 LENGTH = 1024  # tokens per window: the first half prefilled, the second decoded and scored
 BUDGET_SHARES = (2, 4, 8, 16)  # mean budgets: the prompt over these
@@ -344,15 +344,26 @@ RESULT_KIND = "real_kv_long"
 FORMAT = 1
 
 
-def settings(spec=None, n_windows: int = 32, null_windows: int = 16, n_random: int = 2, n_perm: int = 19,
-             null_budgets=None, null_rules=(PYRAMID, H_STAR, INVERSE_H_STAR), calibration_windows: int = CALIBRATION_WINDOWS,
+DESIGNS = {  # per model, what differs from :func:`settings`' defaults: Gemma's 262k-token head makes a window's
+    # decode about 4.5 s per plan here (SmolLM2: about 0.9 s), so its grid takes fewer windows and null orders
+    GEMMA3.key: {"n_windows": 16, "null_windows": 8, "n_perm": 9},
+}
+
+
+def settings(spec=None, n_windows: int | None = None, null_windows: int | None = None, n_random: int = 2,
+             n_perm: int | None = None, null_budgets=None, null_rules=(PYRAMID, H_STAR, INVERSE_H_STAR), calibration_windows: int = CALIBRATION_WINDOWS,
              seed: int = 42, length: int = LENGTH, budgets=None, check_budget: int | None = None,
              h_star_windows: int = H_STAR_WINDOWS) -> dict:
     """Everything the long-context grid depends on: ``n_windows`` validation windows of ``length`` + 1 tokens
-    (the first ``null_windows`` for the random splits and nulls), the budgets (default :func:`budgets_of`), the
+    (the first ``null_windows`` for the random splits and nulls; defaults per model in :data:`DESIGNS`, else 32,
+    16 and ``n_perm`` 19 orders), the budgets (default :func:`budgets_of`), the
     permutation null's budgets (default: 1/8 of the prompt) and rules, the calibration, H*'s analysis and the
     literal check's budget (default: the smallest)."""
     spec = SMOLLM2 if spec is None else spec
+    design = {"n_windows": 32, "null_windows": 16, "n_perm": 19} | DESIGNS.get(spec.key, {})
+    n_windows = design["n_windows"] if n_windows is None else n_windows
+    null_windows = design["null_windows"] if null_windows is None else null_windows
+    n_perm = design["n_perm"] if n_perm is None else n_perm
     budgets = budgets_of(length) if budgets is None else [int(b) for b in budgets]
     null_budgets = [length // 16] if null_budgets is None else [int(b) for b in null_budgets]
     check_counts({"n_windows": 2, "null_windows": 2, "n_random": 0, "n_perm": 0, "calibration_windows": 1,
@@ -384,8 +395,17 @@ def experiment_file(chosen: dict, spec=None):
     return artifact_dir("kv_cache", (SMOLLM2 if spec is None else spec).key + "-long", chosen) / "result.npz"
 
 
+LOGIT_BYTES = 2 ** 31  # a batch's decoded logits (float32) stay within this
+
+
+def batch_size_of(model, length: int, largest: int = 8) -> int:
+    """Windows per batch: at most ``largest``, and few enough that a batch's decoded logits fit :data:`LOGIT_BYTES`
+    (SmolLM2: 8 at 1024 tokens; Gemma, with 262,144 tokens in its vocabulary: 4)."""
+    return int(np.clip(LOGIT_BYTES // (length // 2 * model.config.vocab_size * 4), 1, largest))
+
+
 def long_experiment(text: str, chosen: dict | None = None, spec=None, shipped_folder=None, shipped_only=False,
-                    progress: bool = True, batch_size: int = 8) -> RealCacheResult:
+                    progress: bool = True, batch_size: int | None = None) -> RealCacheResult:
     """The long-context grid (:func:`run`) with the ``chosen`` settings: shipped, else the store's, else computed
     (kept as it goes: a rerun resumes) and stored, with its calibration, its rules' scores and the literal check in
     its ``meta``."""
@@ -408,6 +428,7 @@ def long_experiment(text: str, chosen: dict | None = None, spec=None, shipped_fo
                                 progress=progress)
         scores = layer_scores(analysis, calibration)
         windows = windows_of(tokens, chosen, "val", chosen["n_windows"], bos)
+        batch_size = batch_size_of(model, chosen["length"]) if batch_size is None else batch_size
         result = run(model, windows, scores, chosen["budgets"], chosen["n_random"], chosen["n_perm"],
                      chosen["null_budgets"], chosen["null_windows"], chosen["seed"], batch_size, progress,
                      memo_path=path.with_name("evaluations.npz"), null_rules=chosen["null_rules"])
@@ -434,13 +455,26 @@ def verdicts(result: RealCacheResult, rules=None) -> dict:
     return PRIMARY.verdicts(result, rules)
 
 
-def distances(result: RealCacheResult, reference: str = UNIFORM):
-    """Each rule's L1 distance from ``reference``'s split (:func:`l1_distance`) per budget: rules (rows) by budgets."""
+def distances(result: RealCacheResult, reference=UNIFORM):
+    """Each rule's L1 distance (:func:`l1_distance`) per budget from ``reference``: a rule of the grid (its own row
+    left out) or a split per budget, (K, L) (:func:`architecture_splits`); rules (rows) by budgets."""
     import pandas as pd
 
-    rules = [r for r in result.rules if r != reference]
-    return pd.DataFrame({int(b): [l1_distance(result.counts(r)[k], result.counts(reference)[k]) for r in rules]
+    named = isinstance(reference, str)
+    splits = result.counts(reference) if named else np.asarray(reference)
+    rules = [r for r in result.rules if not (named and r == reference)]
+    return pd.DataFrame({int(b): [l1_distance(result.counts(r)[k], splits[k]) for r in rules]
                          for k, b in enumerate(result.budgets)}, index=pd.Index(rules, name="rule"))
+
+
+def architecture_splits(result: RealCacheResult):
+    """The architecture-aware split (:func:`architecture_split`) at each of the grid's budgets, (K, L), for a model
+    with sliding-window layers (recorded in its ``meta``); None for one without."""
+    windows = result.meta.get("windows")
+    if not windows:
+        return None
+    T = int(result.meta["length"])
+    return np.array([architecture_split(windows, int(b), T) for b in result.budgets])
 
 
 def rederived(result: RealCacheResult) -> Rederived:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..adapters import hf_fields
-from ..analysis import LayerReadout, layer_readout
+from ..analysis import READOUTS, LayerReadout, layer_readout
 from ..config import check_counts
 from ..errors import CorruptFile
 from ..pretrained import SMOLLM2, Tokenised, load_pretrained
@@ -46,7 +46,6 @@ SIZES = (25, 50, 100, 200)  # ensemble sizes H* is read at
 DRAWS = 8  # random subsets per size and ensemble (one at the full size)
 ROUNDINGS = 2  # second roundings of the weights (seeds)
 BLOCK, LEVELS = 32, 16  # Q4_1: blocks of 32 weights along a row, 16 levels from the block's min to its max
-READOUTS = ("top_scale", "h_star", "t_spec", "sink")
 
 
 def tiles(tokens: torch.Tensor, length: int = LENGTH) -> torch.Tensor:
