@@ -127,12 +127,16 @@ glue("T", P.block_size, display=False)
 if any(r is None for r in readouts.values()):
     glue("n_ensembles", "fewer than two", display=False)
     glue("fixed_n", "Here there are too few: only the N/2 intervals above stand.", display=False)
-    fixed = None
+    glue("fixed_n_measure", "too few disjoint ensembles of N in the split", display=False)
+    glue("fixed_n_verdict", "no verdict", display=False)
 else:
     glue("n_ensembles", len(next(iter(readouts.values()))["h_star"]), display=False)
     fixed = {m: claims.ranks_differ(r["h_star"]) for m, r in readouts.items()}
     glue("fixed_n", "Per model: " + "; ".join(f"{m}: {v.verdict} ({v.measurement})" for m, v in fixed.items())
          + ".", display=False)
+    every = claims.on_every_model(fixed)
+    glue("fixed_n_measure", every.measurement, display=False)
+    glue("fixed_n_verdict", str(every), display=False)
     display(ensemble_ranks(readouts, {study.label(v): r.effective_rank[:, 0] for v, r in analyses.items()}))
 
 # %%

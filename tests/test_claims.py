@@ -383,3 +383,15 @@ def test_across_seeds_aggregates_the_tier_with_the_word():
     split = claims.across_seeds({0: "better, useful", 1: "better, useful", 2: "worse", 3: "worse", 4: "worse"})
     assert str(split) == "seed-dependent: worse in 3 of 5 (2, 3, 4); better, useful in 2 of 5 (0, 1)"
     assert claims.verdict_tier("apart, above (97% of resamples)") == "above" and claims.verdict_tier("agree") == ""
+
+
+def test_a_claim_on_every_model_agrees_only_where_each_model_does():
+    rng = np.random.default_rng(3)
+    differ = rng.normal(0, 0.3, (5, 6)) + np.arange(6) * 3.0  # 5 ensembles, 6 layers that differ
+    same = np.random.default_rng(0).normal(10, 1.0, (5, 6))  # layers that differ by chance alone (p = 0.33)
+    yes, no = claims.ranks_differ(differ, n_perm=999), claims.ranks_differ(same, n_perm=999)
+    assert (yes.verdict, no.verdict) == ("agree", "disagree") and yes.brief.startswith("F = ")
+    assert claims.on_every_model({"a": yes, "b": yes}).verdict == "agree"
+    mixed = claims.on_every_model({"a": yes, "b": no})
+    assert mixed.verdict == "partly" and mixed.measurement.startswith("a: F = ") and "b: F = " in mixed.measurement
+    assert claims.on_every_model({"a": no, "b": no}).verdict == "disagree"

@@ -68,6 +68,7 @@ class Verdict:
     basis: str = "resamples"  # what the replicates are: resamples, half-ensembles (N/2)
     detectable: float | None = None  # an experiment's smallest difference detected with 80 % power
     outcome: str | None = None  # an allocation verdict's outcome (better, equivalent, …) without its tier
+    brief: str | None = None  # the measurement in a few words, for a table of many verdicts
 
     def __str__(self) -> str:
         if self.stability is None:
@@ -403,7 +404,18 @@ def ranks_differ(h_star, sizes=None, size_rank=None, n_perm: int = 4999) -> Verd
     verdict = "agree" if p < DIFFER_P else "disagree"
     return Verdict("effective ranks are non-uniform across layers", text,
                    f"at a fixed N, the layers' H*(0.1) differ beyond the spread between disjoint ensembles "
-                   f"(permutation p < {DIFFER_P:g}): agree; else disagree", verdict, None, ENSEMBLE_BASIS)
+                   f"(permutation p < {DIFFER_P:g}): agree; else disagree", verdict, None, ENSEMBLE_BASIS,
+                   brief=f"F = {F_stat:.1f}, p = {p:.4f}")
+
+
+def on_every_model(verdicts: dict) -> Verdict:
+    """One claim's ``verdicts`` (a model's name to its :class:`Verdict`, each "agree" or "disagree") over the
+    models: agree on all, disagree on none, else partly; the measurement lists each model's in brief."""
+    words = [v.verdict for v in verdicts.values()]
+    first = next(iter(verdicts.values()))
+    verdict = "agree" if all(w == "agree" for w in words) else "disagree" if "agree" not in words else "partly"
+    return Verdict(first.claim, "; ".join(f"{m}: {v.brief or v.verdict}" for m, v in verdicts.items()),
+                   f"{first.criterion}, on every model", verdict, None, first.basis)
 
 
 def size_ratios(size_rank) -> np.ndarray:
