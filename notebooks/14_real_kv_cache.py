@@ -72,9 +72,9 @@
 # - PyramidKV's schedule {cite}`cai2024` (linear in depth from $2B - B/20$ to
 #   $B/20$, clipped at the floor);
 # - $\propto H^*(0.10)$ and $\propto 1/H^*(0.10)$, the paper's index;
-# - $\propto$ the layer's normalised attention entropy, a static rule from
-#   LAVa's signal (a diffuse layer gets more). It is not LAVa itself, whose
-#   signal is computed per prompt; chapter 17 names it "row entropy (static)";
+# - $\propto$ the layer's normalised row entropy on training windows, "row
+#   entropy (static)": a diffuse layer gets more. It is not LAVa, whose signal
+#   is computed per prompt;
 # - **Ada-KV pooling**: equal layer budgets, but a layer's three key/value heads
 #   share one pool of heavy-hitter places, so a head that needs more keys takes
 #   them from one that needs fewer;

@@ -275,3 +275,15 @@ def test_a_decode_check_on_a_prefix_gives_the_same_logits_as_the_whole_windows_s
     assert llmcache.decode_check_inputs(windows, 1, 64, "laptop").shape == (1, 64)
     with pytest.raises(ParameterError, match="tokens"):
         llmcache.decode_check_inputs(windows, 1, -3, "smoke")
+
+
+def test_a_grid_shipped_under_a_rules_former_name_reads_under_todays():
+    from attnpod.book import real_cache
+    from attnpod.experiments.cache_rules import ENTROPY, FORMER_NAMES
+    from attnpod.store import load_npz
+
+    result = real_cache()
+    stored = load_npz(result.path)[0]
+    assert set(FORMER_NAMES) & set(stored["rules"])  # the file itself keeps the name it was made under
+    assert ENTROPY in result.rules and ENTROPY in result.meta["scores"]
+    assert not set(FORMER_NAMES) & {*result.rules, *result.meta["scores"]}

@@ -21,8 +21,11 @@ H2O_SINKS = "H2O + sinks"  # the real model's H2O, keeping the sinks
 SNAPKV = "SnapKV-style + sinks"  # the real model's SnapKV-style selection, keeping the sinks
 PYRAMID = "PyramidKV schedule"  # PyramidKV's budgets across layers (its own selection differs)
 PYRAMID_H2O = f"{PYRAMID}, H2O selection"  # the same on the character models, where a rule's name says its selection
-ENTROPY = "∝ attention entropy (LAVa)"  # ∝ the layer's normalised attention entropy
-ADAKV = "Ada-KV pooling"  # Ada-KV: a layer's heavy-hitter places pooled across its heads
+ENTROPY = "∝ row entropy (static)"  # ∝ the layer's mean normalised row entropy on training windows: not LAVa,
+# whose signal is per prompt
+ADAKV = "Ada-KV-style pooling of H2O scores"  # a layer's heavy-hitter places pooled across its heads
+# a rule's name in results shipped before it was renamed
+FORMER_NAMES = {"∝ attention entropy (LAVa)": ENTROPY, "Ada-KV pooling": ADAKV}
 
 
 def h2o_places(k, sinks: int = 0):

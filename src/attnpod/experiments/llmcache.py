@@ -53,8 +53,8 @@ from ..errors import CorruptFile, ParameterError
 from ..store import artifact_dir, artifact_lock, reused
 from .budgets import (FLAT, PRIMARY_RULES, BudgetResult, Evaluations, Primary, Rederived, allocate, null_orders,
                       random_splits, rederive, rule_nulls, rule_scores)
-from .cache_rules import (ADAKV, ENTROPY, H2O_SINKS, N_SINKS, PYRAMID, RECENT, SNAPKV, STREAMING, h2o_places,
-                          pyramid_scores, scored)
+from .cache_rules import (ADAKV, ENTROPY, FORMER_NAMES, H2O_SINKS, N_SINKS, PYRAMID, RECENT, SNAPKV, STREAMING,
+                          h2o_places, pyramid_scores, scored)
 from ..pretrained import LENGTH, SMOLLM2, Tokenised, analyse_pretrained, load_pretrained
 from ..shipped import MissingCheckpoint, result_misfit, shipped_result
 from ..claims import reproduces, simulation_matches
@@ -560,7 +560,7 @@ NULL_RULES = PRIMARY_RULES  # the primary rules: their permutation null is run
 
 def layer_scores(analysis) -> dict[str, np.ndarray]:
     """The analysis-guided rules' per-layer scores from the real model's causal analysis of *training-split*
-    windows: ∝ H*(0.1), ∝ 1/H*(0.1), and ∝ the layer's normalised attention entropy (LAVa's signal),
+    windows: ∝ H*(0.1), ∝ 1/H*(0.1), and ∝ the layer's normalised attention entropy (static: not LAVa, whose signal is per prompt),
     averaged over its heads."""
     scores = rule_scores(analysis)
     entropy = np.asarray(analysis.meta["statistics"]["normalised_entropy"], dtype=float).mean(-1)
@@ -601,6 +601,16 @@ class RealCacheResult(BudgetResult):
     PER_RULE = ("selections", "pooled")
     MAY_BE_NAN = ("null_allocations", "null_losses")
     WHAT = "real-model cache result"
+
+    @classmethod
+    def load(cls, path):
+        """The stored result (:meth:`CacheResult.load`), its rules under today's names (:data:`FORMER_NAMES`)."""
+        result = super().load(path)
+        renamed = lambda names: [FORMER_NAMES.get(n, n) for n in names]  # noqa: E731
+        result.rules, result.null_rules = renamed(result.rules), renamed(result.null_rules)
+        if "scores" in result.meta:
+            result.meta["scores"] = {FORMER_NAMES.get(r, r): s for r, s in result.meta["scores"].items()}
+        return result
 
 
 def run(model, windows: torch.Tensor, scores: dict, budgets, n_random: int = 50, n_perm: int = 19,

@@ -41,7 +41,7 @@ from ..errors import ParameterError
 from ..store import artifact_dir, artifact_lock, reused
 from .budgets import (FLAT, H_STAR, INVERSE_H_STAR, Evaluations, Primary, Rederived, allocate, null_orders, random_splits,
                       rederive, rule_nulls, rule_scores)
-from .cache_rules import ADAKV, N_SINKS, PYRAMID, pyramid_scores, scored
+from .cache_rules import ADAKV, ENTROPY, N_SINKS, PYRAMID, pyramid_scores, scored
 from .llmcache import (SELECTION_LABELS, UNIFORM, CachePlan, PromptScores, RealCacheResult, cache_plan,
                        checked_result, decode_literal, shipped_grid, watching)
 from ..pretrained import GEMMA3, SMOLLM2, Tokenised, analyse_pretrained, load_pretrained
@@ -52,7 +52,7 @@ H_STAR_WINDOWS, H_STAR_LENGTH = 200, 256  # H*'s training windows: chapter 13's 
 CALIBRATION_WINDOWS = 16  # training windows at LENGTH for the ZigZagKV and entropy rules
 ZIGZAG_EPSILON = 0.1  # ZigZagKV: the attention mass a layer's minimal budget may leave out
 ZIGZAG = "ZigZagKV layer-minimal budget"
-ROW_ENTROPY = "∝ row entropy (static)"
+ROW_ENTROPY = ENTROPY  # ∝ the layer's mean normalised row entropy: a static rule, not LAVa
 ALLOCATION_RULES = (PYRAMID, H_STAR, INVERSE_H_STAR, ZIGZAG, ROW_ENTROPY, ADAKV)
 NULL_CANDIDATES = (PYRAMID, H_STAR, INVERSE_H_STAR, ZIGZAG)  # rules whose layer order is the claim
 SELECTIONS = ("streaming", "snapkv")  # selection baselines beside H2O + sinks (equal layer budgets)
