@@ -911,12 +911,13 @@ def spearman_rows(rep):
     plain sink share) and under each second rounding: a table of ρ and its permutation p."""
     import pandas as pd
 
+    from .claims import sink_correlations
+
     rows = {}
     for name, h, sink in (("ensemble", rep.h_star, rep.sink), ("sink ablated", rep.ablated_h_star, rep.sink),
                           ("rounded again", rep.rounded_h_star, rep.rounded_sink)):
-        for k, (a, b) in enumerate(zip(h, sink)):
-            rows[f"{name} {k + 1}"] = {"Spearman ρ": round(estimators.rank_correlation(a, b), 2),
-                                       "p": round(estimators.correlation_p_value(a, b, 4000), 4)}
+        for k, (rho, p) in enumerate(zip(*sink_correlations(h, sink))):
+            rows[f"{name} {k + 1}"] = {"Spearman ρ": round(rho, 2), "p": round(p, 4)}
     return pd.DataFrame(rows).T
 
 

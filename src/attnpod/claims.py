@@ -435,13 +435,19 @@ def replicated(verdict_of, *per_ensemble, basis: str = "disjoint ensembles", **f
                    main.criterion, main.verdict, _stability(main.verdict, own), basis)
 
 
-def sinks_add_modes(h_star, sink, n_sample: int = 4000, alpha: float = 0.05) -> Verdict:
-    """Do sink-heavy layers have more POD modes? Spearman's ρ of ``h_star[k, l]`` with ``sink[k, l]`` over the
-    layers on each of K disjoint ensembles, with its permutation p: "more modes" where ρ > 0 at p < ``alpha``
-    on every ensemble, "fewer modes" where ρ < 0 so on every one, else "not on every ensemble"."""
+def sink_correlations(h_star, sink, n_sample: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman's ρ of ``h_star[k, l]`` with ``sink[k, l]`` over the layers on each replicate k, and its
+    permutation p: ``(rho, p)``, each (K,)."""
     h, s = np.asarray(h_star, dtype=float), np.asarray(sink, dtype=float)
-    rho = np.array([rank_correlation(a, b) for a, b in zip(h, s)])
-    p = np.array([correlation_p_value(a, b, n_sample) for a, b in zip(h, s)])
+    return (np.array([rank_correlation(a, b) for a, b in zip(h, s)]),
+            np.array([correlation_p_value(a, b, n_sample) for a, b in zip(h, s)]))
+
+
+def sinks_add_modes(h_star, sink, n_sample: int = 4000, alpha: float = 0.05) -> Verdict:
+    """Do sink-heavy layers have more POD modes? :func:`sink_correlations` on K disjoint ensembles: "more modes"
+    where ρ > 0 at p < ``alpha`` on every ensemble, "fewer modes" where ρ < 0 so on every one, else "not on every
+    ensemble"."""
+    rho, p = sink_correlations(h_star, sink, n_sample)
     more, fewer = (rho > 0) & (p < alpha), (rho < 0) & (p < alpha)
     verdict = "more modes" if more.all() else "fewer modes" if fewer.all() else "not on every ensemble"
     own = ["more modes" if m else "fewer modes" if f else "neither" for m, f in zip(more, fewer)]
