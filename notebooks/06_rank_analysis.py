@@ -39,7 +39,7 @@ from myst_nb import glue
 from attnpod import claims
 from attnpod.analysis import white_noise_ceiling
 from attnpod.experiments.budgets import allocate
-from attnpod.book import ensemble_ranks, figure
+from attnpod.book import ensemble_table, figure
 from attnpod.estimators import stack_halves
 from attnpod.readings import shape_halves
 from attnpod.study import Study
@@ -137,7 +137,7 @@ else:
     every = claims.on_every_model(fixed)
     glue("fixed_n_measure", every.measurement, display=False)
     glue("fixed_n_verdict", str(every), display=False)
-    display(ensemble_ranks(readouts, {study.label(v): r.effective_rank[:, 0] for v, r in analyses.items()}))
+    display(ensemble_table(readouts, {study.label(v): r.effective_rank[:, 0] for v, r in analyses.items()}))
 
 # %%
 glue("N", P.n_snapshots, display=False)

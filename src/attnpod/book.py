@@ -825,17 +825,19 @@ def replicate_table(rep):
     }, index=pd.Index(np.arange(1, rep.h_star.shape[1] + 1), name="layer"))
 
 
-def ensemble_ranks(readouts: dict, full: dict):
-    """H*(0.1) per layer (rows) and model at a fixed N: ``full[model]`` on the analysis's own ensemble, and its
-    mean [95 % Student-t interval] over the disjoint ensembles ``readouts[model]["h_star"][k, l]``
+def ensemble_table(readouts: dict, full: dict, readout: str = "h_star", fmt: str = "{:.0f}",
+                   fmt_mean: str = "{:.1f}"):
+    """One readout per layer (rows) and model at a fixed N: ``full[model]`` on the analysis's own ensemble, and its
+    mean [95 % Student-t interval] over the disjoint ensembles ``readouts[model][readout][k, l]``
     (:meth:`attnpod.study.Study.disjoint_readouts`); columns (model, reading)."""
     import pandas as pd
 
     columns = {}
     for model, r in readouts.items():
-        columns[(model, "this ensemble")] = [f"{h:.0f}" for h in np.asarray(full[model], dtype=float)]
-        columns[(model, f"over {len(r['h_star'])} disjoint ensembles")] = _mean_interval(r["h_star"], "{:.1f}")
-    table = pd.DataFrame(columns, index=pd.Index([f"layer {l + 1}" for l in range(len(columns[next(iter(columns))]))]))
+        columns[(model, "this ensemble")] = [fmt.format(v) for v in np.asarray(full[model], dtype=float)]
+        columns[(model, f"over {len(r[readout])} disjoint ensembles")] = _mean_interval(r[readout], fmt_mean)
+    n_layer = len(next(iter(columns.values())))
+    table = pd.DataFrame(columns, index=pd.Index([f"layer {l + 1}" for l in range(n_layer)]))
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     return table
 
