@@ -344,11 +344,28 @@ gm_check, gm_gaps = long_cache_check(gemma)
 glue_texts({"gm_verdict": gm_verdicts[H_STAR].verdict, "gm_zigzag_verdict": gm_verdicts[longcache.ZIGZAG].verdict,
             "gm_all": "; ".join(f"{r}: {v.verdict}" for r, v in gm_verdicts.items()),
             "gm_check": f"{gm_check.verdict}: {gm_check.measurement}"})
+glue("fig_gm_splits", figure(study, "long_cache_splits", result=gemma, k=k_small), display=False)
+glue("fig_gm_null", figure(study, "long_cache_null", result=gemma), display=False)
 long_cache_verdicts(gemma, gm_verdicts)
 
 # %% [markdown]
 # The verdicts, with each split's largest distance from uniform and from the
-# architecture's split. Budget by budget:
+# architecture's split.
+#
+# ```{glue:figure} fig_gm_splits
+# :name: fig-gm-splits
+# Gemma 3 270M: keys per key/value head and layer under each allocation rule at
+# $B$ = {glue:text}`lc_small`. The global layers are {glue:text}`gm_global`.
+# ```
+#
+# ```{glue:figure} fig_gm_null
+# :name: fig-gm-null
+# Gemma 3 270M: PyramidKV's split (red) against the sampled reorderings of it
+# across layers (grey) and uniform H2O + sinks (line), on the first
+# {glue:text}`gm_null_windows` windows.
+# ```
+#
+# Budget by budget:
 
 # %% tags=["hide-input"]
 gm_budget = long_cache_budgets(gemma, [r for r in rules if r != longcache.UNIFORM], longcache.UNIFORM, gmeta["flat"])

@@ -287,3 +287,7 @@ def test_a_grid_shipped_under_a_rules_former_name_reads_under_todays():
     assert set(FORMER_NAMES) & set(stored["rules"])  # the file itself keeps the name it was made under
     assert ENTROPY in result.rules and ENTROPY in result.meta["scores"]
     assert not set(FORMER_NAMES) & {*result.rules, *result.meta["scores"]}
+    from attnpod.book import long_cache
+    from attnpod.experiments.cache_rules import ADAKV
+
+    assert ADAKV in long_cache().meta["decode_gaps"]  # the literal check's gaps, keyed by rule, renamed too

@@ -448,3 +448,15 @@ def test_each_shipped_entry_records_the_code_it_was_made_with(tmp_path, monkeypa
     edit_manifest(folder, lambda m: m["entries"][0].update(code=7))
     with pytest.raises(CheckpointError, match="code"):
         shipped.read_manifest(folder)
+
+
+def test_a_missing_real_model_result_says_the_command_for_that_model(tmp_path):
+    from attnpod.pretrained import GEMMA3, SMOLLM2
+
+    folder = tmp_path / "laptop"  # no manifest: nothing shipped
+    for spec, flag in ((GEMMA3, "--long --model gemma3 --ship"), (SMOLLM2, "--long --ship")):
+        with pytest.raises(shipped.MissingCheckpoint, match=flag):
+            shipped.shipped_result("laptop", "real_kv_long", spec.key, {"seed": 42}, folder=folder)
+    with pytest.raises(shipped.MissingCheckpoint, match="real-model --model gemma3 --windows 128"):
+        shipped.shipped_result("laptop", "real_model", f"{GEMMA3.key}-causal", {"seed": 42, "n_windows": 128},
+                               folder=folder)

@@ -431,17 +431,27 @@ def shipped_result(profile_name: str, kind: str, model: str, settings: dict, roo
         if ((entry["kind"], entry["model"], entry["seed"]) == (kind, model, settings.get("seed"))
                 and _comparable(entry["settings"]) == _comparable(settings)):
             return _verified(folder, entry)
-    how = (f"python -m attnpod real-model --windows {settings.get('n_windows')} --ship" if kind == "real_model" else
+    flag = _model_flag(model)
+    how = (f"python -m attnpod real-model{flag} --windows {settings.get('n_windows')} --ship" if kind == "real_model" else
            "about 53 minutes on 2 CPU cores: python -m attnpod experiments --real-model --ship"
            if kind == "real_kv_cache" else
-           "about 95 minutes on 2 CPU cores: python -m attnpod experiments --real-model --long --ship"
-           if kind == "real_kv_long" else
+           f"{'about 70' if flag else 'about 95'} minutes on 2 CPU cores: python -m attnpod experiments --real-model "
+           f"--long{flag} --ship" if kind == "real_kv_long" else
            "about 35 minutes on 2 CPU cores: python -m attnpod experiments --real-model --replicates --ship"
            if kind == "real_replicates" else
            f"it takes hours on a CPU at this size. On a GPU: python -m attnpod experiments --profile "
            f"{profile_name} --seed {settings.get('seed')} --device cuda (after the models are shipped)")
     raise MissingCheckpoint(f"no shipped {profile_name}-profile {kind} result for {model}, seed "
                             f"{settings.get('seed')}, with these settings, in {folder}: {how}")
+
+
+def _model_flag(model: str) -> str:
+    """The command line's ``--model`` option for a real model other than the default (SmolLM2), from a result's
+    model key (the model's key, and an orientation for an analysis); empty otherwise."""
+    from .pretrained import MODELS
+
+    return next((f" --model {name}" for name, spec in MODELS.items()
+                 if name != "smollm2" and model.startswith(spec.key)), "")
 
 
 def find(folder: Path, settings: dict, seed: int) -> dict | None:

@@ -608,8 +608,9 @@ class RealCacheResult(BudgetResult):
         result = super().load(path)
         renamed = lambda names: [FORMER_NAMES.get(n, n) for n in names]  # noqa: E731
         result.rules, result.null_rules = renamed(result.rules), renamed(result.null_rules)
-        if "scores" in result.meta:
-            result.meta["scores"] = {FORMER_NAMES.get(r, r): s for r, s in result.meta["scores"].items()}
+        for key in ("scores", "decode_gaps"):  # the meta's dicts keyed by rule
+            if key in result.meta:
+                result.meta[key] = {FORMER_NAMES.get(r, r): v for r, v in result.meta[key].items()}
         return result
 
 
