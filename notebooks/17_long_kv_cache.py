@@ -309,7 +309,7 @@ gm_model, gm_tokenizer = load_pretrained(GEMMA3)
 gm_tokens = Tokenised.of(load_corpus(data_path or None).text, gm_tokenizer)
 glue_texts({"gm_layers": len(sliding), "gm_global": ", ".join(str(l + 1) for l, w in enumerate(sliding) if not w),
             "gm_window": max(w for w in sliding if w), "gm_windows": gmeta["n_windows"],
-            "gm_tiles": len(gm_tokens.split("val")) // T,  # BOS + T text tokens "gm_perm": gmeta["n_perm"],
+            "gm_tiles": len(gm_tokens.split("val")) // T, "gm_perm": gmeta["n_perm"],  # a window: BOS + T tokens
             "gm_null_windows": gmeta["null_windows"], "gm_hstar_windows": gmeta["h_star_windows"],
             "gm_hstar_length": gmeta["h_star_length"], "lc_prompt": T // 2, "gm_largest": max(budgets),
             "gm_reference": ("the architecture's split differs from uniform at B = " + ", ".join(map(str, moved)))
@@ -350,7 +350,17 @@ long_cache_verdicts(gemma, gm_verdicts)
 
 # %% [markdown]
 # The verdicts, with each split's largest distance from uniform and from the
-# architecture's split.
+# architecture's split. Which rules see the architecture? The mean keys per
+# layer that each rule gives the global and the sliding layers at
+# $B$ = {glue:text}`lc_small`:
+
+# %% tags=["hide-input"]
+is_global = np.array([not w for w in sliding])
+pd.DataFrame({"global layers": {r: gemma.counts(r)[k_small][is_global].mean() for r in longcache.ALLOCATION_RULES},
+              "sliding layers": {r: gemma.counts(r)[k_small][~is_global].mean() for r in longcache.ALLOCATION_RULES}}
+             ).round(1)
+
+# %% [markdown]
 #
 # ```{glue:figure} fig_gm_splits
 # :name: fig-gm-splits

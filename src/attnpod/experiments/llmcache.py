@@ -602,6 +602,12 @@ class RealCacheResult(BudgetResult):
     MAY_BE_NAN = ("null_allocations", "null_losses")
     WHAT = "real-model cache result"
 
+    def same_as(self, rule: str, other: str) -> np.ndarray:
+        """Per budget, whether ``rule`` does exactly what ``other`` does: the same plan, or the very same loss on
+        every window (a plan that is the other's on this model: Ada-KV's pooling where each layer has one
+        key/value head, as Gemma's do), (K,)."""
+        return super().same_as(rule, other) | (self.loss(rule) == self.loss(other)).all(-1)
+
     @classmethod
     def load(cls, path):
         """The stored result (:meth:`CacheResult.load`), its rules under today's names (:data:`FORMER_NAMES`)."""
