@@ -37,7 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = "attnpod"  # registered by `make env` in the project's .venv
 # What orders the chapters when no earlier build of the profile gives times: each profile's long chapters
-# and their measured seconds (laptop: a fresh clone on 2026-12-01, chapters 08 and 11 of 1352 s; smoke: a
+# and their measured seconds (laptop: a fresh clone on 2026-12-01, chapters 08 and 11 of 1352 s; on 2026-12-03 chapter 01 took 747 s and 08, 14, 17 and 11 452, 316, 310 and 329 s; smoke: a
 # fresh store on 2026-12-02, chapters 14, 10, 13 and 09 of 565 s of chapter time, where the de-quantised
 # real model, chapters 13 and 14 share it through the store's lock). The rest start in the book's order.
 TYPICAL = {"laptop": {"notebooks/08_errata": 415.0, "notebooks/11_verdicts": 315.0},
