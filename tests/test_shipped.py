@@ -456,7 +456,8 @@ def test_a_missing_real_model_result_says_the_command_for_that_model(tmp_path):
     folder = tmp_path / "laptop"  # no manifest: nothing shipped
     for spec, flag in ((GEMMA3, "--long --model gemma3 --ship"), (SMOLLM2, "--long --ship")):
         with pytest.raises(shipped.MissingCheckpoint, match=flag):
-            shipped.shipped_result("laptop", "real_kv_long", spec.key, {"seed": 42}, folder=folder)
+            shipped.shipped_result("laptop", "real_kv_long", spec.key, {"seed": 42}, folder=folder,
+                                   option=spec.option)
     with pytest.raises(shipped.MissingCheckpoint, match="real-model --model gemma3 --windows 128"):
         shipped.shipped_result("laptop", "real_model", f"{GEMMA3.key}-causal", {"seed": 42, "n_windows": 128},
-                               folder=folder)
+                               folder=folder, option=GEMMA3.option)

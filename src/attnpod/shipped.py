@@ -422,36 +422,27 @@ def ship_result(kind: str, model: str, seed: int, source: Path, settings: dict, 
 
 
 def shipped_result(profile_name: str, kind: str, model: str, settings: dict, root: Path | None = None,
-                   folder: Path | None = None) -> Path:
+                   folder: Path | None = None, option: str = "") -> Path:
     """The verified file of a shipped experiment result run with these settings (the measured ones
-    aside: the file brings its own), or :class:`MissingCheckpoint` saying how to compute it on a GPU.
-    ``folder`` (else ``checkpoints/<profile>/`` of ``root`` or of the checkout) holds the manifest."""
+    aside: the file brings its own), or :class:`MissingCheckpoint` saying how to compute it (``option``: a real
+    model's ``--model`` option, :attr:`attnpod.pretrained.PretrainedModel.option`). ``folder`` (else
+    ``checkpoints/<profile>/`` of ``root`` or of the checkout) holds the manifest."""
     folder = shipped_root(profile_name, root, folder)
     for entry in read_manifest(folder)["results"]:
         if ((entry["kind"], entry["model"], entry["seed"]) == (kind, model, settings.get("seed"))
                 and _comparable(entry["settings"]) == _comparable(settings)):
             return _verified(folder, entry)
-    flag = _model_flag(model)
-    how = (f"python -m attnpod real-model{flag} --windows {settings.get('n_windows')} --ship" if kind == "real_model" else
+    how = (f"python -m attnpod real-model{option} --windows {settings.get('n_windows')} --ship" if kind == "real_model" else
            "about 53 minutes on 2 CPU cores: python -m attnpod experiments --real-model --ship"
            if kind == "real_kv_cache" else
-           f"{'about 70' if flag else 'about 95'} minutes on 2 CPU cores: python -m attnpod experiments --real-model "
-           f"--long{flag} --ship" if kind == "real_kv_long" else
+           f"{'about 80' if option else 'about 95'} minutes on 2 CPU cores: python -m attnpod experiments --real-model "
+           f"--long{option} --ship" if kind == "real_kv_long" else
            "about 35 minutes on 2 CPU cores: python -m attnpod experiments --real-model --replicates --ship"
            if kind == "real_replicates" else
            f"it takes hours on a CPU at this size. On a GPU: python -m attnpod experiments --profile "
            f"{profile_name} --seed {settings.get('seed')} --device cuda (after the models are shipped)")
     raise MissingCheckpoint(f"no shipped {profile_name}-profile {kind} result for {model}, seed "
                             f"{settings.get('seed')}, with these settings, in {folder}: {how}")
-
-
-def _model_flag(model: str) -> str:
-    """The command line's ``--model`` option for a real model other than the default (SmolLM2), from a result's
-    model key (the model's key, and an orientation for an analysis); empty otherwise."""
-    from .pretrained import MODELS
-
-    return next((f" --model {name}" for name, spec in MODELS.items()
-                 if name != "smollm2" and model.startswith(spec.key)), "")
 
 
 def find(folder: Path, settings: dict, seed: int) -> dict | None:

@@ -733,7 +733,7 @@ def shipped_grid(kind: str, spec, chosen: dict, folder=None, shipped_only: bool 
     if folder is None and not shipped_only:
         return None
     try:
-        path = shipped_result("laptop", kind, spec.key, chosen, folder=folder)
+        path = shipped_result("laptop", kind, spec.key, chosen, folder=folder, option=spec.option)
         return checked_result(path, chosen, "the manifest lists it").came_from("shipped", path)
     except MissingCheckpoint:
         if shipped_only:
