@@ -228,6 +228,23 @@ def test_allocation_verdict_outcomes_and_tiers():
     assert "TOST" in v.criterion and "detectable" in v.criterion and "8: equivalent" in v.measurement
 
 
+def test_a_null_run_at_some_budgets_gives_the_tier_there_and_says_where():
+    rng = np.random.default_rng(4)
+    uniform = rng.normal(2.0, 0.05, (4, 128))
+    rule = uniform - 0.1 + rng.normal(0, 0.01, uniform.shape)
+    orders = lambda k, shift: np.stack([uniform[k, :32] + shift + rng.normal(0, 0.01, 32) for _ in range(19)])  # noqa: E731
+    unscored = np.full((19, 32), np.nan)  # the null's padding where it was not run
+    beaten = [unscored, unscored, orders(2, 0.0), unscored]  # the rule's order beats every one, at budget 4 only
+    v = claims.allocation_verdict(rule, uniform, [8, 6, 4, 2], beaten)
+    assert v.verdict == "better, informative at 4" and v.outcome == "better"
+    assert "4: better" in v.measurement and "beats 100% of 19 orders" in v.measurement
+    assert v.measurement.count("orders") == 1  # the budgets without a null say nothing of one
+    matched = [unscored, unscored, orders(2, -0.1), unscored]  # every order does as well: the order chose nothing
+    assert claims.allocation_verdict(rule, uniform, [8, 6, 4, 2], matched).verdict == "better"
+    nowhere = [unscored] * 4  # padding everywhere is no null at all
+    assert claims.allocation_verdict(rule, uniform, [8, 6, 4, 2], nowhere).verdict == "better, null not run"
+
+
 def test_allocation_verdict_needs_a_majority_of_budgets():
     rng = np.random.default_rng(3)
     uniform = rng.normal(2.0, 0.05, (4, 128))

@@ -124,6 +124,12 @@ def test_the_grid_shares_its_prefill_runs_the_null_only_where_a_split_is_not_fla
         mean, lo, hi = (float(v) for v in cell.replace("[", "").replace("]", "").replace(",", "").split())
         assert lo <= mean <= hi
     assert list(long_cache_scores(result).columns) == [*scores, "attention on token 0"]
+    from attnpod import figures
+    from attnpod.book import _long_cache_curves
+
+    result.meta["model"] = "a tiny llama"
+    panels = [ax.get_title().split("\n")[-1] for ax in _long_cache_curves(figures, result, "null").axes]
+    assert panels == [longcache.PYRAMID, longcache.INVERSE_H_STAR]  # a panel per rule whose null ran, H*'s did not
     calls = []
     monkeypatch.setattr(longcache, "decode_logits", lambda *a, **k: calls.append(a) or iter(()))
     again = longcache.run(model, windows, scores, [12, 8], **kwargs)

@@ -663,12 +663,16 @@ class BudgetVerdict:
     baseline: Comparison | None  # rule − best baseline (None: no baseline)
 
     @property
+    def null_ran(self) -> bool:
+        return self.permutation is not None and self.n_orders > 0
+
+    @property
     def tier(self) -> str:
         """"useful": better than uniform, beats ≥ 95 % of its permutations, and not worse than the best baseline;
         "informative": the first two; "" otherwise; "null not run" when no permutations were scored."""
         if self.uniform.outcome != "better":
             return ""
-        if self.permutation is None:
+        if not self.null_ran:
             return "null not run"
         if not (null_binds(self.n_orders) and self.permutation >= PERMUTATION_SHARE):
             return ""
@@ -714,7 +718,8 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
                  f"the verdict is the outcome at more than half the budgets where the rule differs from uniform, "
                  f"else mixed. "
                  f"Informative: better and beating {PERMUTATION_SHARE:.0%} of the permutations of its own layer "
-                 f"counts; useful: also not worse than the best baseline (95 % upper end below +{margin:g})")
+                 f"counts; useful: also not worse than the best baseline (95 % upper end below +{margin:g}); "
+                 f"a tier is read at the budgets where the null ran, and names them if that is not all")
     skipped = f"; the same split as uniform at {', '.join(str(b) for b, s in zip(budgets, same) if s)}" if same.any() else ""
     if near.any():
         skipped += f"; not tested at {', '.join(str(b) for b, n in zip(budgets, near) if n)}: split {closest}"
@@ -731,12 +736,15 @@ def allocation_verdict(losses, uniform, budgets, permuted=None, best_baseline=No
     counts = {o: sum(v.uniform.outcome == o for v in per_budget) for o in OUTCOMES}
     majority = [o for o in OUTCOMES if counts[o] > n / 2]
     outcome = majority[0] if majority else "mixed"  # no outcome at most budgets: it depends on the budget
-    tiers = [v.tier for v in per_budget]
-    tier = ("useful" if tiers.count("useful") > n / 2 else
-            "informative" if tiers.count("useful") + tiers.count("informative") > n / 2 else
-            "null not run" if outcome == "better" and permuted is None else "")
+    ran = [v for v in per_budget if v.null_ran]  # the tier is read where the null ran: all budgets, or some
+    tiers = [v.tier for v in ran]
+    tier = ("useful" if tiers.count("useful") > len(ran) / 2 else
+            "informative" if tiers.count("useful") + tiers.count("informative") > len(ran) / 2 else
+            "null not run" if outcome == "better" and not ran else "")
+    if tier and ran and len(ran) < n:  # a null run at some budgets speaks for those only
+        tier += f" at {', '.join(str(v.budget) for v in ran)}"
     text = "; ".join(f"{v.budget}: {v.uniform.outcome} {v.uniform}" + (f", beats {v.permutation:.0%} of "
-                     f"{v.n_orders} orders" if v.permutation is not None and v.n_orders else "")
+                     f"{v.n_orders} orders" if v.null_ran else "")
                      for v in per_budget) + skipped
     detectable = max(v.uniform.detectable for v in per_budget)
     criterion += f". Smallest detectable difference (80 % power): {detectable:.3f} nats"

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_argument("--model", choices=("smollm2", "gemma3"), default="smollm2",
                              help="with --real-model --long: which real model (default: smollm2; gemma3's grid, with "
                                   "a 262k-token vocabulary, takes fewer windows (longcache.DESIGNS) and about "
-                                  "77 minutes on 2 CPU cores)")
+                                  "2 hours on 2 CPU cores; kept as it goes, so a rerun resumes)")
     experiments.add_argument("--replicates", action="store_true",
                              help="with --real-model: chapter 13's statistics on six disjoint ensembles of 200 "
                                   "tiles, at smaller N, sink-ablated and under a second rounding of the weights "

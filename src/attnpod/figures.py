@@ -355,17 +355,19 @@ def plot_budget_curves(results: dict, rules=None, xlabel: str = "heads kept", fe
     return fig
 
 
-def plot_permutation_null(results: dict, rule: str, uniform: str, xlabel: str = "heads kept", unit: str = "char"):
+def plot_permutation_null(results: dict, rule, uniform: str, xlabel: str = "heads kept", unit: str = "char"):
     """Does the analysis choose the right layers? Per budget, the loss increase of ``rule`` against every
     permutation of its own per-layer counts (grey dots) and against ``uniform`` (line); one panel per model.
 
     ``results[label]``: a :class:`attnpod.experiments.pruning.PruningResult` or :class:`attnpod.experiments.kvcache.CacheResult`
-    whose permutation null of ``rule`` was run.
+    whose permutation null of ``rule`` was run; ``rule`` may instead name each panel's rule, ``rule[label]``.
     """
-    labels = [k for k, r in results.items() if r.null(rule) is not None]
+    per_panel = isinstance(rule, dict)
+    rule_of = rule.get if per_panel else (lambda label: rule)
+    labels = [k for k, r in results.items() if r.null(rule_of(k)) is not None]
     fig, axes = _subplots(1, max(len(labels), 1), figsize=(3.6 * max(len(labels), 1), 3.4), squeeze=False)
     for ax, label in zip(axes[0], labels):
-        res = results[label]
+        res, rule = results[label], rule_of(label)
         U = res.null(rule).shape[-1]  # the null is scored on the first U windows: so is everything here
 
         def increase(losses):
@@ -382,8 +384,9 @@ def plot_permutation_null(results: dict, rule: str, uniform: str, xlabel: str = 
         ax.set_xticks(positions, [str(b) for b in res.budgets])  # in the experiment's order of budgets
         ax.set(title=label, xlabel=xlabel)  # a linear axis per model: the null is read against its own rule
         ax.grid(alpha=0.3)
+        if ax is axes[0, -1] or per_panel:
+            ax.legend(fontsize=7)  # one legend, or one per panel where each panel has its own rule
     axes[0, 0].set_ylabel(f"loss increase (nats / {unit})")
-    axes[0, -1].legend(fontsize=7)
     return fig
 
 

@@ -435,7 +435,7 @@ def shipped_result(profile_name: str, kind: str, model: str, settings: dict, roo
     how = (f"python -m attnpod real-model{option} --windows {settings.get('n_windows')} --ship" if kind == "real_model" else
            "about 53 minutes on 2 CPU cores: python -m attnpod experiments --real-model --ship"
            if kind == "real_kv_cache" else
-           f"{'about 80' if option else 'about 95'} minutes on 2 CPU cores: python -m attnpod experiments --real-model "
+           f"{'about 120' if option else 'about 95'} minutes on 2 CPU cores: python -m attnpod experiments --real-model "
            f"--long{option} --ship" if kind == "real_kv_long" else
            "about 35 minutes on 2 CPU cores: python -m attnpod experiments --real-model --replicates --ship"
            if kind == "real_replicates" else
