@@ -289,8 +289,9 @@ repro
 # capped at their window.
 #
 # The grid is the one above, with changes fixed before running, all for time.
-# Gemma's vocabulary of 262,144 tokens makes each decoded window cost about
-# 4.5 s per plan here, against SmolLM2's 0.9 s. So the grid takes
+# Gemma's vocabulary of 262,144 tokens makes each decoded window cost 4.5 to
+# 10 s per plan on the 2-core machines it ran on, against SmolLM2's 0.9 s. So
+# the grid takes
 # **{glue:text}`gm_windows` validation windows** of the {glue:text}`gm_tiles`
 # the split holds at {glue:text}`lc_length` tokens (each begins with Gemma's BOS
 # token), and the permutation null takes {glue:text}`gm_perm` orders on

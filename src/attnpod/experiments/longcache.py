@@ -345,7 +345,7 @@ FORMAT = 1
 
 
 DESIGNS = {  # per model, what differs from :func:`settings`' defaults: Gemma's 262k-token head makes a window's
-    # decode about 4.5 s per plan here (SmolLM2: about 0.9 s), so its grid takes fewer windows. ZigZagKV beat
+    # decode 4.5 to 10 s per plan on 2 cores (SmolLM2: about 0.9 s), so its grid takes fewer windows. ZigZagKV beat
     # uniform at every budget of Gemma's first grid (run without its null, and with 9 orders: too few to bind),
     # so the second grid runs its permutation null too, with SmolLM2's 19 orders: is it the layer order that helps?
     GEMMA3.key: {"n_windows": 16, "null_windows": 8,
